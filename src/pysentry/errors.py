@@ -3,12 +3,13 @@
 ::
 
     PysentryError
-    ├── InvalidSpiffeId (ValueError)   a SPIFFE ID or trust domain that breaks the charset/shape rules
-    ├── InvalidKey (ValueError)        a private key that cannot be loaded (garbage, encrypted, unknown block)
-    ├── InvalidCsr (ValueError)        a CSR that does not parse or fails proof of possession -> INVALID_ARGUMENT
-    ├── InvalidBundle (ValueError)     CA credentials (ca.crt / issuer.crt / issuer.key) that do not validate
+    ├── InvalidSpiffeId (ValueError)   a SPIFFE ID or trust domain that breaks the rules
+    ├── InvalidKey (ValueError)        a key that cannot be loaded or is not supported
+    ├── InvalidCsr (ValueError)        a CSR that does not parse or verify -> INVALID_ARGUMENT
+    ├── InvalidBundle (ValueError)     CA credentials that do not validate
     ├── InvalidDuration (ValueError)   a Go duration string that does not parse
-    ├── RequestDenied                  a validator refused a request -> PERMISSION_DENIED (.problems)
+    ├── InvalidMethod (ValueError)     a method name with forbidden characters -> INVALID_ARGUMENT
+    ├── RequestDenied                  a validator refused -> PERMISSION_DENIED (.problems)
     ├── PeerRejected                   a peer's chain or SPIFFE ID is not accepted
     ├── SentryUnavailable              the sidecar could not get an identity from Sentry
     └── ConfigError                    a configuration file or flag that is wrong (CLI exit code 2)
@@ -41,6 +42,10 @@ class InvalidBundle(PysentryError, ValueError):
 
 class InvalidDuration(PysentryError, ValueError):
     """A Go-style duration string that does not parse."""
+
+
+class InvalidMethod(PysentryError, ValueError):
+    """A service-invocation method name that cannot be normalized (gRPC INVALID_ARGUMENT)."""
 
 
 class RequestDenied(PysentryError):

@@ -31,7 +31,9 @@ def _check_trust_domain(name: str) -> None:
 
 def _check_segment(segment: str, whole: str) -> None:
     if segment == "":
-        raise InvalidSpiffeId(f"invalid SPIFFE ID path {whole!r}: path cannot contain empty segments")
+        raise InvalidSpiffeId(
+            f"invalid SPIFFE ID path {whole!r}: path cannot contain empty segments"
+        )
     if segment in (".", ".."):
         raise InvalidSpiffeId(
             f"invalid SPIFFE ID path {whole!r}: path cannot contain dot segments ({segment!r})"
