@@ -1,0 +1,12 @@
+"""Identity for any process: the Sentry client, the renewal loop, TLS contexts and trust anchors.
+
+- :mod:`.identity`: :class:`X509Svid` (a chain, its key, its SPIFFE ID, its renewal time).
+- :mod:`.anchors`: trust anchor sources (``DAPR_TRUST_ANCHORS``, or a watched file).
+- :mod:`.tls`: ``ssl`` contexts for SPIFFE mTLS, post-handshake peer checks, rotation.
+- :mod:`.channel`: grpclib channel and server that check the peer's SPIFFE ID per connection.
+- :mod:`.sentry_client`: ``SignCertificate`` over TLS with Dapr's retry policy.
+- :mod:`.provider`: the initial fetch and the renewal loop at 50% of the lifetime.
+- :mod:`.metrics`: daprd's ``dapr_runtime_mtls_*`` counters.
+
+Builds on ``pysentry.pki`` (pure); ``sentry``, ``sidecar`` and ``cli`` build on this package.
+"""

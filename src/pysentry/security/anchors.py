@@ -1,0 +1,208 @@
+"""Trust anchor sources: the set of root certificates peers must chain to.
+
+- :class:`StaticAnchors`: from ``DAPR_TRUST_ANCHORS`` (as daprd), never reloaded.
+- :class:`FileAnchors`: from a PEM file, watched and hot-reloaded. It watches the *directory*
+  (editors and ``kubectl`` replace files by rename or symlink swap) and re-reads the file on any
+  event there, reloading only if its bytes changed. A broken file keeps the last good bundle, logs
+  the reason and sets :attr:`FileAnchors.last_error`. Subscribers are called with the new anchors.
+
+A bundle may hold several roots, which is how a root is replaced without downtime. As in Dapr,
+one anchor set serves every trust domain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from cryptography import x509
+
+from pysentry.errors import ConfigError, InvalidBundle
+from pysentry.pki.pem import dump_certificates, load_certificates
+
+log = logging.getLogger(__name__)
+
+Anchors = tuple[x509.Certificate, ...]
+AnchorsCallback = Callable[[Anchors], None]
+TRUST_ANCHORS_ENV = "DAPR_TRUST_ANCHORS"
+
+
+class TrustAnchors(Protocol):
+    """A source of the current trust anchors."""
+
+    def current(self) -> Anchors: ...
+
+    def pem(self) -> bytes: ...
+
+    def subscribe(self, callback: AnchorsCallback) -> Callable[[], None]: ...
+
+
+def parse_anchors(pem: bytes, source: str) -> Anchors:
+    """Every certificate of ``pem``; ``InvalidBundle`` naming ``source`` if none or broken."""
+    try:
+        certs = load_certificates(pem)
+    except InvalidBundle as err:
+        raise InvalidBundle(f"invalid trust anchors in {source}: {err}") from err
+    if not certs:
+        raise InvalidBundle(
+            f"invalid trust anchors in {source}: no PEM 'CERTIFICATE' block found; "
+            "expected the CA certificate(s), e.g. the contents of ca.crt"
+        )
+    return certs
+
+
+class _Subscribers:
+    def __init__(self) -> None:
+        self._callbacks: list[AnchorsCallback] = []
+
+    def add(self, callback: AnchorsCallback) -> Callable[[], None]:
+        self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    def notify(self, anchors: Anchors) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(anchors)
+            except Exception:
+                log.exception("Trust anchors subscriber %r failed", callback)
+
+
+class StaticAnchors:
+    """Anchors fixed at start (``DAPR_TRUST_ANCHORS``)."""
+
+    def __init__(self, anchors: Anchors) -> None:
+        if not anchors:
+            raise InvalidBundle("invalid trust anchors: the bundle is empty")
+        self._anchors = tuple(anchors)
+        self._pem = dump_certificates(self._anchors)
+
+    @classmethod
+    def from_pem(cls, pem: bytes | str, *, source: str = TRUST_ANCHORS_ENV) -> StaticAnchors:
+        data = pem.encode() if isinstance(pem, str) else pem
+        return cls(parse_anchors(data, source))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> StaticAnchors | None:
+        """From ``DAPR_TRUST_ANCHORS``; ``None`` when it is unset or empty."""
+        value = environ.get(TRUST_ANCHORS_ENV, "")
+        return cls.from_pem(value) if value.strip() else None
+
+    def current(self) -> Anchors:
+        return self._anchors
+
+    def pem(self) -> bytes:
+        return self._pem
+
+    def subscribe(self, callback: AnchorsCallback) -> Callable[[], None]:
+        return lambda: None  # never changes
+
+
+class FileAnchors:
+    """Anchors read from ``path`` and reloaded when it changes (run :meth:`run` in a task).
+
+    The constructor reads the file: a missing or broken file at start is an error.
+    """
+
+    def __init__(self, path: Path | str, *, force_polling: bool | None = None) -> None:
+        self.path = Path(path)
+        self.force_polling = force_polling
+        self.last_error: str | None = None
+        self.reloads = 0
+        self._subscribers = _Subscribers()
+        self._ready = asyncio.Event()
+        self._raw = self._read()
+        self._anchors = parse_anchors(self._raw, f"file {str(self.path)!r}")
+        self._pem = dump_certificates(self._anchors)
+
+    def _read(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"trust anchors file {str(self.path)!r} not found: "
+                "give the path of the CA certificate bundle (ca.crt)"
+            ) from None
+        except OSError as err:
+            raise ConfigError(
+                f"trust anchors file {str(self.path)!r} cannot be read: {err.strerror}"
+            ) from err
+
+    def current(self) -> Anchors:
+        return self._anchors
+
+    def pem(self) -> bytes:
+        return self._pem
+
+    def subscribe(self, callback: AnchorsCallback) -> Callable[[], None]:
+        return self._subscribers.add(callback)
+
+    async def wait_ready(self) -> None:
+        """Return once the watcher is installed (changes after this are seen)."""
+        await self._ready.wait()
+
+    def reload(self) -> bool:
+        """Re-read the file now; True if new anchors were installed. Keeps the old on error."""
+        try:
+            raw = self._read()
+            if raw == self._raw:
+                return False
+            anchors = parse_anchors(raw, f"file {str(self.path)!r}")
+        except (ConfigError, InvalidBundle) as err:
+            if str(err) != self.last_error:
+                log.error("Failed to reload trust anchors, keeping the previous ones: %s", err)
+            self.last_error = str(err)
+            return False
+        self._raw = raw
+        self.last_error = None
+        if anchors == self._anchors:
+            return False
+        self._anchors = anchors
+        self._pem = dump_certificates(anchors)
+        self.reloads += 1
+        log.info(
+            "Trust anchors file changed, reloading trust anchors from %r (%d certificates)",
+            str(self.path),
+            len(anchors),
+        )
+        self._subscribers.notify(anchors)
+        return True
+
+    async def run(self) -> None:
+        """Watch the file's directory until cancelled."""
+        from watchfiles import awatch
+
+        changes = awatch(
+            self.path.parent,
+            watch_filter=None,
+            debounce=1600,
+            step=50,
+            recursive=False,
+            force_polling=self.force_polling,
+        )
+        iterator = aiter(changes)
+        pending: asyncio.Future[object] = asyncio.ensure_future(anext(iterator))
+        try:
+            await asyncio.sleep(0)  # the watcher is installed on the generator's first step
+            self.reload()  # a change between the first read and the watch start
+            self._ready.set()
+            log.debug("Watching trust anchors file %r", str(self.path))
+            while True:
+                await pending
+                self.reload()
+                pending = asyncio.ensure_future(anext(iterator))
+        finally:
+            pending.cancel()
+            await asyncio.wait([pending])
+            if not pending.cancelled():
+                pending.exception()  # retrieved, so asyncio does not report it again
+            with contextlib.suppress(RuntimeError):
+                await changes.aclose()

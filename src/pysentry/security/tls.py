@@ -1,0 +1,266 @@
+"""``ssl`` contexts for SPIFFE mutual TLS, post-handshake peer checks, and rotation.
+
+Every context: TLS >= 1.2, ALPN ``h2``, ``check_hostname=False`` (SVIDs carry no DNS names),
+``CERT_REQUIRED`` with the trust anchors as the only roots (``cadata``; partial chains allowed,
+so an anchor may be an intermediate, as in Go). OpenSSL verifies the peer's chain during the
+handshake; :func:`peer_spiffe_id` then applies the go-spiffe rules (§9.6) to the peer's chain and
+runs the authorizer. Python 3.11 has no public API for the peer's chain: we read it through the
+``_sslobj.get_unverified_chain()`` that CPython has had since 3.10 (public in 3.13) and verify it
+ourselves with :func:`pysentry.pki.svid.verify_svid`. Where that API is missing, only the leaf is
+available: its chain was verified by OpenSSL, and we check the leaf rules and the authorizer.
+
+Rotation (never mutate a live context): :class:`RotatingServerContext` builds the listener
+context once; its ``sni_callback`` (called for every ClientHello, with or without SNI) moves the
+connection to the context of the current identity and anchors, built fresh on each change.
+:class:`ClientContexts` hands clients the context for the current identity, one per change.
+
+Keys reach OpenSSL through a memory-only file (``memfd_create``), or, where that is missing,
+a file in a private 0700 temp dir that is deleted right after ``load_cert_chain``.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from pysentry.errors import InvalidBundle, PeerRejected
+from pysentry.pki.chain import ChainError, check_validity, is_ca
+from pysentry.pki.svid import Authorizer, authorize_any, id_from_cert, verify_svid
+from pysentry.security.anchors import Anchors, TrustAnchors
+from pysentry.security.identity import X509Svid
+from pysentry.spiffe import SpiffeId
+
+ALPN_PROTOCOLS = ("h2",)
+AnchorsLike = TrustAnchors | Sequence[x509.Certificate]
+
+
+def anchor_certs(anchors: AnchorsLike) -> Anchors:
+    """The certificates of a source or a sequence."""
+    if isinstance(anchors, Sequence):
+        return tuple(anchors)
+    return anchors.current()
+
+
+def _load_identity(ctx: ssl.SSLContext, svid: X509Svid) -> None:
+    data = svid.chain_pem() + svid.key_pem()
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fd = os.memfd_create("pysentry-svid", os.MFD_CLOEXEC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="pysentry-tls-") as tmp:  # created 0700
+        path = Path(tmp) / "svid.pem"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        try:
+            ctx.load_cert_chain(path)
+        finally:
+            path.unlink()
+
+
+def _configure(ctx: ssl.SSLContext, anchors: Anchors | None, alpn: Sequence[str]) -> None:
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    if anchors is None:
+        ctx.verify_mode = ssl.CERT_NONE
+        return
+    if not anchors:
+        raise InvalidBundle("no trust anchors: peers cannot be verified without them")
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.load_verify_locations(
+        cadata="".join(c.public_bytes(Encoding.PEM).decode("ascii") for c in anchors)
+    )
+
+
+def server_context(
+    svid: X509Svid,
+    anchors: AnchorsLike | None,
+    *,
+    require_client_cert: bool = True,
+    alpn: Sequence[str] = ALPN_PROTOCOLS,
+) -> ssl.SSLContext:
+    """A server context presenting ``svid``'s chain.
+
+    ``require_client_cert=True``: mutual TLS, the client's chain must verify against ``anchors``.
+    ``False``: TLS only, no certificate request (Sentry's listener).
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if require_client_cert:
+        _configure(ctx, anchor_certs(anchors) if anchors is not None else (), alpn)
+    else:
+        _configure(ctx, None, alpn)
+    _load_identity(ctx, svid)
+    return ctx
+
+
+def client_context(
+    svid: X509Svid | None, anchors: AnchorsLike, *, alpn: Sequence[str] = ALPN_PROTOCOLS
+) -> ssl.SSLContext:
+    """A client context verifying the server against ``anchors`` (no hostname check).
+
+    With ``svid`` the client presents its chain (mutual TLS); without, it presents nothing.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    _configure(ctx, anchor_certs(anchors), alpn)
+    if svid is not None:
+        _load_identity(ctx, svid)
+    return ctx
+
+
+def peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> tuple[x509.Certificate, ...]:
+    """The chain the peer presented, leaf first (only the leaf where CPython cannot tell)."""
+    getter = getattr(ssl_object, "get_unverified_chain", None)  # Python >= 3.13
+    if getter is None:
+        getter = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    if getter is not None:
+        raw = getter() or []
+        ders = [c if isinstance(c, bytes) else c.public_bytes(2) for c in raw]  # 2: DER
+        if ders:
+            return tuple(x509.load_der_x509_certificate(der) for der in ders)
+    leaf = ssl_object.getpeercert(binary_form=True)
+    return (x509.load_der_x509_certificate(leaf),) if leaf else ()
+
+
+def _leaf_only_checks(leaf: x509.Certificate, now: datetime, authorizer: Authorizer) -> SpiffeId:
+    try:
+        spiffe_id = id_from_cert(leaf)
+    except PeerRejected as err:
+        raise PeerRejected(f"x509svid: could not get leaf SPIFFE ID: {err}") from err
+    if is_ca(leaf):
+        raise PeerRejected("x509svid: leaf certificate with CA flag set to true")
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None and (usage.key_cert_sign or usage.crl_sign):
+        raise PeerRejected("x509svid: leaf certificate with KeyCertSign or KeyCrlSign key usage")
+    try:
+        check_validity(leaf, now)
+    except ChainError as err:
+        raise PeerRejected(f"x509svid: could not verify leaf certificate: {err}") from err
+    authorizer(spiffe_id)
+    return spiffe_id
+
+
+def peer_spiffe_id(
+    ssl_object: ssl.SSLObject | ssl.SSLSocket,
+    anchors: AnchorsLike,
+    authorizer: Authorizer | None,
+    now: datetime,
+) -> SpiffeId:
+    """The peer's verified SPIFFE ID after the handshake; ``PeerRejected`` if not acceptable."""
+    chain = peer_chain(ssl_object)
+    if not chain:
+        raise PeerRejected("x509svid: peer presented no certificate")
+    authorize = authorizer or authorize_any()
+    if not _has_chain_api(ssl_object):
+        return _leaf_only_checks(chain[0], now, authorize)
+    return verify_svid(chain, anchor_certs(anchors), now=now, authorizer=authorize)
+
+
+def _has_chain_api(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> bool:
+    return hasattr(ssl_object, "get_unverified_chain") or hasattr(
+        getattr(ssl_object, "_sslobj", None), "get_unverified_chain"
+    )
+
+
+class RotatingServerContext:
+    """One listener context whose connections use the current identity's context.
+
+    ``listener`` goes to ``create_server``/``grpclib.Server.start(ssl=...)``. Call
+    :meth:`update` (or pass :meth:`set_identity`/:meth:`set_anchors` as subscriber callbacks):
+    new handshakes get the new certificate and anchors; established connections keep theirs.
+    """
+
+    def __init__(
+        self,
+        svid: X509Svid,
+        anchors: AnchorsLike | None,
+        *,
+        require_client_cert: bool = True,
+        alpn: Sequence[str] = ALPN_PROTOCOLS,
+    ) -> None:
+        self._svid = svid
+        self._anchors = anchor_certs(anchors) if anchors is not None else None
+        self._require = require_client_cert
+        self._alpn = tuple(alpn)
+        self.generation = 0
+        self._current = self._build()
+        self.listener = self._build()
+        self.listener.sni_callback = self._on_client_hello
+
+    def _build(self) -> ssl.SSLContext:
+        return server_context(
+            self._svid, self._anchors, require_client_cert=self._require, alpn=self._alpn
+        )
+
+    def _on_client_hello(
+        self, ssl_obj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> None:
+        ssl_obj.context = self._current
+
+    @property
+    def svid(self) -> X509Svid:
+        return self._svid
+
+    @property
+    def current(self) -> ssl.SSLContext:
+        return self._current
+
+    def update(self, *, svid: X509Svid | None = None, anchors: AnchorsLike | None = None) -> None:
+        """Build a fresh context for the new identity and/or anchors and switch to it."""
+        if svid is not None:
+            self._svid = svid
+        if anchors is not None:
+            self._anchors = anchor_certs(anchors)
+        self._current = self._build()
+        self.generation += 1
+
+    def set_identity(self, svid: X509Svid) -> None:
+        self.update(svid=svid)
+
+    def set_anchors(self, anchors: Anchors) -> None:
+        self.update(anchors=anchors)
+
+
+class ClientContexts:
+    """Client contexts for new connections, rebuilt only when the identity or anchors change."""
+
+    def __init__(
+        self,
+        identity: Callable[[], X509Svid | None],
+        anchors: TrustAnchors,
+        *,
+        alpn: Sequence[str] = ALPN_PROTOCOLS,
+    ) -> None:
+        self._identity = identity
+        self._anchors = anchors
+        self._alpn = tuple(alpn)
+        self._key: tuple[X509Svid | None, Anchors] | None = None
+        self._context: ssl.SSLContext | None = None
+
+    def get(self) -> ssl.SSLContext:
+        svid, anchors = self._identity(), self._anchors.current()
+        key = self._key
+        if self._context is None or key is None or key[0] is not svid or key[1] is not anchors:
+            self._context = client_context(svid, anchors, alpn=self._alpn)
+            self._key = (svid, anchors)
+        return self._context
