@@ -25,7 +25,7 @@ from pysentry.clock import Clock, system_clock
 from pysentry.errors import SentryUnavailable
 from pysentry.pki.csr import build_csr
 from pysentry.pki.keys import KeyAlgorithm, PrivateKey, generate_key
-from pysentry.security.identity import X509Svid
+from pysentry.security.identity import RENEWAL_FRACTION, X509Svid
 from pysentry.security.metrics import SecurityMetrics
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,14 @@ class SecurityProvider:
 
     def _install(self, svid: X509Svid) -> None:
         self._svid = svid
+        now = self._clock()
         renew_at = svid.renewal_at() - self._jitter(svid.lifetime)
-        self._renew_at = max(renew_at, svid.not_before)
+        if renew_at <= now:
+            # Dapr's 50% point of the backdated window is already past when workloadCertTTL is
+            # not longer than allowedClockSkew (10s TTL, 15m skew): renewing "now" would loop.
+            # Renew at half of the validity that is left instead.
+            renew_at = now + (svid.not_after - now) * RENEWAL_FRACTION
+        self._renew_at = renew_at
         self._next_attempt_at = self._renew_at
 
     # -- issuing ---------------------------------------------------------------------------

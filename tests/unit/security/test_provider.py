@@ -7,6 +7,7 @@ in-process CA (TestCA) signing the provider's CSRs.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,7 @@ class Requester:
     calls: list[datetime] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     stop_after: int = 3
+    ttl: timedelta = TTL
 
     async def __call__(self, csr_pem: bytes) -> tuple[x509.Certificate, ...]:
         self.calls.append(self.time.now)
@@ -67,7 +69,9 @@ class Requester:
                 "failed to connect to Sentry at 'x:1': connection refused; is sentry running?",
                 reason="sentry_conn",
             )
-        signed = self.ca.bundle.sign(parse_csr(csr_pem), APP_ID, now=self.time.now, ttl=TTL)
+        signed = self.ca.bundle.sign(
+            parse_csr(csr_pem), APP_ID, now=self.time.now, ttl=self.ttl, skew=SKEW
+        )
         return (signed.leaf, *self.ca.chain)
 
 
@@ -114,6 +118,21 @@ async def test_initial_identity_and_log_lines(caplog: pytest.LogCaptureFixture) 
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["Fetching initial identity", "Security is initialized successfully"]
     assert _value(registry, "dapr_runtime_mtls_init_total") == 1
+
+
+async def test_ttl_shorter_than_skew_renews_at_half_of_what_is_left() -> None:
+    # workloadCertTTL 10s with the default 15m skew: Dapr's 50% point of the backdated window is
+    # ~7m before issuance, which would renew in a tight loop. Renew 5s after receipt instead.
+    time = FakeTime()
+    requester = Requester(time, ttl=timedelta(seconds=10), stop_after=4)
+    provider = _provider(time, requester)
+    svid = await provider.start()
+    assert svid.renewal_at() < START
+    assert provider.renewal_at == START + timedelta(seconds=5)
+    await _run_until_done(provider, requester)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(requester.calls)]
+    assert len(gaps) >= 3
+    assert set(gaps) == {timedelta(seconds=5)}
 
 
 async def test_initial_failure_is_fatal_and_counted() -> None:
