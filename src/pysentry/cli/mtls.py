@@ -1,0 +1,172 @@
+"""``dapr mtls`` (status), ``dapr mtls expiry`` and ``dapr mtls export``, self-hosted.
+
+They work on the credentials directory ``~/.dapr/certs`` unless ``--issuer-credentials DIR`` says
+otherwise. Output strings are Dapr's; errors exit non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography import x509
+
+from pysentry.cli import console
+from pysentry.cli.backend import CREDENTIAL_FILES, SelfHostedCredentials, self_hosted
+from pysentry.cli.configfile import read_mtls
+from pysentry.cli.console import CliError
+from pysentry.cli.home import DaprHome
+from pysentry.clock import system_clock
+from pysentry.fileio import write_atomic
+from pysentry.pki.pem import load_certificates
+
+CredentialsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--issuer-credentials",
+        help="Directory with ca.crt, issuer.crt and issuer.key (default: $HOME/.dapr/certs).",
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Dapr configuration file (default: $HOME/.dapr/config.yaml)."
+    ),
+]
+KubernetesOption = Annotated[
+    bool,
+    typer.Option(
+        "--kubernetes", "-k", help="Kubernetes mode (not supported yet: self-hosted only)."
+    ),
+]
+
+mtls_app = typer.Typer(
+    help="Check if mTLS is enabled; inspect, export and renew the CA credentials.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+
+def refuse_kubernetes(kubernetes: bool) -> None:
+    if kubernetes:
+        raise CliError(
+            "Kubernetes mode (-k) is not supported yet: this CLI manages a self-hosted "
+            "credentials directory; drop -k"
+        )
+
+
+def credentials_of(ctx: typer.Context, directory: Path | None) -> SelfHostedCredentials:
+    home: DaprHome = ctx.find_root().obj
+    return self_hosted(directory, home.certs_dir)
+
+
+def first_root(anchors_pem: bytes, location: str) -> x509.Certificate:
+    """The first certificate of ``ca.crt``, as Dapr's ``Expiry()`` reads it."""
+    try:
+        certs = load_certificates(anchors_pem)
+    except ValueError as err:
+        raise CliError(f"root certificate in {location!r} cannot be parsed: {err}") from err
+    if not certs:
+        raise CliError(
+            f"root certificate not loaded yet: no CERTIFICATE block in {location!r}; "
+            "start Sentry once or run 'dapr mtls renew-certificate'"
+        )
+    return certs[0]
+
+
+@mtls_app.callback()
+def mtls_status(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    kubernetes: KubernetesOption = False,
+) -> None:
+    """Check if mTLS is enabled in the self-hosted configuration file."""
+    if ctx.invoked_subcommand is not None:
+        return
+    refuse_kubernetes(kubernetes)
+    home: DaprHome = ctx.find_root().obj
+    path = (config or home.config_file).expanduser().absolute()
+    settings = read_mtls(path, required=True)
+    state = "enabled" if settings.enabled else "disabled"
+    print(f"Mutual TLS is {state} in your self-hosted configuration {path}")
+    warn_if_root_expires(credentials_of(ctx, None))
+
+
+@mtls_app.command("expiry")
+def expiry_command(ctx: typer.Context, issuer_credentials: CredentialsOption = None) -> None:
+    """Checks the expiry of the root certificate."""
+    creds = credentials_of(ctx, issuer_credentials)
+    root = first_root(creds.read_anchors(), str(creds.path("ca.crt")))
+    not_after = root.not_valid_after_utc
+    hours = console.hours_until(not_after, system_clock())
+    print(f"Root certificate expires in {hours} hours. Expiry date: {console.go_time(not_after)}")
+
+
+@mtls_app.command("export")
+def export_command(
+    ctx: typer.Context,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The output directory path to save the certs")
+    ] = Path("."),
+    issuer_credentials: CredentialsOption = None,
+) -> None:
+    """Export the root CA, issuer cert and key from the credentials directory to local files."""
+    creds = credentials_of(ctx, issuer_credentials)
+    data = creds.read()
+    target = out.expanduser().absolute()
+    try:
+        os.makedirs(target, mode=0o755, exist_ok=True)
+    except OSError as err:
+        raise CliError(
+            f"error exporting trust chain certs: cannot create {str(target)!r}: {err.strerror}"
+        ) from err
+    if target.resolve() == creds.directory.resolve():
+        raise CliError(
+            "error exporting trust chain certs: "
+            f"{str(target)!r} is the credentials directory itself"
+        )
+    contents = dict(
+        zip(CREDENTIAL_FILES, (data.ca_pem, data.issuer_pem, data.key_pem), strict=True)
+    )
+    for name, blob in contents.items():
+        write_atomic(target / name, blob, mode=0o600)
+    console.success(f"Trust certs successfully exported to {target}")
+    warn_if_root_expires(creds)
+
+
+WARNING_DAYS = 30
+RENEWAL_HELP = (
+    "Please see docs.dapr.io for certificate renewal instructions to avoid service interruptions."
+)
+
+
+def expiry_warning(anchors: tuple[x509.Certificate, ...], now: datetime) -> str | None:
+    """Dapr's ``CheckForCertExpiry`` text (A.6) for the earliest-expiring root, or None."""
+    if not anchors:
+        return None
+    not_after = min(cert.not_valid_after_utc for cert in anchors)
+    days = console.days_until(not_after, now)
+    if days >= WARNING_DAYS:
+        return None
+    where = "Dapr root certificate of your self-hosted installation"
+    if days == 0:
+        msg = f"{where} expires today."
+    elif days < 0:
+        msg = f"{where} has expired."
+    else:
+        msg = f"{where} expires in {days} days."
+    return f"{msg} Expiry date: {console.rfc1123(not_after)}. \n {RENEWAL_HELP}"
+
+
+def warn_if_root_expires(creds: SelfHostedCredentials) -> None:
+    """PostRun check of Dapr's CLI: silent when the anchors cannot be read."""
+    try:
+        anchors = load_certificates(creds.read_anchors())
+    except (CliError, ValueError):
+        return
+    text = expiry_warning(anchors, system_clock())
+    if text is not None:
+        console.warning(text)

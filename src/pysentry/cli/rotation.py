@@ -1,0 +1,143 @@
+"""What ``renew-certificate`` writes: new CA credentials computed from the current ones.
+
+* With the current root's key, the root is re-issued with the same subject, key and extensions (only
+  serial and validity change), so every existing chain still verifies under either copy.
+* With a new key, the new root goes first in ``ca.crt`` and the old, unexpired roots stay after it,
+  so leaves under either root verify while the new bundle spreads.
+* Provided certificates are validated with ``CaBundle.from_pem`` and written as given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import NameOID
+
+from pysentry.cli.backend import Credentials
+from pysentry.pki.bundle import CaBundle
+from pysentry.pki.csr import signature_hash
+from pysentry.pki.keys import (
+    KeyAlgorithm,
+    PrivateKey,
+    dump_private_key,
+    generate_key,
+    same_public_key,
+)
+from pysentry.pki.pem import dump_certificates
+from pysentry.pki.profiles import issuer_certificate, random_serial, root_certificate
+from pysentry.spiffe import TrustDomain
+
+DEFAULT_TRUST_DOMAIN = "cluster.local"
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """Credentials about to be written, and what they mean for running sidecars."""
+
+    credentials: Credentials
+    root: x509.Certificate  # the first root of ca.crt (what ``mtls expiry`` reports)
+    old_roots: tuple[x509.Certificate, ...]  # earlier roots kept in ca.crt (other keys)
+    root_key_changed: bool  # True when no root of the previous ca.crt remains trusted
+    first: bool  # there were no credentials before
+
+
+def _same_key(cert: x509.Certificate, key: PrivateKey) -> bool:
+    return same_public_key(cert.public_key(), key.public_key())  # type: ignore[arg-type]
+
+
+def reissue_root(
+    old: x509.Certificate, key: PrivateKey, *, now: datetime, ttl: timedelta, skew: timedelta
+) -> x509.Certificate:
+    """Same subject, key and extensions as ``old``; a new serial and validity window."""
+    builder = (
+        x509.CertificateBuilder()
+        .serial_number(random_serial())
+        .subject_name(old.subject)
+        .issuer_name(old.subject)
+        .public_key(key.public_key())
+        .not_valid_before(now - skew)
+        .not_valid_after(now + ttl)
+    )
+    for ext in old.extensions:
+        builder = builder.add_extension(ext.value, critical=ext.critical)
+    return builder.sign(key, signature_hash(key))
+
+
+def trust_domain_of(root: x509.Certificate) -> str:
+    """The ``O=`` of a Dapr root (its trust domain), else ``cluster.local``."""
+    orgs = root.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    value = orgs[0].value if orgs else ""
+    return value if isinstance(value, str) and value else DEFAULT_TRUST_DOMAIN
+
+
+def generate(
+    root_key: PrivateKey,
+    current: Sequence[x509.Certificate],
+    *,
+    trust_domain: str | None,
+    now: datetime,
+    ttl: timedelta,
+    skew: timedelta,
+) -> Renewal:
+    """A root for ``root_key`` (re-issued if ``current`` has one) and a new P-256 issuer."""
+    same = [a for a in current if _same_key(a, root_key)]
+    others = tuple(a for a in current if not _same_key(a, root_key) and a.not_valid_after_utc > now)
+    if same:
+        root = reissue_root(same[0], root_key, now=now, ttl=ttl, skew=skew)
+        td = TrustDomain.parse(trust_domain or trust_domain_of(same[0]))
+    else:
+        td = TrustDomain.parse(trust_domain or DEFAULT_TRUST_DOMAIN)
+        root = root_certificate(root_key, td, now=now, ttl=ttl, skew=skew)
+    issuer_key = generate_key(KeyAlgorithm.EC_P256)
+    issuer = issuer_certificate(
+        issuer_key.public_key(),
+        root_cert=root,
+        root_key=root_key,
+        trust_domain=td,
+        namespace=os.environ.get("NAMESPACE") or "default",
+        now=now,
+        ttl=ttl,
+        skew=skew,
+    )
+    creds = Credentials(
+        ca_pem=dump_certificates((root, *others)),
+        issuer_pem=dump_certificates((issuer,)),
+        key_pem=dump_private_key(issuer_key),
+    )
+    CaBundle.from_pem(creds.ca_pem, creds.issuer_pem, creds.key_pem, now=now)  # self-check
+    changed = bool(current) and not same
+    return Renewal(creds, root, others, root_key_changed=changed, first=not current)
+
+
+def provided(creds: Credentials, current: Sequence[x509.Certificate], *, now: datetime) -> Renewal:
+    """User-supplied credentials, validated as Sentry will (``InvalidBundle`` otherwise)."""
+    anchors = CaBundle.from_pem(
+        creds.ca_pem, creds.issuer_pem, creds.key_pem, now=now
+    ).trust_anchors
+    kept = [
+        old
+        for old in current
+        if any(same_public_key(old.public_key(), new.public_key()) for new in anchors)  # type: ignore[arg-type]
+    ]
+    changed = bool(current) and not kept
+    return Renewal(creds, anchors[0], (), root_key_changed=changed, first=not current)
+
+
+def split_roots(bundle: CaBundle) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+    """(roots that signed the top of the issuer chain, the other roots)."""
+    top = bundle.issuer_chain[-1]
+    keep: list[x509.Certificate] = []
+    drop: list[x509.Certificate] = []
+    for anchor in bundle.trust_anchors:
+        try:
+            top.verify_directly_issued_by(anchor)
+        except (InvalidSignature, ValueError, TypeError):
+            drop.append(anchor)
+        else:
+            keep.append(anchor)
+    return keep, drop
