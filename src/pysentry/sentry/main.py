@@ -1,0 +1,233 @@
+"""The ``sentry`` command: Dapr's certificate authority (standalone mode).
+
+Startup, with Dapr's log lines (spec §3): configuration, file store (load, or generate when no file
+exists), validators, metrics and healthz servers, Sentry's own SVID, the gRPC server, the
+credentials watcher and the expiry warnings. SIGTERM/SIGINT stop the servers, then the tasks, and
+log ``Sentry shut down gracefully``. Fatal startup problems log the reason and exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import disable_created_metrics
+
+from pysentry import __version__, logs
+from pysentry.clock import system_clock
+from pysentry.config import (
+    Configuration,
+    format_duration,
+    load_configuration,
+    parse_configuration,
+    sentry_validators,
+)
+from pysentry.errors import ConfigError, PysentryError
+from pysentry.pki.bundle import CaBundle
+from pysentry.sentry.ca import CaSettings, CertificateAuthority
+from pysentry.sentry.identity import ServingIdentity
+from pysentry.sentry.jwks import JwksOptions, JwksValidator
+from pysentry.sentry.monitoring import (
+    ExpiryWarnings,
+    Health,
+    SentryMetrics,
+    healthz_app,
+    metrics_app,
+)
+from pysentry.sentry.options import DEFAULT_CONFIG, OptionsError, SentryOptions, parse_options
+from pysentry.sentry.reload import CredentialsReloader
+from pysentry.sentry.server import build_server
+from pysentry.sentry.store import CredentialPaths, FileStore, Fingerprint
+from pysentry.sentry.validators import InsecureValidator, TokenValidator, Validator
+from pysentry.spiffe import TrustDomain
+
+log = logging.getLogger("pysentry.sentry")
+
+COMMIT = "pysentry"
+
+
+def load_config(options: SentryOptions) -> Configuration:
+    path = Path(options.config)
+    if not options.config_explicit and options.config == DEFAULT_CONFIG and not path.exists():
+        log.info("Configuration file %r not found: using default configuration values",
+                 options.config)
+        return parse_configuration("", options.config)
+    return load_configuration(path)
+
+
+def build_validators(
+    config: Configuration, options: SentryOptions
+) -> tuple[dict[TokenValidator, Validator], TokenValidator]:
+    choice = sentry_validators(config, options.mode)
+    validators: dict[TokenValidator, Validator] = {}
+    for name in choice.enabled:
+        if name == "INSECURE":
+            log.info("Adding validator 'insecure'")
+            validators[TokenValidator.INSECURE] = InsecureValidator()
+        elif name == "JWKS":
+            log.info("Adding validator 'jwks' with Sentry ID: %s", options.sentry_id)
+            jwks_options = JwksOptions.from_map(choice.jwks_options or {})
+            validators[TokenValidator.JWKS] = JwksValidator(jwks_options, options.sentry_id)
+    default = TokenValidator[choice.default]
+    if default != TokenValidator.UNKNOWN:
+        log.info("Using validator '%s'", default.name.lower())
+    return validators, default
+
+
+def load_or_generate(
+    store: FileStore, options: SentryOptions, settings: CaSettings
+) -> tuple[CaBundle, Fingerprint]:
+    """The bundle to start with, and the files' fingerprint it corresponds to (taken before
+    loading, so a change racing with the load is seen again by the watcher)."""
+    if store.check_complete():
+        log.info("Root and issuer certs found: using credentials from store")
+        fingerprint = store.fingerprint()
+        return store.load(now=system_clock()), fingerprint
+    log.info("Root and issuer certs not found: generating self signed CA")
+    bundle = CaBundle.generate(
+        settings.trust_domain, options.namespace, now=system_clock(),
+        algorithm=options.ca_key_algorithm, skew=settings.clock_skew,
+    )
+    log.info("Generating self-signed CA certs and persisting to store")
+    store.save(bundle)
+    log.info("Self-signed certs and JWT root key generated and persisted successfully")
+    return bundle, store.fingerprint()
+
+
+async def _start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host or None, port).start()
+    return runner
+
+
+async def run(options: SentryOptions) -> None:
+    config = load_config(options)
+    mtls = config.spec.mtls
+    if mtls.workload_cert_ttl <= mtls.allowed_clock_skew:
+        log.info(
+            "workloadCertTTL (%s) is not longer than allowedClockSkew (%s): certificates are "
+            "renewed at half of the validity left when they arrive",
+            format_duration(mtls.workload_cert_ttl),
+            format_duration(mtls.allowed_clock_skew),
+        )
+    settings = CaSettings(
+        trust_domain=TrustDomain.parse(options.trust_domain),
+        namespace=options.namespace,
+        workload_ttl=mtls.workload_cert_ttl,
+        clock_skew=mtls.allowed_clock_skew,
+        max_concurrent_signs=options.max_concurrent_signs,
+    )
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    metrics = SentryMetrics()
+    health = Health()
+    log.info("Using local file system for trust bundle storage")
+    store = FileStore(CredentialPaths(options.ca_path, options.issuer_cert_path,
+                                      options.issuer_key_path))
+    bundle, fingerprint = await asyncio.to_thread(load_or_generate, store, options, settings)
+    metrics.ca_loaded(issuer_not_after=bundle.issuer_not_after,
+                      root_not_after=bundle.root_not_after)
+    log.info("CA certificate key pair ready")
+    validators, default = build_validators(config, options)
+    for validator in validators.values():
+        if validator.health_target is not None:
+            health.add_target(validator.health_target)
+    ca = CertificateAuthority(bundle, settings, validators=validators,
+                              default_validator=default, metrics=metrics)
+    runners = [await _start_site(healthz_app(health), options.healthz_listen_address,
+                                 options.healthz_port)]
+    health.set_ready("healthz-server")
+    if options.enable_metrics:
+        runners.append(await _start_site(metrics_app(metrics), "", options.metrics_port))
+    health.set_ready("metrics-exporter")
+    for validator in validators.values():
+        await validator.start()
+        if validator.health_target is not None:
+            health.set_ready(validator.health_target, validator.ready())
+    identity = ServingIdentity(ca, key_algorithm=options.ca_key_algorithm, metrics=metrics)
+    await identity.start()
+    health.set_ready("security-provider")
+    server = build_server(ca, max_request_bytes=options.max_request_bytes)
+    await server.start(options.listen_address or None, options.port,
+                       ssl=identity.listener_context, reuse_address=True)
+    log.info("Running gRPC server on port %d", options.port)
+    reloader = CredentialsReloader(store, ca, on_swap=identity.reissue, metrics=metrics,
+                                   health=health, quiet_period=options.reload_quiet_period,
+                                   loaded_fingerprint=fingerprint)
+    expiry = ExpiryWarnings(lambda: (ca.bundle.root_not_after, ca.bundle.issuer_not_after))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            background = [tasks.create_task(c) for c in (
+                reloader.run(), expiry.run(), identity.run(),
+                *(v.run() for v in validators.values()),
+            )]
+            await reloader.wait_ready()
+            health.set_ready("sentry-server")
+            await stop.wait()
+            log.info("Sentry is shutting down")
+            health.set_ready("sentry-server", False)
+            server.close()
+            await server.wait_closed()
+            for runner in runners:
+                await runner.cleanup()
+            for task in background:
+                task.cancel()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("Sentry shut down gracefully")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        options = parse_options(sys.argv[1:] if argv is None else argv)
+        logs.configure(options.log_level, options.log_as_json, scope="dapr.sentry")
+    except (OptionsError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    log.info("Starting Dapr Sentry certificate authority -- version %s -- commit %s",
+             __version__, COMMIT)
+    log.info("Log level set to: %s", options.log_level)
+    try:
+        _run_loop(options)
+    except KeyboardInterrupt:
+        log.info("Sentry shut down gracefully")
+    except (PysentryError, OSError, BaseExceptionGroup) as err:
+        fatal = _fatal_error(err)
+        if fatal is None:
+            raise
+        log.critical("Fatal error: %s", fatal)
+        sys.exit(1)
+
+
+def _run_loop(options: SentryOptions) -> None:
+    """One event loop for the process: uvloop when it is installed, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run(options))
+        return
+    uvloop.run(run(options))
+
+
+def _fatal_error(err: BaseException) -> BaseException | None:
+    """The first expected error (bad files, config, port in use) inside ``err``, if any."""
+    if isinstance(err, BaseExceptionGroup):
+        for inner in err.exceptions:
+            found = _fatal_error(inner)
+            if found is not None:
+                return found
+        return None
+    return err if isinstance(err, (PysentryError, OSError)) else None
+
+if __name__ == "__main__":
+    main()
