@@ -1,0 +1,126 @@
+"""Go interop harness: build the Go programs once per session, run them against real pysentry.
+
+The Go programs use Dapr's own code (module ``github.com/dapr/dapr`` v1.16.0: generated
+protos and ``pkg/security``, which runs kit ``crypto/spiffe`` and go-spiffe), so a pass here
+means pysentry interoperates with real Dapr Go code over the wire. See ``docs/interop.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Generator, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.interop.goprograms import BUILD_TIMEOUT_S, GoBinaries, build_go_binaries, cached_bin_dir
+
+SENTRY_START_S = 20.0
+
+
+@pytest.fixture(scope="session")
+def go_bins() -> GoBinaries:
+    return build_go_binaries()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A cold Go build can take minutes: give the first interop test room for it."""
+    here = Path(__file__).resolve().parent
+    first = next((i for i in items if here in Path(str(i.path)).resolve().parents), None)
+    if first is not None and cached_bin_dir() is None:
+        first.add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S + 120))
+
+
+# --- a real pysentry sentry --------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class SentryProc:
+    proc: subprocess.Popen[bytes]
+    port: int
+    creds: Path
+    log: Path
+    args: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def anchors_file(self) -> Path:
+        return self.creds / "ca.crt"
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_sentry(workdir: Path, creds: Path, *extra: str) -> SentryProc:
+    """``python -m pysentry.sentry.main`` on free loopback ports; returns once /healthz is 200."""
+    port, healthz = free_port(), free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "pysentry.sentry.main",
+        "--issuer-credentials",
+        str(creds),
+        "--listen-address",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--healthz-port",
+        str(healthz),
+        "--metrics-port",
+        str(free_port()),
+        *extra,
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "NAMESPACE" and not k.startswith("DAPR_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    log = workdir / f"sentry-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+    handle = SentryProc(proc, port, creds, log, tuple(cmd))
+    deadline = time.monotonic() + SENTRY_START_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"sentry exited with {proc.returncode}:\n{handle.text()}")
+        with suppress(OSError, ValueError):
+            url = f"http://127.0.0.1:{healthz}/healthz"
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return handle
+        time.sleep(0.05)
+    handle.stop()
+    raise AssertionError(f"sentry not healthy after {SENTRY_START_S}s:\n{handle.text()}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep the call-phase report on the item so fixtures can dump process logs on failure."""
+    rep = yield
+    if rep.when == "call":
+        item.rep_call = rep  # type: ignore[attr-defined]
+    return rep
