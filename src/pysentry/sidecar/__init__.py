@@ -1,0 +1,16 @@
+"""daprd: the sidecar.
+
+Layout (edge to core):
+
+* :mod:`.options`          flags and env vars, Dapr's spelling
+* :mod:`.http_api`         the app-facing HTTP API (``/v1.0/invoke``, healthz, metadata)
+* :mod:`.direct`           direct messaging: resolve the target, stamp caller metadata, call it
+* :mod:`.internal_client`  dial other sidecars (mTLS + peer ID check), connection reuse
+* :mod:`.internal_server`  ``ServiceInvocation`` server (CallLocal, CallLocalStream)
+* :mod:`.messages`         protobuf <-> :mod:`.invocation` dataclasses (the gRPC edge)
+* :mod:`.mtls`             mTLS wiring on top of ``pysentry.security``
+* :mod:`.app_channel`      pooled HTTP client to the app
+* :mod:`.resolver`         SQLite name resolution (Dapr's ``sqlite`` resolver shape)
+* :mod:`.metrics`          ``dapr_runtime_*`` metrics on the metrics port
+* :mod:`.main`             the ``daprd`` entry point
+"""

@@ -1,0 +1,96 @@
+"""The app channel: ``http://<app-channel-address>:<app-port>/<method>`` on a pooled client."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from pysentry.sidecar.invocation import (
+    HOP_BY_HOP,
+    InvocationError,
+    InvokeRequest,
+    InvokeResponse,
+    only_forwardable,
+)
+
+log = logging.getLogger(__name__)
+
+#: Response headers the app sets that the sidecar recomputes.
+_SKIP_RESPONSE = HOP_BY_HOP | {"content-type", "date", "server"}
+
+
+def app_path(method: str) -> str:
+    """Dapr's ``constructRequest``: ``path.Clean`` the method and make it absolute."""
+    cleaned = posixpath.normpath("/" + method.lstrip("/"))
+    return "/" + cleaned.lstrip("/")
+
+
+class HttpAppChannel:
+    """Pooled aiohttp client to the local app. Create inside the running loop; ``close()`` it."""
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        address: str = "127.0.0.1",
+        app_api_token: str | None = None,
+        max_connections: int = 256,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self._base = f"http://{address}:{port}"
+        self._token = app_api_token
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max_connections, force_close=False),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._base
+
+    async def call(self, request: InvokeRequest) -> InvokeResponse:
+        url = self._base + app_path(request.method)
+        if request.query:
+            url += "?" + request.query
+        headers: CIMultiDict[str] = CIMultiDict()
+        for name, value in only_forwardable(request.headers):
+            if name != "content-type":
+                headers.add(name, value)
+        if request.content_type:
+            headers["Content-Type"] = request.content_type
+        if self._token is not None:
+            headers["dapr-api-token"] = self._token
+        try:
+            async with self._session.request(
+                request.verb,
+                URL(url, encoded=True),
+                headers=headers,
+                data=request.body if request.body or request.verb not in ("GET", "HEAD") else None,
+                allow_redirects=False,
+            ) as resp:
+                body = await resp.read()
+                out = tuple(
+                    (k.lower(), v)
+                    for k, v in resp.headers.items()
+                    if k.lower() not in _SKIP_RESPONSE
+                )
+                return InvokeResponse(
+                    status=resp.status,
+                    headers=out,
+                    content_type=resp.headers.get("Content-Type", ""),
+                    body=body,
+                )
+        except (aiohttp.ClientError, TimeoutError) as err:
+            log.debug("app channel call failed: method=%s err=%s", request.method, err)
+            raise InvocationError(
+                f"error invoking app channel: {err or type(err).__name__}"
+            ) from err
+
+    async def close(self) -> None:
+        await self._session.close()

@@ -1,0 +1,59 @@
+"""Direct messaging: the caller side of service invocation (daprd's ``direct_messaging.go``).
+
+Stamps ``dapr-caller-app-id``, ``dapr-caller-namespace`` and ``dapr-callee-app-id`` (stripping
+any values the app sent), resolves the target and sends it over the internal client. A call to
+the sidecar's own app-id goes straight to the local app channel.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pysentry.sidecar.internal_client import InternalClient
+from pysentry.sidecar.invocation import (
+    AppChannel,
+    InvokeRequest,
+    InvokeResponse,
+    Target,
+    only_forwardable,
+    replace_identity,
+)
+
+
+class NameResolver(Protocol):
+    def resolve(self, app_id: str, namespace: str) -> str: ...
+
+    def invalidate(self, app_id: str, namespace: str) -> None: ...
+
+
+class DirectMessaging:
+    def __init__(
+        self,
+        *,
+        app_id: str,
+        namespace: str,
+        resolver: NameResolver,
+        client: InternalClient,
+        local: AppChannel | None,
+    ) -> None:
+        self.app_id = app_id
+        self.namespace = namespace
+        self._resolver = resolver
+        self._client = client
+        self._local = local
+
+    async def invoke(self, target: Target, request: InvokeRequest) -> InvokeResponse:
+        headers = replace_identity(
+            only_forwardable(request.headers), self.app_id, self.namespace, target.app_id
+        )
+        stamped = InvokeRequest(
+            request.method, request.verb, request.query, request.content_type, headers, request.body
+        )
+        if self._local is not None and target == Target(self.app_id, self.namespace):
+            return await self._local.call(stamped)
+        return await self._client.invoke(
+            lambda: self._resolver.resolve(target.app_id, target.namespace),
+            target,
+            stamped,
+            forget=lambda: self._resolver.invalidate(target.app_id, target.namespace),
+        )

@@ -1,0 +1,212 @@
+"""The app-facing HTTP API (aiohttp, loopback): ``/v1.0/invoke``, health and metadata.
+
+Shapes and codes follow spec/dapr-cli-sdk.md §C.4: errors are ``{"errorCode", "message"}``,
+``ERR_DIRECT_INVOKE`` is 500 (403 for an access-control denial), a missing target is 404, and
+with ``DAPR_API_TOKEN`` set a wrong or missing ``dapr-api-token`` is 401 ``invalid api token``
+(health endpoints exempt).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from pysentry.sidecar.invocation import (
+    VERBS,
+    InvocationError,
+    Invoker,
+    InvokeRequest,
+    Target,
+)
+
+log = logging.getLogger(__name__)
+
+API_TOKEN_HEADER = "dapr-api-token"
+APP_ID_HEADER = "dapr-app-id"
+RUNTIME_VERSION = "pysentry-0.1.0"
+_TOKEN_EXEMPT = ("/v1.0/healthz", "/v1.0/healthz/outbound")
+_SKIP_REQUEST = frozenset({API_TOKEN_HEADER, APP_ID_HEADER, "content-type"})
+_SKIP_RESPONSE = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "content-type"}
+)
+
+#: () -> (SPIFFE ID, cert not_after) of the current identity, or None with mTLS off.
+IdentityInfo = Callable[[], tuple[str, datetime] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    app_id: str
+    namespace: str
+    app_port: int | None
+    http_port: int
+    internal_grpc_port: int
+    mtls_enabled: bool
+    trust_domain: str = "public"
+    api_token: str | None = None
+
+
+def _basic_auth_app_id(request: web.Request) -> str | None:
+    """``Authorization: Basic base64("dapr-app-id:<app-id>")`` (Dapr's second routing form)."""
+    value = request.headers.get("Authorization", "")
+    scheme, _, encoded = value.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return password if user == APP_ID_HEADER and password else None
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps({"errorCode": code, "message": message}).encode(),
+        content_type="application/json",
+    )
+
+
+class HttpApi:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        invoker: Invoker,
+        *,
+        identity: IdentityInfo = lambda: None,
+        ready: Callable[[], bool] = lambda: True,
+        outbound_ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._s = settings
+        self._invoker = invoker
+        self._identity = identity
+        self._ready = ready
+        self._outbound_ready = outbound_ready
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._token_middleware], client_max_size=64 << 20)
+        app.router.add_get("/v1.0/healthz", self._healthz)
+        app.router.add_get("/v1.0/healthz/outbound", self._healthz_outbound)
+        app.router.add_get("/v1.0/metadata", self._metadata)
+        app.router.add_route("*", "/v1.0/invoke/{app_id}/method/{method:.*}", self._invoke_path)
+        app.router.add_route("*", "/{tail:.*}", self._fallback)
+        return app
+
+    @web.middleware
+    async def _token_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        token = self._s.api_token
+        if token is not None and request.path not in _TOKEN_EXEMPT:
+            given = request.headers.get(API_TOKEN_HEADER, "")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return web.Response(
+                    status=401, text="invalid api token\n", content_type="text/plain"
+                )
+        return await handler(request)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        want = request.query.get("appid")
+        if want is not None and want != self._s.app_id:
+            return error_response(500, "ERR_HEALTH_APPID_NOT_MATCH", "dapr app-id does not match")
+        if not self._ready():
+            return error_response(500, "ERR_HEALTH_NOT_READY", "dapr is not ready: [app]")
+        return web.Response(status=204)
+
+    async def _healthz_outbound(self, request: web.Request) -> web.Response:
+        if not self._outbound_ready():
+            return error_response(
+                500, "ERR_OUTBOUND_HEALTH_NOT_READY", "dapr outbound is not ready"
+            )
+        return web.Response(status=204)
+
+    async def _metadata(self, request: web.Request) -> web.Response:
+        s = self._s
+        ident = self._identity()
+        body: dict[str, object] = {
+            "id": s.app_id,
+            "runtimeVersion": RUNTIME_VERSION,
+            "enabledFeatures": [],
+            "actors": [],
+            "components": [],
+            "httpEndpoints": [],
+            "subscriptions": [],
+            "extended": {"daprRuntimeVersion": RUNTIME_VERSION, "namespace": s.namespace},
+            "appConnectionProperties": {
+                "port": s.app_port or 0,
+                "protocol": "http",
+                "channelAddress": "127.0.0.1",
+            },
+            "mtls": {
+                "enabled": s.mtls_enabled,
+                "spiffeId": ident[0] if ident else "",
+                "certExpiry": ident[1].isoformat() if ident else "",
+            },
+        }
+        return web.json_response(body)
+
+    async def _invoke_path(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get(APP_ID_HEADER) or _basic_auth_app_id(request):
+            return await self._fallback(request)
+        raw = request.raw_path.split("?", 1)[0]
+        rest = raw[len("/v1.0/invoke/") :]
+        app_part, sep, method = rest.partition("/method/")
+        if not sep or not app_part:
+            return self._no_target()
+        return await self._invoke(request, unquote(app_part), method)
+
+    async def _fallback(self, request: web.Request) -> web.StreamResponse:
+        target = request.headers.get(APP_ID_HEADER) or _basic_auth_app_id(request)
+        if not target:
+            if request.path.startswith("/v1.0/invoke/"):
+                return self._no_target()
+            return error_response(404, "ERR_NOT_FOUND", f"route not found: {request.path}")
+        raw = request.raw_path.split("?", 1)[0]
+        return await self._invoke(request, target, raw.lstrip("/"))
+
+    def _no_target(self) -> web.Response:
+        return error_response(
+            404,
+            "ERR_DIRECT_INVOKE",
+            "failed getting app id either from the URL path or the header dapr-app-id",
+        )
+
+    async def _invoke(self, request: web.Request, app_id: str, method: str) -> web.StreamResponse:
+        verb = request.method.upper()
+        try:
+            if verb not in VERBS:
+                raise InvocationError(f"invalid HTTP verb: {verb}")
+            target = Target.parse(app_id, default_namespace=self._s.namespace)
+            body = await request.read()
+            headers = tuple(
+                (k.lower(), v) for k, v in request.headers.items() if k.lower() not in _SKIP_REQUEST
+            )
+            invoke = InvokeRequest(
+                method=method,
+                verb=verb,
+                query=request.rel_url.raw_query_string,
+                content_type=request.headers.get("Content-Type", ""),
+                headers=headers,
+                body=body,
+            )
+            result = await self._invoker.invoke(target, invoke)
+        except InvocationError as err:
+            log.debug("invoke %s/%s failed: %s", app_id, method, err)
+            return error_response(
+                err.status, "ERR_DIRECT_INVOKE", f"failed to invoke, id: {app_id}, err: {err}"
+            )
+        response = web.Response(status=result.status, body=result.body)
+        for name, value in result.headers:
+            if name not in _SKIP_RESPONSE:
+                response.headers.add(name, value)
+        if result.content_type:
+            response.headers["Content-Type"] = result.content_type
+        return response

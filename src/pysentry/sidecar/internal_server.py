@@ -1,0 +1,171 @@
+"""The internal gRPC server: ``dapr.proto.internals.v1.ServiceInvocation`` (spec §10, §11).
+
+With mTLS on, the server is a ``pysentry.security.channel.SpiffeServer``: the listener requires
+a client certificate chaining to the anchors and each connection's SVID is checked when it
+opens (a bad one is closed before any RPC). Each stream's verified caller SPIFFE ID
+(:data:`PeerIdentifier`) drives access control and the caller identity stamped for the app.
+Actor methods answer
+UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+
+from pysentry.proto.dapr.proto.internals.v1.service_invocation_grpc import ServiceInvocationBase
+from pysentry.sidecar import messages
+from pysentry.sidecar.invocation import (
+    CALLEE_APP_ID,
+    CALLER_APP_ID,
+    CALLER_NAMESPACE,
+    AppChannel,
+    InvocationError,
+    InvokeRequest,
+    InvokeResponse,
+)
+from pysentry.spiffe import SpiffeId
+
+log = logging.getLogger(__name__)
+
+#: The verified SPIFFE ID of a stream's client (``SpiffeServer.peer_id``), None without mTLS.
+PeerIdentifier = Callable[[Stream[Any, Any]], SpiffeId | None]
+
+
+class Decision(Protocol):
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+
+
+class AccessPolicy(Protocol):
+    """``pysentry.config.acl.AccessControlList`` as seen by the server."""
+
+    def evaluate(self, caller: SpiffeId | None, operation: str, verb: str) -> Decision: ...
+
+
+class ServiceInvocation(ServiceInvocationBase):
+    """Serves CallLocal and CallLocalStream for the local app."""
+
+    def __init__(
+        self,
+        app: AppChannel,
+        *,
+        app_id: str,
+        identify: PeerIdentifier | None = None,
+        acl: AccessPolicy | None = None,
+        normalize: Callable[[str], str] | None = None,
+        on_decision: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._app = app
+        self._app_id = app_id
+        self._identify = identify
+        self._acl = acl
+        self._normalize = normalize
+        self._on_decision = on_decision
+
+    # --- identity -------------------------------------------------------------------------
+    def set_identifier(self, identify: PeerIdentifier) -> None:
+        """Attach the server's peer lookup (the server is built after its handlers)."""
+        self._identify = identify
+
+    def _caller_id(self, stream: Stream[Any, Any]) -> SpiffeId | None:
+        if self._identify is None:
+            return None
+        caller = self._identify(stream)
+        if caller is None:
+            raise GRPCError(Status.UNAUTHENTICATED, "mTLS required: no verified client SPIFFE ID")
+        return caller
+
+    def _authorize(self, caller: SpiffeId | None, request: InvokeRequest) -> None:
+        if self._acl is None:
+            return
+        operation = request.method
+        if self._normalize is not None:
+            try:
+                operation = self._normalize(operation)
+            except ValueError as err:
+                raise GRPCError(Status.INVALID_ARGUMENT, str(err)) from err
+        decision = self._acl.evaluate(caller, operation, request.verb)
+        if self._on_decision is not None:
+            self._on_decision(decision.allowed)
+        if not decision.allowed:
+            log.debug(
+                "access denied: caller=%s operation=%s verb=%s reason=%s",
+                caller,
+                operation,
+                request.verb,
+                decision.reason,
+            )
+            raise GRPCError(
+                Status.PERMISSION_DENIED,
+                f"access control policy has denied access to id: {caller} "
+                f"operation: {operation} verb: {request.verb}",
+            )
+
+    def _stamp(self, caller: SpiffeId | None, request: InvokeRequest) -> InvokeRequest:
+        if caller is None:
+            return request
+        ns, app = caller.namespace, caller.app_id
+        if not ns or not app:
+            raise GRPCError(Status.PERMISSION_DENIED, f"malformed SPIFFE ID: {caller}")
+        kept = tuple(
+            (k, v) for k, v in request.headers if k not in (CALLER_APP_ID, CALLER_NAMESPACE)
+        )
+        headers = (*kept, (CALLER_APP_ID, app), (CALLER_NAMESPACE, ns))
+        if not any(k == CALLEE_APP_ID for k, _ in headers):
+            headers = (*headers, (CALLEE_APP_ID, self._app_id))
+        return InvokeRequest(
+            request.method, request.verb, request.query, request.content_type, headers, request.body
+        )
+
+    async def _handle(self, stream: Stream[Any, Any], request: InvokeRequest) -> InvokeResponse:
+        caller = self._caller_id(stream)
+        self._authorize(caller, request)
+        try:
+            return await self._app.call(self._stamp(caller, request))
+        except InvocationError as err:
+            raise GRPCError(Status.INTERNAL, str(err)) from err
+
+    # --- RPCs -----------------------------------------------------------------------------
+    async def CallLocal(
+        self, stream: Stream[messages.InternalInvokeRequest, messages.InternalInvokeResponse]
+    ) -> None:
+        msg = await stream.recv_message()
+        if msg is None:
+            raise GRPCError(Status.INVALID_ARGUMENT, "invalid request: no message")
+        response = await self._handle(stream, messages.request_from_proto(msg))
+        await stream.send_message(messages.response_to_proto(response))
+
+    async def CallLocalStream(
+        self, stream: Stream[messages.RequestStream, messages.ResponseStream]
+    ) -> None:
+        first = await stream.recv_message()
+        if first is None or not first.HasField("request"):
+            raise GRPCError(
+                Status.INVALID_ARGUMENT, "invalid request: first message has no request"
+            )
+        body = messages.PayloadAssembler()
+        if first.HasField("payload"):
+            body.add(first.payload)
+        async for part in stream:
+            body.add(part.payload)
+        request = messages.request_from_proto(first.request, body.body())
+        response = await self._handle(stream, request)
+        for out in messages.response_stream(response):
+            await stream.send_message(out)
+
+    async def CallActor(self, stream: Stream[Any, Any]) -> None:
+        raise GRPCError(Status.UNIMPLEMENTED, "actors are not supported by pysentry")
+
+    async def CallActorReminder(self, stream: Stream[Any, Any]) -> None:
+        raise GRPCError(Status.UNIMPLEMENTED, "actors are not supported by pysentry")
+
+    async def CallActorStream(self, stream: Stream[Any, Any]) -> None:
+        raise GRPCError(Status.UNIMPLEMENTED, "actors are not supported by pysentry")

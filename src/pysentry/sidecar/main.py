@@ -1,0 +1,290 @@
+"""The ``daprd`` entry point: wire the pieces, bind the ports, run until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+from grpclib.server import Server
+
+from pysentry import __version__, logs
+from pysentry.config.acl import AccessControlList, normalize_method
+from pysentry.config.configuration import Configuration, load_configuration
+from pysentry.errors import ConfigError, PysentryError, SentryUnavailable
+from pysentry.sidecar.app_channel import HttpAppChannel
+from pysentry.sidecar.direct import DirectMessaging
+from pysentry.sidecar.http_api import ApiSettings, HttpApi
+from pysentry.sidecar.internal_client import InternalClient, plaintext_channel
+from pysentry.sidecar.internal_server import ServiceInvocation
+from pysentry.sidecar.invocation import AppChannel, InvocationError, InvokeRequest, InvokeResponse
+from pysentry.sidecar.metrics import SidecarMetrics
+from pysentry.sidecar.options import Options, parse_options, stable_random_port
+from pysentry.sidecar.resolver import Registration, SqliteResolver, SqliteSettings
+
+log = logging.getLogger("pysentry.sidecar")
+
+
+class StartupError(PysentryError):
+    """The sidecar cannot start (port taken, no anchors, no identity): exit code 1."""
+
+
+def bind(host: str, port: int, flag: str) -> socket.socket:
+    """Bind a listening TCP socket now, so a taken port is reported by flag name."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP matters: grpclib only sets TCP_NODELAY on sockets whose proto says TCP
+    # (proto 0 -> Nagle + delayed ACK = ~40 ms per small response).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(512)
+    except OSError as err:
+        sock.close()
+        raise StartupError(
+            f"{flag}: port {port} is already in use on {host}: {err.strerror or err}"
+        ) from err
+    sock.setblocking(False)
+    return sock
+
+
+def bind_internal(opts: Options) -> socket.socket:
+    host = opts.dapr_internal_grpc_listen_address
+    if opts.dapr_internal_grpc_port is not None:
+        return bind(host, opts.dapr_internal_grpc_port, "--dapr-internal-grpc-port")
+    with contextlib.suppress(StartupError):
+        return bind(host, stable_random_port(opts.app_id), "--dapr-internal-grpc-port")
+    return bind(host, 0, "--dapr-internal-grpc-port")
+
+
+def load_config(opts: Options) -> Configuration:
+    if opts.config is None:
+        return Configuration.model_validate({})
+    if not opts.config.exists() and opts.mode == "standalone":
+        raise ConfigError(f"--config: configuration file not found: {str(opts.config)!r}")
+    return load_configuration(opts.config)
+
+
+def resolver_settings(cfg: Configuration) -> SqliteSettings:
+    nr = cfg.spec.name_resolution
+    if nr is None or not nr.component:
+        return SqliteSettings.from_metadata({})
+    if nr.component.lower() != "sqlite":
+        log.warning(
+            "Name resolution component %r is not supported by pysentry; using 'sqlite'",
+            nr.component,
+        )
+        return SqliteSettings.from_metadata({})
+    return SqliteSettings.from_metadata(dict(nr.configuration or {}))
+
+
+async def run(opts: Options) -> None:
+    started = time.monotonic()
+    log.info("Starting Dapr Runtime -- version %s -- commit pysentry", __version__)
+    log.info("Log level set to: %s", opts.log_level)
+    cfg = load_config(opts)
+    mtls = opts.enable_mtls or cfg.spec.mtls.enabled
+    if not opts.app_id:
+        raise ConfigError("--app-id: required")
+    for name in opts.deprecated_env:
+        log.warning(
+            "%s is set but ignored: it is no longer used since Dapr v1.12; "
+            "certificates come from Sentry",
+            name,
+        )
+    for flag in opts.ignored_flags:
+        log.warning("%s is accepted for compatibility but not supported by pysentry; ignored", flag)
+
+    http_sock = bind(opts.dapr_listen_address, opts.dapr_http_port, "--dapr-http-port")
+    internal_sock = bind_internal(opts)
+    internal_port = internal_sock.getsockname()[1]
+    metrics_sock = (
+        bind("0.0.0.0", opts.metrics_port, "--metrics-port") if opts.enable_metrics else None
+    )
+    metrics = SidecarMetrics(opts.app_id)
+
+    security = None
+    if mtls:
+        from pysentry.sidecar.mtls import SidecarSecurity
+
+        try:
+            security = await SidecarSecurity.start(opts, cfg, metrics.security)
+        except SentryUnavailable as err:
+            raise StartupError(str(err)) from err
+    else:
+        log.info("mTLS is disabled. Skipping certificate request and tls validation")
+
+    acl = AccessControlList.from_spec(cfg.spec.access_control, http=True)
+    app_channel = (
+        HttpAppChannel(
+            opts.app_port or 0, address=opts.app_channel_address, app_api_token=opts.app_api_token
+        )
+        if opts.app_port
+        else None
+    )
+    resolver = SqliteResolver(resolver_settings(cfg))
+    client = InternalClient(
+        channel_factory=security.channel_factory() if security else plaintext_channel,
+        max_connection_age=opts.internal_connection_max_age,
+    )
+    direct = DirectMessaging(
+        app_id=opts.app_id,
+        namespace=opts.namespace,
+        resolver=resolver,
+        client=client,
+        local=app_channel,
+    )
+    local: AppChannel = app_channel if app_channel is not None else _NoApp()
+    service = ServiceInvocation(
+        local,
+        app_id=opts.app_id,
+        acl=acl if acl.configured else None,
+        normalize=normalize_method,
+        on_decision=metrics.acl_decision,
+    )
+    grpc_server: Server
+    if security is not None:
+        from pysentry.sidecar.mtls import internal_server
+
+        grpc_server = internal_server(service, security.anchors)
+    else:
+        grpc_server = Server([service])
+    await grpc_server.start(sock=internal_sock, ssl=security.server_context if security else None)
+    log.info("Internal gRPC server is running on port %d", internal_port)
+
+    api = HttpApi(
+        ApiSettings(
+            app_id=opts.app_id,
+            namespace=opts.namespace,
+            app_port=opts.app_port,
+            http_port=opts.dapr_http_port,
+            internal_grpc_port=internal_port,
+            mtls_enabled=mtls,
+            api_token=opts.api_token,
+        ),
+        direct,
+        identity=security.identity_info if security else (lambda: None),
+    )
+    runners: list[web.AppRunner] = []
+    for app, sock in ((api.app(), http_sock), (metrics.app(), metrics_sock)):
+        if sock is None:
+            continue
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        runners.append(runner)
+    log.info("HTTP server is running on port %d", opts.dapr_http_port)
+    if metrics_sock is not None:
+        log.info("metrics server started on :%d/", opts.metrics_port)
+
+    def registration() -> Registration:
+        ident = security.identity_info() if security else None
+        return Registration(
+            app_id=opts.app_id,
+            namespace=opts.namespace,
+            address=f"{_advertised(opts.dapr_internal_grpc_listen_address)}:{internal_port}",
+            pid=os.getpid(),
+            http_port=opts.dapr_http_port,
+            metrics_port=opts.metrics_port if opts.enable_metrics else 0,
+            app_port=opts.app_port or 0,
+            spiffe_id=ident[0] if ident else "",
+            cert_expiry_at=ident[1] if ident else None,
+        )
+
+    resolver.register(registration())
+    if security is not None:
+        sec = security
+
+        def publish_identity() -> None:
+            ident = sec.identity_info()
+            if ident is not None:
+                resolver.update_identity(*ident)
+
+        security.subscribe(publish_identity)
+    log.info(
+        "dapr initialized. Status: Running. Init Elapsed %dms",
+        int((time.monotonic() - started) * 1000),
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(resolver.run())
+            if security is not None:
+                tg.create_task(security.run())
+            waiter = tg.create_task(stop.wait())
+            await waiter
+            raise _Shutdown
+    except* _Shutdown:
+        pass
+    finally:
+        log.info("Shutting down: unregistering %r from name resolution", opts.app_id)
+        with contextlib.suppress(Exception):
+            resolver.unregister()
+        resolver.close()
+        grpc_server.close()
+        for runner in runners:
+            await runner.cleanup()
+        client.close()
+        if app_channel is not None:
+            await app_channel.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(grpc_server.wait_closed(), 5)
+    log.info("Dapr shut down gracefully")
+
+
+class _Shutdown(Exception):
+    pass
+
+
+class _NoApp:
+    async def call(self, request: InvokeRequest) -> InvokeResponse:
+        raise InvocationError("app channel is not initialized: no --app-port")
+
+
+def _advertised(listen: str) -> str:
+    return "127.0.0.1" if listen in ("", "0.0.0.0", "::", "[::]") else listen
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        opts = parse_options(argv)
+        logs.configure(opts.log_level, opts.log_as_json, scope="dapr.runtime", app_id=opts.app_id)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    try:
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover
+        factory = asyncio.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(run(opts))
+    except (StartupError, ConfigError, PysentryError) as err:
+        log.error("Fatal error from runtime: %s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass
+    except Exception as err:  # a long-lived task failed: log it once, exit 1
+        first = err.exceptions[0] if isinstance(err, BaseExceptionGroup) else err
+        log.error("Fatal error from runtime: %s", first, exc_info=first)
+        print(f"error: {first}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,200 @@
+"""mTLS wiring for the sidecar, on top of ``pysentry.security`` (no TLS code of its own).
+
+* :func:`channel_factory`: ``SpiffeChannel`` per target; the current client context for each new
+  connection; the peer must be ``/ns/<ns>/<app-id>`` in any trust domain (spec §9.6).
+* :func:`internal_server`: a ``SpiffeServer`` (client SVID must chain to the anchors, checked per
+  connection) whose handler reads each stream's verified caller ID.
+* :class:`SidecarSecurity`: identity from Sentry (initial fetch + renewal), anchors, contexts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from datetime import datetime
+
+from cryptography import x509
+from grpclib.client import Channel
+
+from pysentry.clock import Clock, system_clock
+from pysentry.config.configuration import Configuration
+from pysentry.errors import ConfigError
+from pysentry.pki.svid import authorize_path
+from pysentry.security.anchors import FileAnchors, StaticAnchors, TrustAnchors
+from pysentry.security.channel import SpiffeChannel, SpiffeServer
+from pysentry.security.identity import X509Svid
+from pysentry.security.metrics import SecurityMetrics
+from pysentry.security.provider import SecurityProvider
+from pysentry.security.sentry_client import (
+    SentryClient,
+    SentryRequestFailed,
+    TokenValidator,
+    request_trust_domain,
+)
+from pysentry.security.tls import ClientContexts, RotatingServerContext
+from pysentry.sidecar.internal_client import ChannelFactory
+from pysentry.sidecar.internal_server import ServiceInvocation
+from pysentry.sidecar.invocation import Target
+from pysentry.sidecar.options import Options
+from pysentry.spiffe import dapr_path
+
+log = logging.getLogger(__name__)
+
+
+def channel_factory(
+    contexts: ClientContexts, anchors: TrustAnchors, *, clock: Clock = system_clock
+) -> ChannelFactory:
+    def make(host: str, port: int, target: Target) -> Channel:
+        return SpiffeChannel(
+            host,
+            port,
+            context=contexts.get,
+            anchors=anchors,
+            authorizer=authorize_path(dapr_path(target.namespace, target.app_id)),
+            clock=clock,
+        )
+
+    return make
+
+
+def internal_server(
+    service: ServiceInvocation, anchors: TrustAnchors, *, clock: Clock = system_clock
+) -> SpiffeServer:
+    server = SpiffeServer([service], anchors=anchors, clock=clock)
+    service.set_identifier(server.peer_id)
+    return server
+
+
+class Identity:
+    """The current SVID plus the TLS contexts built from it; follows rotations and reloads."""
+
+    def __init__(self, svid: X509Svid, anchors: TrustAnchors) -> None:
+        self._svid = svid
+        self.anchors = anchors
+        self.server = RotatingServerContext(svid, anchors)
+        self.clients = ClientContexts(self.current, anchors)
+        self._listeners: list[Callable[[], None]] = []
+        anchors.subscribe(lambda new: self.server.set_anchors(new))
+
+    def current(self) -> X509Svid:
+        return self._svid
+
+    def rotate(self, svid: X509Svid) -> None:
+        self._svid = svid
+        self.server.set_identity(svid)
+        for listener in self._listeners:
+            listener()
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def info(self) -> tuple[str, datetime] | None:
+        return str(self._svid.spiffe_id), self._svid.not_after
+
+
+class SidecarSecurity:
+    """The sidecar's identity from Sentry, its anchors, and what the servers and clients need."""
+
+    def __init__(
+        self, provider: SecurityProvider, anchors: TrustAnchors, identity: Identity
+    ) -> None:
+        self.provider = provider
+        self.anchors = anchors
+        self.identity = identity
+        provider.subscribe(identity.rotate)
+
+    @property
+    def server_context(self) -> ssl.SSLContext:
+        return self.identity.server.listener
+
+    def channel_factory(self) -> ChannelFactory:
+        return channel_factory(self.identity.clients, self.anchors)
+
+    def identity_info(self) -> tuple[str, datetime] | None:
+        return self.identity.info()
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        self.identity.subscribe(listener)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.provider.run())
+            if isinstance(self.anchors, FileAnchors):
+                tg.create_task(self.anchors.run())
+
+    @classmethod
+    async def start(
+        cls, opts: Options, cfg: Configuration, metrics: SecurityMetrics
+    ) -> SidecarSecurity:
+        anchors = load_anchors(opts)
+        address = opts.sentry_address or cfg.spec.mtls.sentry_address or ""
+        if not address:
+            raise ConfigError(
+                "--sentry-address: required when mTLS is enabled (e.g. localhost:50001)"
+            )
+        client = SentryClient(
+            address,
+            anchors,
+            control_plane_trust_domain=(
+                opts.control_plane_trust_domain if opts.control_plane_trust_domain_given else None
+            ),
+            control_plane_namespace=opts.control_plane_namespace,
+        )
+        sentry_id = opts.sentry_local_identity or opts.app_id
+        trust_domain = request_trust_domain(
+            sentry_id,
+            opts.namespace,
+            opts.control_plane_namespace,
+            opts.control_plane_trust_domain,
+        )
+
+        async def request(csr_pem: bytes) -> tuple[x509.Certificate, ...]:
+            token, validator = sentry_token(opts)
+            return await client.sign(
+                csr_pem,
+                app_id=sentry_id,
+                namespace=opts.namespace,
+                token=token,
+                validator=validator,
+                trust_domain=trust_domain,
+            )
+
+        provider = SecurityProvider(request, app_id=opts.app_id, metrics=metrics)
+        svid = await provider.start()
+        return cls(provider, anchors, Identity(svid, anchors))
+
+
+def load_anchors(opts: Options) -> TrustAnchors:
+    """``--trust-anchors-file`` (watched) or ``DAPR_TRUST_ANCHORS``; a clear error if neither."""
+    if opts.trust_anchors_file is not None:
+        if opts.trust_anchors_pem is not None:
+            log.warning("Both --trust-anchors-file and DAPR_TRUST_ANCHORS are set; using the file")
+        return FileAnchors(opts.trust_anchors_file)
+    if opts.trust_anchors_pem is not None:
+        return StaticAnchors.from_pem(opts.trust_anchors_pem)
+    raise ConfigError(
+        "trust anchors are required when mTLS is enabled: set DAPR_TRUST_ANCHORS to the PEM of "
+        'the CA certificate (e.g. export DAPR_TRUST_ANCHORS="$(cat ~/.dapr/certs/ca.crt)") '
+        "or pass --trust-anchors-file <path to ca.crt>"
+    )
+
+
+def sentry_token(opts: Options) -> tuple[str, TokenValidator]:
+    """The token and validator for each request (the token file is re-read every time)."""
+    if opts.sentry_token_file is None:
+        return "", TokenValidator.UNKNOWN
+    try:
+        token = opts.sentry_token_file.read_text().strip()
+    except OSError as err:
+        raise SentryRequestFailed(
+            f"failed to read token at path {str(opts.sentry_token_file)!r}: {err.strerror}",
+            reason="sentry_token",
+        ) from err
+    if not token:
+        raise SentryRequestFailed(
+            f"token file {str(opts.sentry_token_file)!r} is empty", reason="sentry_token"
+        )
+    kind = TokenValidator.KUBERNETES if opts.mode == "kubernetes" else TokenValidator.JWKS
+    return token, kind

@@ -1,0 +1,274 @@
+"""``daprd`` flags and environment variables, spelled as Dapr spells them (spec §9.1, §9.2).
+
+``--trust-anchors-file`` is a pysentry addition (Dapr's daprd only reads ``DAPR_TRUST_ANCHORS``):
+the file is watched and hot-reloaded, which is what makes a zero-downtime root swap possible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import hashlib
+import os
+import re
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from pysentry.config.duration import parse_duration
+from pysentry.errors import ConfigError, InvalidDuration
+
+DEFAULT_HTTP_PORT = 3500
+DEFAULT_METRICS_PORT = 9090
+STABLE_PORT_BASE = 47300
+
+_GO_FLAG = re.compile(r"^-[a-z][a-z0-9-]+(=.*)?$")
+_TRUE = {"1", "t", "true", "y", "yes", "on"}
+_FALSE = {"0", "f", "false", "n", "no", "off"}
+
+
+def parse_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value: {value!r}")
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"invalid port: {value!r}") from err
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port: {value!r}: must be 0-65535")
+    return port
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    app_id: str
+    app_port: int | None
+    app_channel_address: str
+    dapr_http_port: int
+    dapr_listen_address: str
+    dapr_internal_grpc_port: int | None
+    dapr_internal_grpc_listen_address: str
+    metrics_port: int
+    enable_metrics: bool
+    enable_mtls: bool
+    sentry_address: str
+    config: Path | None
+    control_plane_trust_domain: str
+    control_plane_trust_domain_given: bool
+    control_plane_namespace: str
+    mode: str
+    log_level: str
+    log_as_json: bool
+    trust_anchors_file: Path | None
+    internal_connection_max_age: timedelta | None
+    # from the environment
+    namespace: str
+    trust_anchors_pem: bytes | None
+    sentry_token_file: Path | None
+    sentry_local_identity: str | None
+    api_token: str | None
+    app_api_token: str | None
+    deprecated_env: tuple[str, ...]
+    ignored_flags: tuple[str, ...]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="daprd",
+        description="pysentry daprd: the Dapr sidecar (service invocation over mutual TLS)",
+    )
+    a = p.add_argument
+    a("--app-id", default="", help="A unique ID for Dapr. Used for service discovery and identity")
+    a("--app-port", type=_port, default=None, help="The port the application is listening on")
+    a("--app-protocol", default="http", help="Protocol for the app: http (only http is supported)")
+    a("--app-channel-address", default="127.0.0.1", help="The network address the app listens on")
+    a("--dapr-http-port", type=_port, default=DEFAULT_HTTP_PORT, help="HTTP port for Dapr API")
+    a(
+        "--dapr-listen-addresses",
+        default="127.0.0.1",
+        help="Addresses for the Dapr API to listen on",
+    )
+    a(
+        "--dapr-internal-grpc-port",
+        default="",
+        help="gRPC port for the Dapr Internal API (random free port when empty or 0)",
+    )
+    a(
+        "--dapr-internal-grpc-listen-address",
+        default="127.0.0.1",
+        help="Address for the internal gRPC API",
+    )
+    a(
+        "--metrics-port",
+        type=_port,
+        default=DEFAULT_METRICS_PORT,
+        help="The port for the metrics server",
+    )
+    a(
+        "--enable-metrics",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="Enable prometheus metric",
+    )
+    a(
+        "--enable-mtls",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="Enables automatic mTLS for daprd to daprd communication channels",
+    )
+    a("--sentry-address", default="", help="Address for the Sentry CA service")
+    a("--config", "-c", default="", help="Path to config file, or name of a configuration object")
+    a("--control-plane-trust-domain", default=None, help="Trust domain of the Dapr control plane")
+    a("--control-plane-namespace", default=None, help="Namespace of the Dapr control plane")
+    a(
+        "--mode",
+        default="standalone",
+        choices=("standalone", "kubernetes"),
+        help="Runtime mode for Dapr",
+    )
+    a(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warn", "warning", "error", "fatal"),
+        help="Options are debug, info, warn, error, or fatal",
+    )
+    a(
+        "--log-as-json",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="print log as JSON",
+    )
+    a(
+        "--trust-anchors-file",
+        default="",
+        help="pysentry addition: PEM trust anchors file, watched and hot-reloaded "
+        "(instead of DAPR_TRUST_ANCHORS)",
+    )
+    a(
+        "--internal-connection-max-age",
+        default="",
+        help="pysentry addition: recycle sidecar-to-sidecar connections older than this Go "
+        "duration (e.g. 10m), so rotated certificates and anchors reach long-lived connections",
+    )
+    # Accepted so `dapr run` command lines work; not served by pysentry.
+    for flag in (
+        "--dapr-grpc-port",
+        "--placement-host-address",
+        "--resources-path",
+        "--components-path",
+        "--profile-port",
+        "--app-max-concurrency",
+        "--scheduler-host-address",
+    ):
+        a(flag, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def stable_random_port(app_id: str, *, cwd: str | None = None) -> int:
+    """Dapr's ``pkg/ports`` stable port: ``47300 + (h[0] | h[1]<<8) % (65535-47300)``."""
+    try:
+        uid = str(os.getuid())
+    except AttributeError:  # pragma: no cover - non-POSIX
+        uid = getpass.getuser()
+    seed = "|".join((app_id, cwd if cwd is not None else os.getcwd(), uid, socket.gethostname()))
+    h = hashlib.sha256(seed.encode()).digest()
+    return STABLE_PORT_BASE + (h[0] | h[1] << 8) % (65535 - STABLE_PORT_BASE)
+
+
+def parse_options(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> Options:
+    """Parse flags and env. Raises :class:`ConfigError` for values that do not make sense."""
+    env = os.environ if env is None else env
+    args = list(sys.argv[1:] if argv is None else argv)
+    # Dapr's binaries double a leading single dash (``-app-id`` == ``--app-id``).
+    args = ["-" + a if _GO_FLAG.match(a) else a for a in args]
+    ns = _parser().parse_args(args)
+    if ns.app_protocol != "http":
+        raise ConfigError(f"--app-protocol: only 'http' is supported: {ns.app_protocol!r}")
+    internal: int | None = None
+    if ns.dapr_internal_grpc_port not in ("", "0"):
+        try:
+            internal = _port(ns.dapr_internal_grpc_port)
+        except argparse.ArgumentTypeError as err:
+            raise ConfigError(f"--dapr-internal-grpc-port: {err}") from err
+    elif ns.mode == "kubernetes":
+        internal = 50002
+    td_given = ns.control_plane_trust_domain is not None or bool(
+        env.get("DAPR_CONTROLPLANE_TRUST_DOMAIN")
+    )
+    td = ns.control_plane_trust_domain or env.get("DAPR_CONTROLPLANE_TRUST_DOMAIN") or "localhost"
+    cp_ns = ns.control_plane_namespace or env.get("DAPR_CONTROLPLANE_NAMESPACE") or "default"
+    token_file: Path | None = None
+    if "DAPR_SENTRY_TOKEN_FILE" in env:
+        if not env["DAPR_SENTRY_TOKEN_FILE"]:
+            raise ConfigError(
+                "environmental variable DAPR_SENTRY_TOKEN_FILE is set with an empty value"
+            )
+        token_file = Path(env["DAPR_SENTRY_TOKEN_FILE"])
+    anchors = env.get("DAPR_TRUST_ANCHORS") or None
+    max_age: timedelta | None = None
+    if ns.internal_connection_max_age:
+        try:
+            max_age = parse_duration(ns.internal_connection_max_age)
+        except InvalidDuration as err:
+            raise ConfigError(f"--internal-connection-max-age: {err}") from err
+    ignored = tuple(
+        flag
+        for flag, value in (
+            ("--dapr-grpc-port", ns.dapr_grpc_port),
+            ("--placement-host-address", ns.placement_host_address),
+            ("--resources-path", ns.resources_path),
+            ("--components-path", ns.components_path),
+            ("--profile-port", ns.profile_port),
+            ("--app-max-concurrency", ns.app_max_concurrency),
+            ("--scheduler-host-address", ns.scheduler_host_address),
+        )
+        if value is not None
+    )
+    return Options(
+        app_id=ns.app_id,
+        app_port=ns.app_port or None,
+        app_channel_address=ns.app_channel_address,
+        dapr_http_port=ns.dapr_http_port,
+        dapr_listen_address=ns.dapr_listen_addresses.split(",")[0].strip("[] ") or "127.0.0.1",
+        dapr_internal_grpc_port=internal,
+        dapr_internal_grpc_listen_address=ns.dapr_internal_grpc_listen_address,
+        metrics_port=ns.metrics_port,
+        enable_metrics=ns.enable_metrics,
+        enable_mtls=ns.enable_mtls,
+        sentry_address=ns.sentry_address,
+        config=Path(ns.config) if ns.config else None,
+        control_plane_trust_domain=td,
+        control_plane_trust_domain_given=td_given,
+        control_plane_namespace=cp_ns,
+        mode=ns.mode,
+        log_level=ns.log_level,
+        log_as_json=ns.log_as_json,
+        trust_anchors_file=Path(ns.trust_anchors_file) if ns.trust_anchors_file else None,
+        internal_connection_max_age=max_age or None,
+        namespace=env.get("NAMESPACE") or "default",
+        trust_anchors_pem=anchors.encode() if anchors else None,
+        sentry_token_file=token_file,
+        sentry_local_identity=env.get("SENTRY_LOCAL_IDENTITY") or None,
+        api_token=env.get("DAPR_API_TOKEN") or None,
+        app_api_token=env.get("APP_API_TOKEN") or None,
+        deprecated_env=tuple(v for v in ("DAPR_CERT_CHAIN", "DAPR_CERT_KEY") if env.get(v)),
+        ignored_flags=ignored,
+    )

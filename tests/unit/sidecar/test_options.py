@@ -1,0 +1,106 @@
+"""daprd flags and env vars (spec §9.1, §9.2)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from pysentry.errors import ConfigError
+from pysentry.sidecar.app_channel import app_path
+from pysentry.sidecar.options import parse_options, stable_random_port
+
+
+def test_defaults() -> None:
+    o = parse_options(["--app-id", "a"], env={})
+    assert (o.dapr_http_port, o.metrics_port, o.enable_mtls, o.mode) == (
+        3500,
+        9090,
+        False,
+        "standalone",
+    )
+    assert o.dapr_internal_grpc_port is None
+    assert (o.control_plane_trust_domain, o.control_plane_namespace) == ("localhost", "default")
+    assert not o.control_plane_trust_domain_given
+    assert o.namespace == "default"
+
+
+def test_flags_and_go_style_booleans() -> None:
+    o = parse_options(
+        [
+            "--app-id",
+            "a",
+            "--app-port",
+            "8000",
+            "--enable-mtls=true",
+            "--log-as-json",
+            "--dapr-internal-grpc-port",
+            "50002",
+            "--sentry-address",
+            "localhost:50001",
+            "--trust-anchors-file",
+            "/x/ca.crt",
+            "--config=./c.yaml",
+        ],
+        env={},
+    )
+    assert o.enable_mtls and o.log_as_json and o.app_port == 8000
+    assert o.dapr_internal_grpc_port == 50002
+    assert o.trust_anchors_file == Path("/x/ca.crt") and o.config == Path("./c.yaml")
+    assert not parse_options(["--enable-mtls=false"], env={}).enable_mtls
+
+
+def test_env_fallbacks_flag_wins() -> None:
+    env = {
+        "DAPR_CONTROLPLANE_TRUST_DOMAIN": "cluster.local",
+        "DAPR_CONTROLPLANE_NAMESPACE": "dapr-system",
+        "NAMESPACE": "prod",
+        "DAPR_TRUST_ANCHORS": "PEM",
+        "DAPR_CERT_CHAIN": "x",
+        "DAPR_API_TOKEN": "tok",
+    }
+    o = parse_options([], env=env)
+    assert o.control_plane_trust_domain == "cluster.local" and o.control_plane_trust_domain_given
+    assert o.control_plane_namespace == "dapr-system" and o.namespace == "prod"
+    assert o.trust_anchors_pem == b"PEM" and o.deprecated_env == ("DAPR_CERT_CHAIN",)
+    assert o.api_token == "tok"
+    o = parse_options(["--control-plane-namespace", "cp"], env=env)
+    assert o.control_plane_namespace == "cp"
+
+
+def test_empty_sentry_token_file_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="DAPR_SENTRY_TOKEN_FILE is set with an empty value"):
+        parse_options([], env={"DAPR_SENTRY_TOKEN_FILE": ""})
+
+
+def test_stable_random_port_is_daprs_formula() -> None:
+    seed = f"a|/w|{os.getuid()}|{socket.gethostname()}"
+    h = hashlib.sha256(seed.encode()).digest()
+    assert stable_random_port("a", cwd="/w") == 47300 + (h[0] | h[1] << 8) % (65535 - 47300)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("hello", "/hello"),
+        ("orders/list", "/orders/list"),
+        ("", "/"),
+        ("a/../b", "/b"),
+        ("/x//y/", "/x/y"),
+        ("../../etc", "/etc"),
+    ],
+    ids=str,
+)
+def test_app_path_is_path_clean(method: str, path: str) -> None:
+    assert app_path(method) == path
+
+
+def test_go_style_single_dash_flags() -> None:
+    o = parse_options(
+        ["-app-id", "a", "-dapr-http-port=3501", "-enable-mtls", "-c", "x.yaml"], env={}
+    )
+    assert (o.app_id, o.dapr_http_port, o.enable_mtls) == ("a", 3501, True)
+    assert o.config == Path("x.yaml")
