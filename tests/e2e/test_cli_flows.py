@@ -27,14 +27,22 @@ from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
     PrivateFormat,
-    PublicFormat,
 )
 
 from pysentry.cli.demo_apps import APP_B
-from pysentry.cli.demo_procs import Proc, dapr_argv, http_ok, spawn, stop_all, wait_for
+from pysentry.cli.demo_procs import (
+    Proc,
+    dapr_argv,
+    http_ok,
+    sentry_argv,
+    spawn,
+    stop_all,
+    wait_for,
+)
 from pysentry.cli.procs import free_port
 from pysentry.cli.quickstart import peek_chain
 from pysentry.cli.status import running_sidecars
+from pysentry.pki.keys import public_key_bytes
 from pysentry.pki.pem import load_certificates
 
 # Sidecars renew at half of NotAfter - NotBefore, and NotBefore is backdated by the clock skew:
@@ -96,23 +104,7 @@ def mesh(tmp_path: Path) -> Iterator[Mesh]:
         port = m.sentry_address.rpartition(":")[2]
         sentry = spawn(
             "sentry",
-            [
-                sys.executable,
-                "-m",
-                "pysentry.sentry.main",
-                "--issuer-credentials",
-                str(m.certs),
-                "--trust-domain",
-                "cluster.local",
-                "--port",
-                port,
-                "--healthz-port",
-                str(healthz),
-                "--metrics-port",
-                str(free_port()),
-                "--config",
-                str(m.config),
-            ],
+            sentry_argv(m.certs, m.config, port=int(port), healthz_port=healthz),
             env,
             tmp_path,
         )
@@ -234,7 +226,7 @@ def test_same_key_root_renewal_under_traffic(mesh: Mesh, tmp_path: Path) -> None
 
 
 def _key(cert: x509.Certificate) -> bytes:
-    return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return public_key_bytes(cert.public_key())
 
 
 def _leaf_issuer_keys(m: Mesh) -> list[bytes]:

@@ -9,20 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from pysentry.cli.demo_procs import processes_mentioning
 from pysentry.cli.offline_demo import run_offline_demo
-
-
-def _processes_mentioning(marker: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker.encode() in cmdline:
-                found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
-    return found
 
 
 def test_demo_runs_the_quickstart(tmp_path: Path) -> None:
@@ -50,7 +38,7 @@ def test_demo_runs_the_quickstart(tmp_path: Path) -> None:
     assert "spiffe://public/ns/default/appA" in out[out.index("$ dapr status") :]
     assert "'dapr run' for appA returned 0" in out
     assert "No processes left behind." in out
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert processes_mentioning(str(tmp_path)) == []
     assert not any(p.name.startswith("pysentry-quickstart-") for p in tmp_path.iterdir())
 
 

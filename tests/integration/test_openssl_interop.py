@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,64 +14,9 @@ from pysentry.pki.keys import KeyAlgorithm, generate_key, load_private_key
 from pysentry.pki.pem import load_certificates
 from pysentry.pki.svid import verify_svid
 from pysentry.spiffe import SpiffeId
-
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not found")
+from tests.integration.openssl import openssl_recipe, sh
 
 APP = SpiffeId.for_app("public", "default", "myapp")
-
-_DN = """\
-[req]
-distinguished_name = req_distinguished_name
-x509_extensions = v3_req
-prompt = no
-
-[req_distinguished_name]
-C = US
-ST = VA
-L = Daprville
-O = dapr.io/sentry
-OU = dapr.io/sentry
-CN = cluster.local
-
-[v3_req]
-basicConstraints = critical, CA:true{pathlen}
-keyUsage = critical, digitalSignature, cRLSign, keyCertSign
-extendedKeyUsage = serverAuth, clientAuth
-subjectAltName = @alt_names
-
-[alt_names]
-DNS.1 = cluster.local
-"""
-ROOT_CONF = _DN.format(pathlen="")
-ISSUER_CONF = _DN.format(pathlen=", pathlen:0")
-
-
-def sh(cwd: Path, command: str) -> str:
-    done = subprocess.run(
-        command, shell=True, cwd=cwd, capture_output=True, text=True, timeout=30, check=False
-    )
-    assert done.returncode == 0, f"{command!r} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
-def openssl_recipe(workdir: Path) -> None:
-    """The Dapr docs' 'bring your own certificates' recipe, verbatim apart from file names."""
-    (workdir / "root.conf").write_text(ROOT_CONF)
-    (workdir / "issuer.conf").write_text(ISSUER_CONF)
-    for command in (
-        "openssl ecparam -genkey -name prime256v1 | openssl ec -out root.key",
-        "openssl req -new -nodes -sha256 -key root.key -out root.csr -config root.conf"
-        " -extensions v3_req",
-        "openssl x509 -req -sha256 -days 365 -in root.csr -signkey root.key -outform PEM"
-        " -out ca.crt -extensions v3_req -extfile root.conf",
-        "openssl ecparam -genkey -name prime256v1 | openssl ec -out issuer.key",
-        "openssl req -new -sha256 -key issuer.key -out issuer.csr -config issuer.conf"
-        " -extensions v3_req",
-        "openssl x509 -req -in issuer.csr -CA ca.crt -CAkey root.key -CAcreateserial"
-        " -outform PEM -out issuer.crt -days 365 -sha256 -extensions v3_req"
-        " -extfile issuer.conf",
-    ):
-        sh(workdir, command)
 
 
 def load_dir(workdir: Path) -> CaBundle:

@@ -24,7 +24,7 @@ def test_issue_svid_verifies(algorithm: KeyAlgorithm) -> None:
     ca = TestCA.create("public", algorithm=algorithm, now=NOW)
     chain, key = ca.issue_svid(APP, now=NOW, ttl=timedelta(minutes=5))
     assert chain[1:] == (ca.cert,)
-    assert same_public_key(chain[0].public_key(), key.public_key())  # type: ignore[arg-type]
+    assert same_public_key(chain[0].public_key(), key.public_key())
     assert chain[0].not_valid_after_utc == NOW + timedelta(minutes=5)
     assert verify_svid(chain, [ca.root_cert], now=NOW) == APP
 

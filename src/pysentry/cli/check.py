@@ -30,6 +30,7 @@ from pysentry.pki.bundle import CaBundle
 from pysentry.pki.chain import check_signature_from
 from pysentry.pki.keys import load_private_key, same_public_key
 from pysentry.pki.pem import is_self_signed, load_certificates
+from pysentry.pki.profiles import DEFAULT_CLOCK_SKEW
 
 HORIZONS = (timedelta(days=90), timedelta(days=30), timedelta(days=7), timedelta(days=1))
 
@@ -110,7 +111,7 @@ def evaluate(
     *,
     now: datetime,
     workload_ttl: timedelta,
-    clock_skew: timedelta = timedelta(minutes=15),
+    clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
 ) -> list[Finding]:
     """Every offline check, in report order."""
     out: list[Finding] = []
@@ -138,7 +139,7 @@ def evaluate(
     if chain and anchors:
         out.append(_signatures(chain, anchors))
     if chain and key is not None:
-        match = same_public_key(key.public_key(), chain[0].public_key())  # type: ignore[arg-type]
+        match = same_public_key(key.public_key(), chain[0].public_key())
         out.append(
             Finding(
                 "issuer key matches issuer.crt",

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pysentry.cli.procs import free_port
+
 READY_TIMEOUT_S = 20.0
 APP_PREFIX = "== APP == "
 
@@ -66,6 +68,27 @@ def spawn(name: str, argv: Sequence[str], env: dict[str, str], workdir: Path) ->
 
 def dapr_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "pysentry.cli.main", *args]
+
+
+def sentry_argv(credentials: Path, config: Path, *, port: int, healthz_port: int) -> list[str]:
+    """Sentry on ``credentials`` (trust domain ``cluster.local``), metrics on a free port."""
+    return [
+        sys.executable,
+        "-m",
+        "pysentry.sentry.main",
+        "--issuer-credentials",
+        str(credentials),
+        "--trust-domain",
+        "cluster.local",
+        "--port",
+        str(port),
+        "--healthz-port",
+        str(healthz_port),
+        "--metrics-port",
+        str(free_port()),
+        "--config",
+        str(config),
+    ]
 
 
 def wait_for(

@@ -21,7 +21,16 @@ from cryptography import x509
 
 from pysentry.cli.chainview import render
 from pysentry.cli.demo_apps import APP_A, APP_B
-from pysentry.cli.demo_procs import DemoFailed, Proc, dapr_argv, http_ok, spawn, stop_all, wait_for
+from pysentry.cli.demo_procs import (
+    DemoFailed,
+    Proc,
+    dapr_argv,
+    http_ok,
+    sentry_argv,
+    spawn,
+    stop_all,
+    wait_for,
+)
 from pysentry.cli.procs import free_port
 from pysentry.cli.status import running_sidecars
 from pysentry.clock import system_clock
@@ -96,23 +105,7 @@ def _quickstart(tmp: Path, procs: list[Proc]) -> None:
     sentry_address = f"localhost:{sentry_port}"
     sentry = spawn(
         "sentry",
-        [
-            sys.executable,
-            "-m",
-            "pysentry.sentry.main",
-            "--issuer-credentials",
-            str(dapr_dir / "certs"),
-            "--trust-domain",
-            "cluster.local",
-            "--port",
-            str(sentry_port),
-            "--healthz-port",
-            str(healthz),
-            "--metrics-port",
-            str(free_port()),
-            "--config",
-            str(config),
-        ],
+        sentry_argv(dapr_dir / "certs", config, port=sentry_port, healthz_port=healthz),
         env,
         tmp,
     )
@@ -179,10 +172,7 @@ def _quickstart(tmp: Path, procs: list[Proc]) -> None:
     _step("4. the certificate appB's sidecar presents (TLS handshake with its internal port)")
     b_reg = next(r for r in running_sidecars(config, dapr_dir) if r.app_id == "appB")
     anchors = load_certificates((dapr_dir / "certs" / "ca.crt").read_bytes())
-    issuer_chain = load_certificates((dapr_dir / "certs" / "issuer.crt").read_bytes())
     chain = asyncio.run(peek_chain(b_reg.address, sentry_address, anchors))
-    if len(chain) == 1:
-        chain = (chain[0], *issuer_chain)
     peer = verify_svid(
         chain, anchors, now=system_clock(), authorizer=authorize_id(SpiffeId.parse(b_reg.spiffe_id))
     )

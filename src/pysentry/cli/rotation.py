@@ -47,7 +47,7 @@ class Renewal:
 
 
 def _same_key(cert: x509.Certificate, key: PrivateKey) -> bool:
-    return same_public_key(cert.public_key(), key.public_key())  # type: ignore[arg-type]
+    return same_public_key(cert.public_key(), key.public_key())
 
 
 def reissue_root(
@@ -122,7 +122,7 @@ def provided(creds: Credentials, current: Sequence[x509.Certificate], *, now: da
     kept = [
         old
         for old in current
-        if any(same_public_key(old.public_key(), new.public_key()) for new in anchors)  # type: ignore[arg-type]
+        if any(same_public_key(old.public_key(), new.public_key()) for new in anchors)
     ]
     changed = bool(current) and not kept
     return Renewal(creds, anchors[0], (), root_key_changed=changed, first=not current)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from pysentry.errors import InvalidBundle, InvalidKey
 from pysentry.pki.chain import ChainError, check_signature_from, verify_chain
@@ -100,6 +101,14 @@ def _issuer_chain(pem: bytes, problems: list[str]) -> tuple[x509.Certificate, ..
     if len(chain) > 1 and is_self_signed(chain[-1]):
         chain = chain[:-1]
     if chain:
+        try:
+            chain[0].public_key()
+        except UnsupportedAlgorithm as err:
+            problems.append(
+                f"{ISSUER_FILE}: unsupported public key in the issuer certificate: {err}; use an "
+                "ECDSA P-256, Ed25519 or RSA key"
+            )
+            return ()
         why = _signing_problem(chain[0])
         if why:
             problems.append(
@@ -177,10 +186,7 @@ class CaBundle:
         if (
             chain
             and key is not None
-            and not same_public_key(
-                key.public_key(),
-                chain[0].public_key(),  # type: ignore[arg-type]
-            )
+            and not same_public_key(key.public_key(), chain[0].public_key())
         ):
             problems.append(
                 f"{KEY_FILE}: issuer key does not match issuer certificate; use the private key "

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 MAX_CHAIN_DEPTH = 8
@@ -79,7 +79,7 @@ def check_signature_from(child: x509.Certificate, parent: x509.Certificate) -> N
         child.verify_directly_issued_by(parent)
     except InvalidSignature as err:
         raise ChainError("x509: signature verification failure") from err
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as err:
         raise ChainError(f"x509: signature check failed: {err}") from err
 
 

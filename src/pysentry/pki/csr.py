@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import cast
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -45,11 +46,14 @@ def parse_csr(pem: bytes) -> PublicKey:
     try:
         csr = x509.load_der_x509_csr(blocks[0].der)
         public_key = csr.public_key()
+    except UnsupportedAlgorithm as err:
+        # Go parses a key of an unknown algorithm as nil; its CheckSignature then fails.
+        raise InvalidCsr("invalid signature") from err
     except (ValueError, TypeError) as err:
         raise InvalidCsr(f"failed to parse certificate signing request: {err}") from err
     try:
         valid = csr.is_signature_valid
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         valid = False
     if not valid:
         raise InvalidCsr("invalid signature")

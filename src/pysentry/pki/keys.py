@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -88,7 +90,7 @@ def load_private_key(pem: bytes) -> PrivateKey:
         raise InvalidKey(f"unsupported block type {block.type!r}: {_EXPECTED}")
     try:
         key = load_der_private_key(block.der, password=None)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as err:
         raise InvalidKey(
             f"failed to parse {block.type!r} block: the key data is corrupt or of another "
             f"format ({err}); {_EXPECTED}"
@@ -114,12 +116,12 @@ def dump_private_key(key: PrivateKey) -> bytes:
     return encode_pem("PRIVATE KEY", der)
 
 
-def public_key_bytes(pub: PublicKey) -> bytes:
-    """DER SubjectPublicKeyInfo of a public key."""
+def public_key_bytes(pub: CertificatePublicKeyTypes) -> bytes:
+    """DER SubjectPublicKeyInfo of a public key (any key a certificate can hold)."""
     return pub.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
-def same_public_key(a: PublicKey, b: PublicKey) -> bool:
+def same_public_key(a: CertificatePublicKeyTypes, b: CertificatePublicKeyTypes) -> bool:
     """True if both public keys are the same key."""
     return public_key_bytes(a) == public_key_bytes(b)
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -23,12 +24,15 @@ from cryptography import x509
 
 from pysentry.errors import ConfigError, InvalidBundle
 from pysentry.pki.pem import dump_certificates, load_certificates
+from pysentry.watch import watch_directories
 
 log = logging.getLogger(__name__)
 
 Anchors = tuple[x509.Certificate, ...]
 AnchorsCallback = Callable[[Anchors], None]
 TRUST_ANCHORS_ENV = "DAPR_TRUST_ANCHORS"
+_WATCH_DEBOUNCE = timedelta(milliseconds=1600)
+_WATCH_STEP = timedelta(milliseconds=50)
 
 
 class TrustAnchors(Protocol):
@@ -178,31 +182,16 @@ class FileAnchors:
 
     async def run(self) -> None:
         """Watch the file's directory until cancelled."""
-        from watchfiles import awatch
-
-        changes = awatch(
-            self.path.parent,
-            watch_filter=None,
-            debounce=1600,
-            step=50,
-            recursive=False,
+        await watch_directories(
+            (self.path.parent,),
+            self.reload,
+            on_ready=self._watching,
+            debounce=_WATCH_DEBOUNCE,
+            step=_WATCH_STEP,
             force_polling=self.force_polling,
         )
-        iterator = aiter(changes)
-        pending: asyncio.Future[object] = asyncio.ensure_future(anext(iterator))
-        try:
-            await asyncio.sleep(0)  # the watcher is installed on the generator's first step
-            self.reload()  # a change between the first read and the watch start
-            self._ready.set()
-            log.debug("Watching trust anchors file %r", str(self.path))
-            while True:
-                await pending
-                self.reload()
-                pending = asyncio.ensure_future(anext(iterator))
-        finally:
-            pending.cancel()
-            await asyncio.wait([pending])
-            if not pending.cancelled():
-                pending.exception()  # retrieved, so asyncio does not report it again
-            with contextlib.suppress(RuntimeError):
-                await changes.aclose()
+
+    def _watching(self) -> None:
+        self.reload()  # a change between the first read and the watch start
+        self._ready.set()
+        log.debug("Watching trust anchors file %r", str(self.path))

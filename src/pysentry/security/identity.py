@@ -10,20 +10,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pysentry.errors import PeerRejected
-from pysentry.pki.keys import PrivateKey, dump_private_key
+from pysentry.pki.keys import PrivateKey, dump_private_key, same_public_key
 from pysentry.pki.pem import dump_certificates
 from pysentry.pki.svid import id_from_cert
 from pysentry.spiffe import SpiffeId
 
 RENEWAL_FRACTION = 0.5
-
-
-def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
-    return public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -37,7 +31,7 @@ class X509Svid:
     def __post_init__(self) -> None:
         if not self.chain:
             raise ValueError("X509Svid: empty certificate chain")
-        if _spki(self.chain[0].public_key()) != _spki(self.private_key.public_key()):
+        if not same_public_key(self.chain[0].public_key(), self.private_key.public_key()):
             raise ValueError("X509Svid: the private key does not match the leaf certificate")
 
     @classmethod

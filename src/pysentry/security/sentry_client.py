@@ -26,14 +26,15 @@ from datetime import timedelta
 from enum import StrEnum
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from pysentry.clock import Clock, system_clock
 from pysentry.errors import ConfigError, InvalidBundle, InvalidCsr, PeerRejected, SentryUnavailable
 from pysentry.pki.csr import parse_csr
+from pysentry.pki.keys import same_public_key
 from pysentry.pki.pem import load_certificates
+from pysentry.pki.profiles import SENTRY_APP_ID as SENTRY_APP_ID  # public here too
 from pysentry.pki.svid import Authorizer, authorize_id, authorize_path, verify_svid
 from pysentry.proto.dapr.proto.sentry.v1 import sentry_grpc, sentry_pb2
 from pysentry.security.channel import SpiffeChannel
@@ -42,9 +43,8 @@ from pysentry.spiffe import SpiffeId, TrustDomain, dapr_path
 
 log = logging.getLogger(__name__)
 
-SENTRY_APP_ID = "dapr-sentry"
 CONTROL_PLANE_APP_IDS = frozenset(
-    {"dapr-operator", "dapr-placement", "dapr-injector", "dapr-sentry", "dapr-scheduler"}
+    {"dapr-operator", "dapr-placement", "dapr-injector", SENTRY_APP_ID, "dapr-scheduler"}
 )
 MAX_ATTEMPTS = 5
 ATTEMPT_TIMEOUT = timedelta(seconds=3)
@@ -125,10 +125,6 @@ def split_address(address: str) -> tuple[str, int]:
             reason="sentry_conn",
         )
     return host, int(port)
-
-
-def _spki(key: object) -> bytes:
-    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined, no-any-return]
 
 
 class SentryClient:
@@ -290,7 +286,7 @@ class SentryClient:
             requested = parse_csr(csr_pem)
         except InvalidCsr as err:
             raise invalid(f"our own CSR does not parse: {err}") from err
-        if _spki(chain[0].public_key()) != _spki(requested):
+        if not same_public_key(chain[0].public_key(), requested):
             raise invalid("the signed certificate is not for the key of the CSR")
         return chain
 

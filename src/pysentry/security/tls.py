@@ -6,8 +6,7 @@ so an anchor may be an intermediate, as in Go). OpenSSL verifies the peer's chai
 handshake; :func:`peer_spiffe_id` then applies the go-spiffe rules (§9.6) to the peer's chain and
 runs the authorizer. Python 3.11 has no public API for the peer's chain: we read it through the
 ``_sslobj.get_unverified_chain()`` that CPython has had since 3.10 (public in 3.13) and verify it
-ourselves with :func:`pysentry.pki.svid.verify_svid`. Where that API is missing, only the leaf is
-available: its chain was verified by OpenSSL, and we check the leaf rules and the authorizer.
+ourselves with :func:`pysentry.pki.svid.verify_svid` (the project needs Python >= 3.11).
 
 Rotation (never mutate a live context): :class:`RotatingServerContext` builds the listener
 context once; its ``sni_callback`` (called for every ClientHello, with or without SNI) moves the
@@ -31,8 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from pysentry.errors import InvalidBundle, PeerRejected
-from pysentry.pki.chain import ChainError, check_validity, is_ca
-from pysentry.pki.svid import Authorizer, authorize_any, id_from_cert, verify_svid
+from pysentry.pki.svid import Authorizer, verify_svid
 from pysentry.security.anchors import Anchors, TrustAnchors
 from pysentry.security.identity import X509Svid
 from pysentry.spiffe import SpiffeId
@@ -139,27 +137,6 @@ def peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> tuple[x509.Certific
     return (x509.load_der_x509_certificate(leaf),) if leaf else ()
 
 
-def _leaf_only_checks(leaf: x509.Certificate, now: datetime, authorizer: Authorizer) -> SpiffeId:
-    try:
-        spiffe_id = id_from_cert(leaf)
-    except PeerRejected as err:
-        raise PeerRejected(f"x509svid: could not get leaf SPIFFE ID: {err}") from err
-    if is_ca(leaf):
-        raise PeerRejected("x509svid: leaf certificate with CA flag set to true")
-    try:
-        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        usage = None
-    if usage is not None and (usage.key_cert_sign or usage.crl_sign):
-        raise PeerRejected("x509svid: leaf certificate with KeyCertSign or KeyCrlSign key usage")
-    try:
-        check_validity(leaf, now)
-    except ChainError as err:
-        raise PeerRejected(f"x509svid: could not verify leaf certificate: {err}") from err
-    authorizer(spiffe_id)
-    return spiffe_id
-
-
 def peer_spiffe_id(
     ssl_object: ssl.SSLObject | ssl.SSLSocket,
     anchors: AnchorsLike,
@@ -170,16 +147,7 @@ def peer_spiffe_id(
     chain = peer_chain(ssl_object)
     if not chain:
         raise PeerRejected("x509svid: peer presented no certificate")
-    authorize = authorizer or authorize_any()
-    if not _has_chain_api(ssl_object):
-        return _leaf_only_checks(chain[0], now, authorize)
-    return verify_svid(chain, anchor_certs(anchors), now=now, authorizer=authorize)
-
-
-def _has_chain_api(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> bool:
-    return hasattr(ssl_object, "get_unverified_chain") or hasattr(
-        getattr(ssl_object, "_sslobj", None), "get_unverified_chain"
-    )
+    return verify_svid(chain, anchor_certs(anchors), now=now, authorizer=authorizer)
 
 
 class RotatingServerContext:

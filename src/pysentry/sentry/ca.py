@@ -23,14 +23,12 @@ from pysentry.errors import InvalidCsr, InvalidSpiffeId, PysentryError, RequestD
 from pysentry.pki.bundle import CaBundle, SignedLeaf
 from pysentry.pki.csr import parse_csr
 from pysentry.pki.keys import PublicKey
-from pysentry.pki.profiles import DEFAULT_CLOCK_SKEW, DEFAULT_WORKLOAD_TTL
+from pysentry.pki.profiles import DEFAULT_CLOCK_SKEW, DEFAULT_WORKLOAD_TTL, SENTRY_APP_ID
 from pysentry.sentry.monitoring import SentryMetrics
 from pysentry.sentry.validators import SignRequest, TokenValidator, Validator
 from pysentry.spiffe import SpiffeId, TrustDomain
 
 log = logging.getLogger(__name__)
-
-SENTRY_APP_ID = "dapr-sentry"
 
 
 class Code(StrEnum):
@@ -169,9 +167,10 @@ class CertificateAuthority:
             raise SignError(
                 Code.INVALID_ARGUMENT, "a validator name must be specified in this environment"
             )
-        validator = None
-        if kind in TokenValidator._value2member_map_:
+        try:
             validator = self._validators.get(TokenValidator(kind))
+        except ValueError:  # out of the enum's range, e.g. -1
+            validator = None
         if validator is None:
             raise SignError(Code.INVALID_ARGUMENT, "the requested validator is not enabled")
         return validator

@@ -20,10 +20,11 @@ from pysentry.errors import InvalidCsr
 from pysentry.pki.csr import parse_csr
 from pysentry.pki.keys import KeyAlgorithm
 from pysentry.pki.pem import load_certificates
+from pysentry.pki.profiles import SENTRY_APP_ID
 from pysentry.security.identity import X509Svid
 from pysentry.security.provider import SecurityProvider
 from pysentry.security.tls import RotatingServerContext
-from pysentry.sentry.ca import SENTRY_APP_ID, CertificateAuthority
+from pysentry.sentry.ca import CertificateAuthority
 from pysentry.sentry.monitoring import SentryMetrics
 from pysentry.spiffe import SpiffeId
 
@@ -51,8 +52,7 @@ class ServingIdentity:
 
     @property
     def spiffe_id(self) -> SpiffeId:
-        settings = self._ca.settings
-        return SpiffeId.for_app(settings.trust_domain, settings.namespace, SENTRY_APP_ID)
+        return self._ca.settings.sentry_id
 
     async def _request(self, csr_pem: bytes) -> tuple[x509.Certificate, ...]:
         """The in-process CertRequester: parse the CSR and sign with the current bundle."""

@@ -12,23 +12,21 @@ generated during a reload.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-
-import watchfiles
 
 from pysentry.clock import Clock, system_clock
 from pysentry.errors import InvalidBundle
 from pysentry.sentry.ca import CertificateAuthority
 from pysentry.sentry.monitoring import Health, SentryMetrics
 from pysentry.sentry.store import FileStore, Fingerprint
+from pysentry.watch import watch_directories
 
 log = logging.getLogger(__name__)
 
 HEALTH_DETAIL = "issuer-credentials"
-_WATCH_DEBOUNCE_MS = 5  # kit's fswatcher batches per-file events for 5 ms
+_WATCH_DEBOUNCE = timedelta(milliseconds=5)  # kit's fswatcher batches per-file events for 5 ms
 
 
 class CredentialsReloader:
@@ -92,30 +90,10 @@ class CredentialsReloader:
         """Return once the directory watch is installed (later changes are seen)."""
         await self._ready.wait()
 
-    async def _watch(self) -> None:
-        directories = [str(d) for d in self._store.paths.directories()]
-        changes = watchfiles.awatch(
-            *directories, watch_filter=None, debounce=_WATCH_DEBOUNCE_MS,
-            step=_WATCH_DEBOUNCE_MS, recursive=False,
-        )
-        iterator = aiter(changes)
-        pending: asyncio.Future[object] = asyncio.ensure_future(anext(iterator))
-        try:
-            await asyncio.sleep(0)  # the watch is installed on the generator's first step
-            if self._store.fingerprint() != self._loaded_fingerprint:
-                self._changed()  # changed between the initial load and the watch start
-            self._ready.set()
-            while True:
-                await pending
-                self._changed()
-                pending = asyncio.ensure_future(anext(iterator))
-        finally:
-            pending.cancel()
-            await asyncio.wait([pending])
-            if not pending.cancelled():
-                pending.exception()  # retrieved, so asyncio does not report it again
-            with contextlib.suppress(RuntimeError):
-                await changes.aclose()
+    def _watching(self) -> None:
+        if self._store.fingerprint() != self._loaded_fingerprint:
+            self._changed()  # changed between the initial load and the watch start
+        self._ready.set()
 
     async def run(self) -> None:
         """Watch until cancelled; the directories must exist."""
@@ -123,7 +101,15 @@ class CredentialsReloader:
         log.info("Starting watch on filesystem directories: [%s]",
                  " ".join(str(d) for d in directories))
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._watch())
+            tasks.create_task(
+                watch_directories(
+                    directories,
+                    self._changed,
+                    on_ready=self._watching,
+                    debounce=_WATCH_DEBOUNCE,
+                    step=_WATCH_DEBOUNCE,
+                )
+            )
             while True:
                 await self._pending.wait()
                 await asyncio.sleep(self._quiet_period.total_seconds())

@@ -97,9 +97,7 @@ class FileStore:
         key_pem = self._read(self.paths.issuer_key)
         try:
             return CaBundle.from_pem(ca_pem, issuer_pem, key_pem, now=now)
-        except InvalidBundle as err:
-            raise InvalidBundle(f"failed to verify CA bundle: {err}") from err
-        except ValueError as err:
+        except ValueError as err:  # InvalidBundle included
             raise InvalidBundle(f"failed to verify CA bundle: {err}") from err
 
     def save(self, bundle: CaBundle) -> None:

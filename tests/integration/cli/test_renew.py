@@ -91,7 +91,7 @@ def test_private_key_keeps_the_root_identity(dapr: Dapr, certs: Path, tmp_path: 
     assert len(new.trust_anchors) == 1
     old_root, new_root = old.trust_anchors[0], new.trust_anchors[0]
     assert new_root.subject == old_root.subject
-    assert same_public_key(new_root.public_key(), key.public_key())  # type: ignore[arg-type]
+    assert same_public_key(new_root.public_key(), key.public_key())
     assert new_root.serial_number != old_root.serial_number
     assert new_root.not_valid_after_utc > old_root.not_valid_after_utc + timedelta(days=300)
     ski = x509.SubjectKeyIdentifier
@@ -103,7 +103,7 @@ def test_private_key_keeps_the_root_identity(dapr: Dapr, certs: Path, tmp_path: 
     verify_chain(leaf_chain[0], leaf_chain[1:], new.trust_anchors, now=now)
     # ...and the new issuer verifies against the old anchors (sidecars that did not reload yet).
     verify_chain(new.issuer_cert, (), old.trust_anchors, now=now)
-    assert not same_public_key(new.issuer_key.public_key(), old.issuer_key.public_key())  # type: ignore[arg-type]
+    assert not same_public_key(new.issuer_key.public_key(), old.issuer_key.public_key())
 
 
 def test_new_root_key_keeps_old_root_then_drop(dapr: Dapr, certs: Path) -> None:
@@ -129,14 +129,9 @@ def test_new_root_key_keeps_old_root_then_drop(dapr: Dapr, certs: Path) -> None:
     assert nothing.returncode == 0 and "Nothing to drop" in nothing.stdout
 
 
-def test_provided_certificates_are_validated_then_written(
-    dapr: Dapr, certs: Path, tmp_path: Path
-) -> None:
-    given = tmp_path / "given"
-    given.mkdir()
-    ca = TestCA.create("cluster.local")
-    ca.write_credentials(given)
-    result = dapr(
+def _renew_with_provided(given: Path) -> tuple[str, ...]:
+    """``dapr mtls renew-certificate`` with the three files of ``given``."""
+    return (
         "mtls",
         "renew-certificate",
         "--ca-root-certificate",
@@ -145,9 +140,17 @@ def test_provided_certificates_are_validated_then_written(
         str(given / "issuer.key"),
         "--issuer-public-certificate",
         str(given / "issuer.crt"),
-        "--valid-until",
-        "3",
     )
+
+
+def test_provided_certificates_are_validated_then_written(
+    dapr: Dapr, certs: Path, tmp_path: Path
+) -> None:
+    given = tmp_path / "given"
+    given.mkdir()
+    ca = TestCA.create("cluster.local")
+    ca.write_credentials(given)
+    result = dapr(*_renew_with_provided(given), "--valid-until", "3")
     assert result.returncode == 0, result.output
     assert INFO + "Using provided certificates" in result.stdout
     assert snapshot(certs) == snapshot(given)
@@ -178,16 +181,7 @@ def test_invalid_provided_certificates_change_nothing(
         (given / "issuer.key").write_bytes(other.bundle.issuer_key_pem())
     else:
         (given / "ca.crt").write_bytes(b"hello")
-    result = dapr(
-        "mtls",
-        "renew-certificate",
-        "--ca-root-certificate",
-        str(given / "ca.crt"),
-        "--issuer-private-key",
-        str(given / "issuer.key"),
-        "--issuer-public-certificate",
-        str(given / "issuer.crt"),
-    )
+    result = dapr(*_renew_with_provided(given))
     assert result.returncode == 1
     assert result.stderr.startswith("error: certificate rotation failed: "), result.stderr
     assert expected in result.stderr

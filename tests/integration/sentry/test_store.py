@@ -4,60 +4,22 @@ refuse partial or corrupt credentials (never overwrite a user's CA)."""
 from __future__ import annotations
 
 import stat
-import subprocess
 from pathlib import Path
 
 from pysentry.pki.pem import load_certificates
 from pysentry.pki.svid import id_from_cert
+from tests.integration.openssl import openssl_recipe
 
 from .conftest import StartSentry, make_request, openssl_verify, run_sentry_to_exit
 
-_CONF = """\
-[req]
-distinguished_name = req_distinguished_name
-x509_extensions = v3_req
-prompt = no
-[req_distinguished_name]
-C = US
-ST = VA
-L = Daprville
-O = dapr.io/sentry
-OU = dapr.io/sentry
-CN = cluster.local
-[v3_req]
-basicConstraints = critical, CA:true{pathlen}
-keyUsage = critical, digitalSignature, cRLSign, keyCertSign
-extendedKeyUsage = serverAuth, clientAuth
-subjectAltName = @alt_names
-[alt_names]
-DNS.1 = cluster.local
-"""
 
-
-def openssl_recipe(workdir: Path) -> Path:
-    """The self-hosted recipe of Dapr's mTLS docs (ECDSA P-256 root and issuer); returns the
-    credentials directory holding ca.crt, issuer.crt and issuer.key (SEC1 EC key)."""
-    (workdir / "root.conf").write_text(_CONF.format(pathlen=""))
-    (workdir / "issuer.conf").write_text(_CONF.format(pathlen=", pathlen:0"))
-    steps = [
-        "openssl ecparam -genkey -name prime256v1 | openssl ec -out root.key",
-        "openssl req -new -nodes -sha256 -key root.key -out root.csr -config root.conf "
-        "-extensions v3_req",
-        "openssl x509 -req -sha256 -days 365 -in root.csr -signkey root.key -outform PEM "
-        "-out root.pem -extfile root.conf -extensions v3_req",
-        "openssl ecparam -genkey -name prime256v1 | openssl ec -out issuer.key",
-        "openssl req -new -sha256 -key issuer.key -out issuer.csr -config issuer.conf "
-        "-extensions v3_req",
-        "openssl x509 -req -in issuer.csr -CA root.pem -CAkey root.key -CAcreateserial "
-        "-outform PEM -out issuer.pem -days 365 -sha256 -extfile issuer.conf -extensions v3_req",
-    ]
-    for step in steps:
-        subprocess.run(step, shell=True, cwd=workdir, check=True, capture_output=True, timeout=20)
+def docs_credentials(workdir: Path) -> Path:
+    """The docs' openssl recipe run in ``workdir``; a directory with only its three files."""
+    openssl_recipe(workdir)
     creds = workdir / "certs"
     creds.mkdir()
-    (creds / "ca.crt").write_bytes((workdir / "root.pem").read_bytes())
-    (creds / "issuer.crt").write_bytes((workdir / "issuer.pem").read_bytes())
-    (creds / "issuer.key").write_bytes((workdir / "issuer.key").read_bytes())
+    for name in ("ca.crt", "issuer.crt", "issuer.key"):
+        (creds / name).write_bytes((workdir / name).read_bytes())
     return creds
 
 
@@ -92,7 +54,7 @@ async def test_first_start_generates_then_second_start_reuses(
 
 
 async def test_docs_openssl_recipe_certs_load(start_sentry: StartSentry, tmp_path: Path) -> None:
-    creds = openssl_recipe(tmp_path)
+    creds = docs_credentials(tmp_path)
     before = {p.name: p.read_bytes() for p in creds.iterdir()}
     sentry = start_sentry("--trust-domain", "cluster.local", creds=creds)
     assert "Root and issuer certs found: using credentials from store" in sentry.log_text()
@@ -104,7 +66,7 @@ async def test_docs_openssl_recipe_certs_load(start_sentry: StartSentry, tmp_pat
 
 
 def test_partial_credentials_are_refused(tmp_path: Path) -> None:
-    creds = openssl_recipe(tmp_path)
+    creds = docs_credentials(tmp_path)
     (creds / "issuer.key").unlink()
     before = {p.name: p.read_bytes() for p in creds.iterdir()}
     code, output = run_sentry_to_exit(creds)
@@ -117,7 +79,7 @@ def test_partial_credentials_are_refused(tmp_path: Path) -> None:
 
 
 def test_corrupt_credentials_at_start_exit_with_the_reason(tmp_path: Path) -> None:
-    creds = openssl_recipe(tmp_path)
+    creds = docs_credentials(tmp_path)
     (creds / "issuer.crt").write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64 !!\n")
     code, output = run_sentry_to_exit(creds)
     assert code == 1
@@ -127,7 +89,7 @@ def test_corrupt_credentials_at_start_exit_with_the_reason(tmp_path: Path) -> No
 
 
 def test_mismatched_key_at_start_exits(tmp_path: Path) -> None:
-    creds = openssl_recipe(tmp_path)
+    creds = docs_credentials(tmp_path)
     (creds / "issuer.key").write_bytes((tmp_path / "root.key").read_bytes())
     code, output = run_sentry_to_exit(creds)
     assert code == 1

@@ -9,6 +9,7 @@ from cryptography.x509.oid import NameOID
 
 from pysentry.pki.csr import signature_hash
 from pysentry.pki.keys import PrivateKey
+from pysentry.pki.pem import encode_pem
 from pysentry.pki.profiles import random_serial
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -50,3 +51,12 @@ def make_cert(
     if eku:
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
     return builder.sign(signer, signature_hash(signer))
+
+
+EC_PUBLIC_KEY_OID = bytes.fromhex("06072a8648ce3d0201")  # DER of 1.2.840.10045.2.1
+
+
+def unknown_key_algorithm(block: str, der: bytes) -> bytes:
+    """PEM of ``der`` with its id-ecPublicKey OID turned into one no library knows (...2.127)."""
+    assert der.count(EC_PUBLIC_KEY_OID) == 1
+    return encode_pem(block, der.replace(EC_PUBLIC_KEY_OID, EC_PUBLIC_KEY_OID[:-1] + b"\x7f"))

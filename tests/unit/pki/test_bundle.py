@@ -17,7 +17,7 @@ from pysentry.pki.pem import encode_pem, load_certificates
 from pysentry.pki.svid import verify_svid
 from pysentry.spiffe import SpiffeId, TrustDomain
 from pysentry.testing import TestCA
-from tests.unit.pki.factory import NOW, make_cert
+from tests.unit.pki.factory import NOW, make_cert, unknown_key_algorithm
 
 DATA = Path(__file__).parents[2] / "data" / "pki"
 APP = SpiffeId.for_app("public", "default", "app")
@@ -290,6 +290,31 @@ def _matrix() -> list[tuple[str, object, str]]:
                 )
             },
             r"^issuer\.crt: .*x509: certificate specifies an incompatible key usage",
+        ),
+        (
+            "ca-unknown-key-algorithm",
+            lambda c: {
+                "ca": unknown_key_algorithm("CERTIFICATE", c.root.public_bytes(Encoding.DER))
+            },
+            r"^ca\.crt: certificate in trust anchor is not self-signed: x509: signature check "
+            r"failed: Unknown key type",
+        ),
+        (
+            "issuer-unknown-key-algorithm",
+            lambda c: {
+                "issuer": unknown_key_algorithm("CERTIFICATE", c.issuer.public_bytes(Encoding.DER))
+            },
+            r"^issuer\.crt: unsupported public key in the issuer certificate: Unknown key type",
+        ),
+        (
+            "key-unknown-algorithm",
+            lambda c: {
+                "key": unknown_key_algorithm(
+                    "PRIVATE KEY",
+                    c.issuer_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption()),
+                )
+            },
+            r"^issuer\.key: failed to parse 'PRIVATE KEY' block: .*Unknown key type",
         ),
     ]
     return rows

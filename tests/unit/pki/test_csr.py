@@ -22,6 +22,7 @@ from pysentry.pki.keys import (
     same_public_key,
 )
 from pysentry.pki.pem import decode_pem, encode_pem
+from tests.unit.pki.factory import unknown_key_algorithm
 
 DATA = Path(__file__).parents[2] / "data" / "pki"
 
@@ -81,12 +82,17 @@ def _tampered_signature() -> bytes:
     return encode_pem("CERTIFICATE REQUEST", bytes(der))
 
 
+def _unknown_key_algorithm() -> bytes:
+    der = decode_pem(build_csr(generate_key()))[0].der
+    return unknown_key_algorithm("CERTIFICATE REQUEST", der)
+
+
 def _swapped_key() -> bytes:
     """A CSR whose public key was replaced after signing: proof of possession fails."""
     signed = decode_pem(build_csr(generate_key()))[0].der
     other = generate_key().public_key()
     old_pub = x509.load_der_x509_csr(signed).public_key()
-    old = public_key_bytes(old_pub)  # type: ignore[arg-type]
+    old = public_key_bytes(old_pub)
     swapped = signed.replace(old, public_key_bytes(other))
     assert swapped != signed
     return encode_pem("CERTIFICATE REQUEST", swapped)
@@ -108,6 +114,7 @@ def _swapped_key() -> bytes:
         ),
         (_tampered_signature, r"^invalid signature$"),
         (_swapped_key, r"^invalid signature$"),
+        (_unknown_key_algorithm, r"^invalid signature$"),
         (
             lambda: build_csr(_rsa(1024)),
             r"^unsupported public key: RSA key size 1024 is too small",
@@ -129,6 +136,7 @@ def _swapped_key() -> bytes:
         "short-der",
         "tampered-signature",
         "swapped-public-key",
+        "unknown-key-algorithm",
         "rsa1024",
         "p521",
         "p224",

@@ -105,7 +105,7 @@ def test_issuer_profile(
         ]
     )
     assert issuer.issuer == root.subject
-    assert same_public_key(issuer.public_key(), issuer_key.public_key())  # type: ignore[arg-type]
+    assert same_public_key(issuer.public_key(), issuer_key.public_key())
     bc = _ext(issuer, x509.BasicConstraints)
     assert bc.critical and bc.value == x509.BasicConstraints(ca=True, path_length=None)
     ku = _ext(issuer, x509.KeyUsage)
@@ -157,7 +157,7 @@ def test_workload_profile(
     assert leaf.not_valid_before_utc == NOW - DEFAULT_CLOCK_SKEW
     assert leaf.not_valid_after_utc == NOW + DEFAULT_WORKLOAD_TTL
     assert 1 <= leaf.serial_number < SERIAL_LIMIT
-    assert same_public_key(leaf.public_key(), key.public_key())  # type: ignore[arg-type]
+    assert same_public_key(leaf.public_key(), key.public_key())
     san = _ext(leaf, x509.SubjectAlternativeName)
     assert san.critical
     assert list(san.value) == [x509.UniformResourceIdentifier("spiffe://public/ns/default/myapp")]

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from cryptography import x509
 
+from pysentry.clock import Clock, system_clock
 from pysentry.pki.svid import id_from_cert
 from pysentry.sentry.ca import CaSettings, CertificateAuthority
 from pysentry.sentry.identity import ServingIdentity
@@ -35,13 +36,20 @@ async def served_cert(port: int, anchors: bytes) -> x509.Certificate:
 
 
 def make_ca(
-    test_ca: TestCA, ttl: timedelta = timedelta(hours=2), skew: timedelta = timedelta(minutes=1)
+    test_ca: TestCA,
+    ttl: timedelta = timedelta(hours=2),
+    skew: timedelta = timedelta(minutes=1),
+    clock: Clock = system_clock,
 ) -> CertificateAuthority:
     settings = CaSettings(
         TrustDomain("cluster.local"), "dapr-system", workload_ttl=ttl, clock_skew=skew
     )
     return CertificateAuthority(
-        test_ca.bundle, settings, validators={}, default_validator=TokenValidator.UNKNOWN
+        test_ca.bundle,
+        settings,
+        validators={},
+        default_validator=TokenValidator.UNKNOWN,
+        clock=clock,
     )
 
 
@@ -74,17 +82,18 @@ async def test_rotation_without_a_new_listener() -> None:
 
 
 async def test_issue_failure_is_counted() -> None:
-    expired = TestCA.create("cluster.local", ttl=timedelta(hours=1))
-    ca = make_ca(expired)
+    now = [system_clock()]
+    first = TestCA.create("cluster.local", ttl=timedelta(hours=1), now=now[0])
+    ca = make_ca(first, clock=lambda: now[0])
     metrics = SentryMetrics()
-    identity = ServingIdentity(ca, metrics=metrics)
+    identity = ServingIdentity(ca, metrics=metrics, clock=lambda: now[0])
     await identity.start()
-    ca.swap(TestCA.create("cluster.local", ttl=timedelta(seconds=1)).bundle)
-    await asyncio.sleep(1.1)  # that issuer is now expired: Sentry refuses to sign with it
+    ca.swap(TestCA.create("cluster.local", ttl=timedelta(minutes=1), now=now[0]).bundle)
+    now[0] += timedelta(minutes=2)  # that issuer is now expired: Sentry refuses to sign with it
     with contextlib.suppress(Exception):
         await identity.reissue()
     assert metrics.servercert_failed._value.get() == 1
-    assert identity.current().chain[1] == expired.cert  # the old SVID stays in use
+    assert identity.current().chain[1] == first.cert  # the old SVID stays in use
 
 
 async def test_renewed_at_half_life_without_a_new_listener() -> None:
