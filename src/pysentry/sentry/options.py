@@ -15,6 +15,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from pysentry.pki.keys import KeyAlgorithm
+from pysentry.pki.profiles import SENTRY_APP_ID
+from pysentry.spiffe import SpiffeId, TrustDomain
 
 DEFAULT_CONFIG = "daprsystem"
 DEFAULT_CREDENTIALS_DIR = "/var/run/secrets/dapr.io/credentials"
@@ -80,7 +82,8 @@ class SentryOptions:
     @property
     def sentry_id(self) -> str:
         """``spiffe://<trust-domain>/ns/<NAMESPACE>/dapr-sentry``."""
-        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/dapr-sentry"
+        trust_domain = TrustDomain.parse(self.trust_domain)  # also accepts spiffe://<td>
+        return str(SpiffeId.for_app(trust_domain, self.namespace, SENTRY_APP_ID))
 
 
 class OptionsError(ValueError):

@@ -95,3 +95,9 @@ def test_bad_mode_and_env() -> None:
         parse_options(["--mode", "kubernetes"], env={})
     with pytest.raises(OptionsError, match="PYSENTRY_RELOAD_QUIET_PERIOD"):
         parse_options([], env={"PYSENTRY_RELOAD_QUIET_PERIOD": "soon"})
+
+
+def test_trust_domain_in_spiffe_form_gives_the_same_sentry_id() -> None:
+    # go-spiffe's TrustDomainFromString accepts "spiffe://td"; the Sentry ID must not double it.
+    opts = parse_options(["--trust-domain", "spiffe://cluster.local"], env={})
+    assert opts.sentry_id == "spiffe://cluster.local/ns/default/dapr-sentry"
