@@ -1,8 +1,9 @@
 """Go interop harness: build the Go programs once per session, run them against real pysentry.
 
-The Go programs use Dapr's own code (module ``github.com/dapr/dapr`` v1.16.0: generated
-protos and ``pkg/security``, which runs kit ``crypto/spiffe`` and go-spiffe), so a pass here
-means pysentry interoperates with real Dapr Go code over the wire. See ``docs/interop.md``.
+The Go programs use Dapr's own code (module ``github.com/dapr/dapr`` v1.16.0). The LIGHT build
+(fixture ``go_bins``/``go_bins_light``) uses Dapr's generated protos with go-spiffe exactly as
+``pkg/security`` does; the FULL build (``go_bins_full``, tests marked ``interop_full``, opt-in)
+runs ``pkg/security`` itself. See ``docs/interop.md``.
 """
 
 from __future__ import annotations
@@ -27,17 +28,39 @@ SENTRY_START_S = 20.0
 
 
 @pytest.fixture(scope="session")
-def go_bins() -> GoBinaries:
-    return build_go_binaries()
+def go_bins_light() -> GoBinaries:
+    return build_go_binaries("light")
+
+
+@pytest.fixture(scope="session")
+def go_bins_full() -> GoBinaries:
+    return build_go_binaries("full")
+
+
+@pytest.fixture(scope="session")
+def go_bins(go_bins_light: GoBinaries) -> GoBinaries:
+    """The default (LIGHT) build."""
+    return go_bins_light
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A cold Go build can take minutes: give the first interop test room for it."""
+    """A cold Go build can take minutes: give the first interop test of each flavor room for it.
+
+    Runs last, so ``items`` is what ``-m`` selected; a test marked ``interop_full`` uses the
+    FULL build, every other one the LIGHT build.
+    """
     here = Path(__file__).resolve().parent
-    first = next((i for i in items if here in Path(str(i.path)).resolve().parents), None)
-    if first is not None and cached_bin_dir() is None:
-        first.add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S + 120))
+    seen: set[str] = set()
+    for item in items:
+        if here not in Path(str(item.path)).resolve().parents:
+            continue
+        flavor = "full" if item.get_closest_marker("interop_full") else "light"
+        if flavor in seen:
+            continue
+        seen.add(flavor)
+        if cached_bin_dir(flavor) is None:
+            item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S + 120))
 
 
 # --- a real pysentry sentry --------------------------------------------------------------------

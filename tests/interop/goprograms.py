@@ -1,8 +1,10 @@
 """Build and run the Go interop programs in ``tests/interop/go`` (see ``docs/interop.md``).
 
-Binaries are cached in ``$XDG_CACHE_HOME/pysentry-interop/<digest>`` (default ``~/.cache``),
-keyed by a digest of the Go sources, ``go.mod``/``go.sum`` and ``go version``. A missing Go
-toolchain is a test FAILURE, not a skip.
+Two builds of the same programs: LIGHT (default; Dapr's generated protos, grpc and go-spiffe
+only) and FULL (``-tags daprfull``: Dapr's own ``pkg/security`` provider; slow to compile cold).
+Binaries are cached in ``$XDG_CACHE_HOME/pysentry-interop/<digest>-<flavor>`` (default
+``~/.cache``), keyed by a digest of the Go sources, ``go.mod``/``go.sum``, ``go version`` and the
+flavor. A missing Go toolchain is a test FAILURE, not a skip.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ PROGRAMS = ("sentry-client", "invoke-server", "invoke-client")
 GO_FALLBACK = Path("/usr/local/go/bin/go")
 BUILD_TIMEOUT_S = 900.0
 RUN_TIMEOUT_S = 60.0
-KEEP_BUILDS = 3  # digest directories kept in the cache (~170 MB each)
+KEEP_BUILDS = 4  # digest directories kept in the cache (light ~52 MB, full ~170 MB)
+FLAVORS = ("light", "full")
+BUILD_TAGS = {"light": (), "full": ("-tags", "daprfull")}
 
 
 # --- building ----------------------------------------------------------------------------------
@@ -56,8 +60,8 @@ def _go_files() -> list[Path]:
     return files
 
 
-def source_digest(go: str) -> str:
-    h = hashlib.sha256()
+def source_digest(go: str, flavor: str) -> str:
+    h = hashlib.sha256(flavor.encode() + b"\0")
     version = subprocess.run([go, "version"], capture_output=True, text=True, timeout=30)
     h.update(version.stdout.encode())
     for path in _go_files():
@@ -69,12 +73,18 @@ def _complete(bin_dir: Path) -> bool:
     return all((bin_dir / name).is_file() for name in PROGRAMS)
 
 
-def cached_bin_dir() -> Path | None:
+def _bin_dir(go: str, flavor: str) -> Path:
+    if flavor not in FLAVORS:
+        raise ValueError(f"unknown Go build flavor {flavor!r}: expected one of {FLAVORS}")
+    return cache_root() / f"{source_digest(go, flavor)}-{flavor}"
+
+
+def cached_bin_dir(flavor: str) -> Path | None:
     """The cached binaries' directory when they exist for the current sources, else None."""
     go = shutil.which("go") or (str(GO_FALLBACK) if GO_FALLBACK.exists() else None)
     if go is None:
         return None
-    bin_dir = cache_root() / source_digest(go)
+    bin_dir = _bin_dir(go, flavor)
     return bin_dir if _complete(bin_dir) else None
 
 
@@ -91,17 +101,19 @@ class GoBinaries:
     bin_dir: Path
     build_seconds: float  # 0.0 when taken from the cache
     go_version: str
+    flavor: str  # "light" or "full"
 
     def path(self, program: str) -> Path:
         return self.bin_dir / program
 
 
-def build_go_binaries() -> GoBinaries:
+def build_go_binaries(flavor: str = "light") -> GoBinaries:
+    """Build (or take from the cache) the LIGHT or FULL set of the three programs."""
     go = go_executable()
     version = subprocess.run([go, "version"], capture_output=True, text=True, timeout=30)
-    bin_dir = cache_root() / source_digest(go)
+    bin_dir = _bin_dir(go, flavor)
     if _complete(bin_dir):
-        return GoBinaries(bin_dir, 0.0, version.stdout.strip())
+        return GoBinaries(bin_dir, 0.0, version.stdout.strip(), flavor)
     bin_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="build-", dir=bin_dir.parent))
     env = dict(os.environ)
@@ -109,7 +121,7 @@ def build_go_binaries() -> GoBinaries:
     started = time.monotonic()
     try:
         done = subprocess.run(
-            [go, "build", "-o", f"{staging}/", "./cmd/..."],
+            [go, "build", *BUILD_TAGS[flavor], "-o", f"{staging}/", "./cmd/..."],
             cwd=GO_DIR,
             env=env,
             capture_output=True,
@@ -118,18 +130,19 @@ def build_go_binaries() -> GoBinaries:
         )
     except subprocess.TimeoutExpired as err:
         shutil.rmtree(staging, ignore_errors=True)
-        pytest.fail(f"go build timed out after {BUILD_TIMEOUT_S:.0f}s: {err.stderr!r}")
+        pytest.fail(f"go build ({flavor}) timed out after {BUILD_TIMEOUT_S:.0f}s: {err.stderr!r}")
     elapsed = time.monotonic() - started
     if done.returncode != 0 or not _complete(staging):
         shutil.rmtree(staging, ignore_errors=True)
-        pytest.fail(f"go build failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        rc = done.returncode
+        pytest.fail(f"go build ({flavor}) failed ({rc}):\n{done.stdout}\n{done.stderr}")
     try:
         staging.rename(bin_dir)
     except OSError:  # another session won the race; its binaries are as good
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"built Go interop programs in {elapsed:.1f}s into {bin_dir}", file=sys.stderr)
+    print(f"built {flavor} Go interop programs in {elapsed:.1f}s into {bin_dir}", file=sys.stderr)
     _prune(bin_dir.parent, keep=KEEP_BUILDS)
-    return GoBinaries(bin_dir, elapsed, version.stdout.strip())
+    return GoBinaries(bin_dir, elapsed, version.stdout.strip(), flavor)
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -178,6 +191,7 @@ class GoServer:
     proc: subprocess.Popen[str]
     address: str
     spiffe_id: str
+    build: str  # "light" or "full"
     log: Path
 
     @property
@@ -209,7 +223,7 @@ def go_invoke_server(
         line = _readline(proc, timeout=30)
         ready = json.loads(line)
         assert "address" in ready, f"invoke-server failed: {ready}\n{log.read_text()}"
-        yield GoServer(proc, ready["address"], ready["spiffe_id"], log)
+        yield GoServer(proc, ready["address"], ready["spiffe_id"], ready["build"], log)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -1,9 +1,11 @@
 """Service invocation between the real pysentry ``daprd`` and Dapr's Go code (spec §9.6, §10, §11).
 
-Everything gets its SVID from the real pysentry ``sentry``. The Go side uses Dapr v1.16.0's
-``pkg/security`` handler: ``GRPCDialOptionMTLSUnknownTrustDomain(ns, appID)`` to call us
-(``invoke-client``) and ``GRPCServerOptionMTLS()`` to be called (``invoke-server``), with
-Dapr's generated ``internals.v1``/``common.v1`` messages.
+Everything gets its SVID from the real pysentry ``sentry``. The Go side speaks Dapr v1.16.0's
+generated ``internals.v1``/``common.v1`` messages and dials with
+``GRPCDialOptionMTLSUnknownTrustDomain(ns, appID)`` (``invoke-client``) or serves with
+``GRPCServerOptionMTLS()`` (``invoke-server``). Every test runs twice: ``[light]`` with the
+go-spiffe copies of those options (default), and ``[full]`` with Dapr's own ``pkg/security``
+handler (marker ``interop_full``, opt-in).
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ from pysentry.sidecar.resolver import Registration, SqliteResolver, SqliteSettin
 from pysentry.testing import TestCA
 from tests.e2e.conftest import Cluster, Daprd
 from tests.interop.goprograms import GoBinaries, GoServer, expect_ok, go_invoke_server, run_go
+
+
+@pytest.fixture(
+    params=["light", pytest.param("full", marks=pytest.mark.interop_full)],
+)
+def go_bins(request: pytest.FixtureRequest) -> GoBinaries:
+    """The LIGHT build (default) or, with ``-m interop_full``, the FULL pkg/security build."""
+    bins: GoBinaries = request.getfixturevalue(f"go_bins_{request.param}")
+    return bins
 
 
 @pytest.fixture
@@ -102,6 +113,7 @@ async def test_go_client_calls_pysentry_daprd(
     # Go's GRPCDialOptionMTLSUnknownTrustDomain("default", "appB") accepted our daprd's SVID.
     assert out["peer_spiffe_id"] == "spiffe://public/ns/default/appB"
     assert out["self_spiffe_id"] == "spiffe://public/ns/default/appGo"
+    assert out["build"] == go_bins.flavor
     assert out["status_code"] == 201
     assert out["headers"]["x-from-app"] == ["appB"]
     assert out["content_type"].startswith("application/json")
@@ -224,6 +236,7 @@ async def test_pysentry_daprd_calls_go_server(
     server_args = [*go_identity(anchors, sentry_port), "-app-id", "appGo", *extra]
     with go_invoke_server(go_bins, cluster.tmp, *server_args) as go:
         assert go.spiffe_id == "spiffe://public/ns/default/appGo"
+        assert go.build == go_bins.flavor
         a = await cluster.daprd("appA", sentry_port=sentry_port, anchors_pem=anchors.read_bytes())
         await _call_go(a, go, unary_only, cluster)
 

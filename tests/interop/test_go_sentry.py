@@ -1,9 +1,10 @@
 """Dapr's Go code asks the real pysentry ``sentry`` for SVIDs (spec §7.1, §9.3, §9.6).
 
-``sentry-client -impl dapr`` is Dapr v1.16.0's own security provider (``pkg/security``: kit
-``crypto/spiffe`` key + CSR, ``newRequestFn``, go-spiffe ``TLSClientCredentials`` with
-``AuthorizeID(spiffe://cluster.local/ns/default/dapr-sentry)``). ``-impl manual`` is the same
-request function with a choice of key, authorizer and request fields.
+``sentry-client -impl manual`` (LIGHT build, default) is one attempt of Dapr v1.16.0's
+``pkg/security`` ``newRequestFn`` (go-spiffe ``TLSClientCredentials`` with
+``AuthorizeID(spiffe://cluster.local/ns/default/dapr-sentry)``, Dapr's generated protos) with a
+choice of key, authorizer and request fields. ``-impl dapr`` (FULL build, ``interop_full``,
+opt-in) is Dapr's own security provider (``pkg/security``: kit ``crypto/spiffe`` key + CSR).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 from pysentry.testing import TestCA
 from tests.interop.conftest import SentryProc, start_sentry
-from tests.interop.goprograms import GoBinaries, expect_ok, run_go
+from tests.interop.goprograms import GoBinaries, GoRun, expect_ok, run_go
 
 CP_TD = "cluster.local"
 SENTRY_ID = f"spiffe://{CP_TD}/ns/default/dapr-sentry"
@@ -37,6 +38,22 @@ def sentry(
     handle.stop()
 
 
+# The SVID-issuing path under test: the light copy of newRequestFn (default), or Dapr's own
+# pkg/security provider in the FULL build (opt-in: -m interop_full).
+IMPLS = [
+    pytest.param("light", id="light-manual"),
+    pytest.param("full", id="full-dapr-provider", marks=pytest.mark.interop_full),
+]
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request: pytest.FixtureRequest) -> tuple[GoBinaries, list[str]]:
+    """(binaries, sentry-client ``-impl`` args) for each SVID-issuing path."""
+    flavor = str(request.param)
+    bins: GoBinaries = request.getfixturevalue(f"go_bins_{flavor}")
+    return bins, ["-impl", "dapr" if flavor == "full" else "manual"]
+
+
 def client(sentry: SentryProc, *args: str, cp_td: str = CP_TD) -> list[str]:
     return [
         "-sentry-address",
@@ -55,13 +72,18 @@ def _lifetime(result: dict[str, object]) -> timedelta:
     return na - nb
 
 
-def test_dapr_security_provider_gets_a_verified_svid(
-    go_bins: GoBinaries, sentry: SentryProc
+def test_dapr_request_gets_a_verified_svid(
+    impl: tuple[GoBinaries, list[str]], sentry: SentryProc
 ) -> None:
-    out = expect_ok(run_go(go_bins, "sentry-client", *client(sentry, "-app-id", "myapp")))
-    assert out["impl"] == "dapr"
+    bins, impl_args = impl
+    out = expect_ok(run_go(bins, "sentry-client", *client(sentry, *impl_args, "-app-id", "myapp")))
+    assert out["build"] == bins.flavor
+    assert out["impl"] == ("dapr" if bins.flavor == "full" else "manual")
     assert out["spiffe_id"] == "spiffe://public/ns/default/myapp"
-    assert out["handler_id"] == "spiffe://public/ns/default/myapp"  # security.Handler.ID()
+    if bins.flavor == "full":
+        assert out["handler_id"] == "spiffe://public/ns/default/myapp"  # security.Handler.ID()
+    else:
+        assert out["sentry_id"] == SENTRY_ID  # AuthorizeID saw exactly Sentry's ID
     svid = out["svid"]
     # x509svid.Parse (leaf rules + key match) and x509svid.Verify to a root passed in Go.
     assert svid["verified_id"] == out["spiffe_id"]
@@ -75,11 +97,14 @@ def test_dapr_security_provider_gets_a_verified_svid(
     assert _lifetime(out) == timedelta(hours=24, minutes=15)  # default TTL + clock skew
 
 
-def test_dapr_security_provider_uses_namespace(go_bins: GoBinaries, sentry: SentryProc) -> None:
+def test_dapr_request_uses_namespace(
+    impl: tuple[GoBinaries, list[str]], sentry: SentryProc
+) -> None:
+    bins, impl_args = impl
     run = run_go(
-        go_bins,
+        bins,
         "sentry-client",
-        *client(sentry, "-app-id", "orders"),
+        *client(sentry, *impl_args, "-app-id", "orders"),
         env={"NAMESPACE": "prod"},
     )
     assert expect_ok(run)["spiffe_id"] == "spiffe://public/ns/prod/orders"
@@ -159,19 +184,29 @@ REFUSALS = [
         "PermissionDenied",
         "invalid request: app ID must be 64 characters or less",
     ),
-    (
-        ["-app-id", "a", "-impl", "manual", "-validator", "JWKS"],
-        "InvalidArgument",
-        "the requested validator is not enabled",
-    ),
 ]
 
 
 @pytest.mark.parametrize(("args", "code", "message"), REFUSALS)
 def test_refusals_reach_go_with_dapr_codes(
-    go_bins: GoBinaries, sentry: SentryProc, args: list[str], code: str, message: str
+    impl: tuple[GoBinaries, list[str]],
+    sentry: SentryProc,
+    args: list[str],
+    code: str,
+    message: str,
 ) -> None:
+    bins, impl_args = impl
+    run = run_go(bins, "sentry-client", *client(sentry, *impl_args, *args))
+    _assert_refused(run, code, message)
+
+
+def test_unknown_validator_refusal_reaches_go(go_bins: GoBinaries, sentry: SentryProc) -> None:
+    args = ["-impl", "manual", "-app-id", "a", "-validator", "JWKS"]
     run = run_go(go_bins, "sentry-client", *client(sentry, *args))
+    _assert_refused(run, "InvalidArgument", "the requested validator is not enabled")
+
+
+def _assert_refused(run: GoRun, code: str, message: str) -> None:
     assert run.returncode == 3, run
     assert (run.error["code"], run.error["message"]) == (code, message)
     assert f"rpc error: code = {code} desc = {message}" in run.error["text"]

@@ -4,7 +4,6 @@ go 1.24.6
 
 require (
 	github.com/dapr/dapr v1.16.0
-	github.com/dapr/kit v0.16.1
 	github.com/spiffe/go-spiffe/v2 v2.5.0
 	golang.org/x/sys v0.33.0
 	google.golang.org/grpc v1.73.0
@@ -13,6 +12,7 @@ require (
 
 require (
 	github.com/antlr4-go/antlr/v4 v4.13.0 // indirect
+	github.com/dapr/kit v0.16.1 // indirect
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
 	github.com/decred/dcrd/dcrec/secp256k1/v4 v4.2.0 // indirect
 	github.com/emicklei/go-restful/v3 v3.11.0 // indirect

@@ -1,7 +1,8 @@
-// invoke-client calls a sidecar's internal gRPC port the way a Go daprd does: its SVID comes
-// from Sentry through Dapr's own security provider, and the dial option is pkg/security's
-// GRPCDialOptionMTLSUnknownTrustDomain(ns, appID) (go-spiffe MTLSClientCredentials; the
-// server's SPIFFE ID path must be /ns/<ns>/<appID>, any trust domain). It sends
+// invoke-client calls a sidecar's internal gRPC port the way a Go daprd does: the dial option
+// is GRPCDialOptionMTLSUnknownTrustDomain(ns, appID) (go-spiffe MTLSClientCredentials; the
+// server's SPIFFE ID path must be /ns/<ns>/<appID>, any trust domain). LIGHT build: SVID from
+// one newRequestFn-style request, dial option copied into internal/interop. FULL build
+// (-tags daprfull): Dapr's own pkg/security provider and handler. It sends
 // InternalInvokeRequest{ver: V1, metadata, message: InvokeRequest{method, data: Any{value:
 // body}, content_type, http_extension{verb, querystring}}} with CallLocal, or with
 // CallLocalStream (-stream, 2 KiB chunks as daprd), and prints the response as JSON.
@@ -19,13 +20,13 @@ import (
 
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	internalv1pb "github.com/dapr/dapr/pkg/proto/internals/v1"
-	"github.com/dapr/dapr/pkg/security"
 	"github.com/spiffe/go-spiffe/v2/spiffegrpc/grpccredentials"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/pysentry/interop/internal/identity"
 	"github.com/pysentry/interop/internal/interop"
 )
 
@@ -36,6 +37,7 @@ func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
 
 type result struct {
 	RPC         string              `json:"rpc"`
+	Build       string              `json:"build"`
 	SelfID      string              `json:"self_spiffe_id"`
 	PeerID      string              `json:"peer_spiffe_id"`
 	StatusCode  int32               `json:"status_code"`
@@ -70,12 +72,12 @@ func main() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	id, err := interop.StartIdentity(ctx, &sec, "", *timeout)
+	id, _, err := identity.Start(ctx, &sec, "", *timeout)
 	if err != nil {
 		interop.Fail("identity", err)
 	}
 	conn, err := grpc.NewClient(*address,
-		id.Handler.GRPCDialOptionMTLSUnknownTrustDomain(*targetNS, *target),
+		id.GRPCDialOptionMTLSUnknownTrustDomain(*targetNS, *target),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingPolicy":"round_robin"}`),
 	)
 	if err != nil {
@@ -91,7 +93,7 @@ func main() {
 	md := map[string][]string{
 		// What daprd's directMessaging stamps (pkg/messaging/direct_messaging.go).
 		"destination-app-id":    {*target},
-		"dapr-caller-namespace": {security.CurrentNamespace()},
+		"dapr-caller-namespace": {interop.CurrentNamespace()},
 		"dapr-caller-app-id":    {sec.AppID},
 		"dapr-callee-app-id":    {*target},
 	}
@@ -114,7 +116,7 @@ func main() {
 	}
 	client := internalv1pb.NewServiceInvocationClient(conn)
 	var p peer.Peer
-	out := result{SelfID: id.Handler.ID().String()}
+	out := result{SelfID: id.ID().String(), Build: identity.Flavor}
 	callCtx := metadata.AppendToOutgoingContext(ctx, "dapr-app-id", *target)
 	var resp *internalv1pb.InternalInvokeResponse
 	var respBody []byte

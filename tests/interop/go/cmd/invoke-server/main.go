@@ -1,8 +1,9 @@
 // invoke-server is a Go peer serving dapr.proto.internals.v1.ServiceInvocation the way daprd's
-// internal gRPC server does: the SVID comes from Sentry through Dapr's own security provider
-// and the server credentials are pkg/security's GRPCServerOptionMTLS() (go-spiffe
-// MTLSServerCredentials + AuthorizeAny). The caller's identity is read with Dapr's
-// pkg/security/spiffe.FromGRPCContext, as daprd's access control does.
+// internal gRPC server does: the server credentials are GRPCServerOptionMTLS() (go-spiffe
+// MTLSServerCredentials + AuthorizeAny) and the caller's identity is read with
+// FromGRPCContext, as daprd's access control does. LIGHT build: the SVID comes from one
+// newRequestFn-style request and both functions are the copies in internal/interop. FULL build
+// (-tags daprfull): Dapr's own pkg/security provider and pkg/security/spiffe.FromGRPCContext.
 //
 // CallLocal (and CallLocalStream unless -no-stream) answer status 200 (or ?status=N from the
 // querystring) with headers x-go-peer-spiffe-id / -namespace / -app-id, x-go-rpc and
@@ -27,7 +28,6 @@ import (
 
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
 	internalv1pb "github.com/dapr/dapr/pkg/proto/internals/v1"
-	daprspiffe "github.com/dapr/dapr/pkg/security/spiffe"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/pysentry/interop/internal/identity"
 	"github.com/pysentry/interop/internal/interop"
 )
 
@@ -70,7 +71,7 @@ type echo struct {
 }
 
 func (s *server) respond(ctx context.Context, rpc string, in *internalv1pb.InternalInvokeRequest, body []byte, chunks int) (*internalv1pb.InternalInvokeResponse, []byte, error) {
-	parsed, ok, err := daprspiffe.FromGRPCContext(ctx)
+	parsed, ok, err := identity.PeerFromGRPCContext(ctx)
 	if err != nil {
 		return nil, nil, status.Error(codes.PermissionDenied, err.Error())
 	}
@@ -94,9 +95,9 @@ func (s *server) respond(ctx context.Context, rpc string, in *internalv1pb.Inter
 		Body:        string(body),
 		BodyLen:     len(body),
 		Chunks:      chunks,
-		CallerID:    parsed.URL().String(),
-		CallerNS:    parsed.Namespace(),
-		CallerApp:   parsed.AppID(),
+		CallerID:    parsed.ID,
+		CallerNS:    parsed.Namespace,
+		CallerApp:   parsed.AppID,
 	}
 	out, err := json.Marshal(e)
 	if err != nil {
@@ -206,7 +207,7 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	id, err := interop.StartIdentity(ctx, &sec, "", 30*time.Second)
+	id, idErr, err := identity.Start(ctx, &sec, "", 30*time.Second)
 	if err != nil {
 		interop.Fail("identity", err)
 	}
@@ -216,7 +217,7 @@ func main() {
 	}
 	// daprd's NewInternalServer options (pkg/api/grpc/server.go): mTLS + keepalive policy.
 	srv := grpc.NewServer(
-		id.Handler.GRPCServerOptionMTLS(),
+		id.GRPCServerOptionMTLS(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 8 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 3 * time.Minute, Time: 10 * time.Second, Timeout: 5 * time.Second}),
 	)
@@ -229,12 +230,12 @@ func main() {
 	go func() {
 		select {
 		case <-ctx.Done():
-		case err := <-id.Err():
+		case err := <-idErr:
 			fmt.Fprintf(os.Stderr, "security provider stopped: %v\n", err)
 		}
 		srv.GracefulStop()
 	}()
-	interop.Emit(map[string]any{"address": lis.Addr().String(), "spiffe_id": id.Handler.ID().String()})
+	interop.Emit(map[string]any{"address": lis.Addr().String(), "spiffe_id": id.ID().String(), "build": identity.Flavor})
 	if err := srv.Serve(lis); err != nil {
 		interop.Fail("serve", err)
 	}

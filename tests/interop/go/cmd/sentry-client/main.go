@@ -2,12 +2,14 @@
 // go-spiffe. Prints one JSON line on stdout; on failure {"error": {...}} and exit code 3 when
 // Sentry (or the transport) answered with a gRPC status, 1 otherwise.
 //
+//	-impl manual  (default) One attempt of pkg/security/sentry.go newRequestFn (v1.16.0),
+//	              interop.RequestSVID, with a choice of key (-key p256|ed25519|rsa), authorizer
+//	              (-authorize exact|path|any) and request fields (-trust-domain, -token,
+//	              -validator); also reports Sentry's SPIFFE ID. Works in both builds.
 //	-impl dapr    Dapr's own security provider (github.com/dapr/dapr/pkg/security, kit
 //	              crypto/spiffe): ECDSA P-256 key, empty-subject CSR, TLSClientCredentials with
 //	              AuthorizeID(spiffe://<cp-td>/ns/<cp-ns>/dapr-sentry), 5 attempts x 3 s.
-//	-impl manual  A copy of pkg/security/sentry.go newRequestFn (v1.16.0) with a choice of key
-//	              (-key p256|ed25519|rsa), authorizer (-authorize exact|path|any) and request
-//	              fields (-trust-domain, -token, -validator); also reports Sentry's SPIFFE ID.
+//	              FULL build only (go build -tags daprfull).
 package main
 
 import (
@@ -28,14 +30,10 @@ import (
 	"time"
 
 	sentryv1pb "github.com/dapr/dapr/pkg/proto/sentry/v1"
-	"github.com/dapr/dapr/pkg/security"
-	cryptopem "github.com/dapr/kit/crypto/pem"
-	"github.com/dapr/kit/crypto/spiffe/trustanchors/static"
-	"github.com/spiffe/go-spiffe/v2/spiffegrpc/grpccredentials"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"google.golang.org/grpc"
 
+	"github.com/pysentry/interop/internal/identity"
 	"github.com/pysentry/interop/internal/interop"
 )
 
@@ -44,7 +42,7 @@ func main() {
 	var sec interop.SecurityFlags
 	fs := flag.NewFlagSet("sentry-client", flag.ExitOnError)
 	sec.Register(fs, "app-id")
-	impl := fs.String("impl", "dapr", "dapr (pkg/security) or manual")
+	impl := fs.String("impl", "manual", "manual, or dapr (pkg/security; full build only)")
 	keyAlg := fs.String("key", "p256", "manual: p256, ed25519 or rsa")
 	authorize := fs.String("authorize", "exact", "manual: exact (AuthorizeID), path (/ns/<cp-ns>/dapr-sentry, any trust domain) or any")
 	trustDomain := fs.String("trust-domain", "", "manual: SignCertificateRequest.trust_domain")
@@ -71,13 +69,16 @@ func main() {
 }
 
 func runDapr(ctx context.Context, sec *interop.SecurityFlags, anchors []byte, timeout time.Duration) {
+	if identity.Flavor != "full" {
+		interop.Fail("flags", errors.New("-impl dapr needs the full build (go build -tags daprfull)"))
+	}
 	tmp, err := os.MkdirTemp("", "sentry-client-")
 	if err != nil {
 		interop.Fail("tempdir", err)
 	}
 	defer os.RemoveAll(tmp)
 	idDir := filepath.Join(tmp, "identity")
-	id, err := interop.StartIdentity(ctx, sec, idDir, timeout)
+	id, _, err := identity.Start(ctx, sec, idDir, timeout)
 	if err != nil {
 		interop.Fail("sign", err)
 	}
@@ -95,8 +96,9 @@ func runDapr(ctx context.Context, sec *interop.SecurityFlags, anchors []byte, ti
 	}
 	interop.Emit(map[string]any{
 		"impl":        "dapr",
+		"build":       identity.Flavor,
 		"key":         "p256",
-		"handler_id":  id.Handler.ID().String(),
+		"handler_id":  id.ID().String(),
 		"sentry_id":   mustSentryID(sec).String(),
 		"authorize":   "exact",
 		"svid":        rep,
@@ -110,11 +112,7 @@ func runDapr(ctx context.Context, sec *interop.SecurityFlags, anchors []byte, ti
 }
 
 func mustSentryID(sec *interop.SecurityFlags) spiffeid.ID {
-	td, err := spiffeid.TrustDomainFromString(sec.CPTrustDomain)
-	if err != nil {
-		interop.Fail("flags", err)
-	}
-	id, err := security.SentryID(td, sec.CPNamespace)
+	id, err := sec.SentryIDFromFlags()
 	if err != nil {
 		interop.Fail("flags", err)
 	}
@@ -139,17 +137,11 @@ func runManual(ctx context.Context, sec *interop.SecurityFlags, anchorsPEM []byt
 	if err != nil {
 		interop.Fail("flags", err)
 	}
-	// kit crypto/spiffe fetchIdentity: an empty CertificateRequest (no subject, SANs, extensions).
-	csrDER, err := x509.CreateCertificateRequest(rand.Reader, new(x509.CertificateRequest), key)
-	if err != nil {
-		interop.Fail("csr", err)
-	}
-	anchors, err := static.From(static.Options{Anchors: anchorsPEM})
+	anchors, err := interop.AnchorsFrom(anchorsPEM)
 	if err != nil {
 		interop.Fail("anchors", err)
 	}
 	sentryID := mustSentryID(sec)
-	var seen spiffeid.ID
 	var authorizer tlsconfig.Authorizer
 	switch authorize {
 	case "exact":
@@ -166,47 +158,27 @@ func runManual(ctx context.Context, sec *interop.SecurityFlags, anchorsPEM []byt
 	default:
 		interop.Fail("flags", fmt.Errorf("unknown -authorize %q", authorize))
 	}
-	recording := func(id spiffeid.ID, chains [][]*x509.Certificate) error {
-		seen = id
-		return authorizer(id, chains)
-	}
 	enum, ok := sentryv1pb.SignCertificateRequest_TokenValidator_value[validator]
 	if !ok {
 		interop.Fail("flags", fmt.Errorf("unknown -validator %q", validator))
 	}
-
-	conn, err := grpc.NewClient(sec.SentryAddress,
-		grpc.WithTransportCredentials(grpccredentials.TLSClientCredentials(anchors, recording)))
-	if err != nil {
-		interop.Fail("dial", fmt.Errorf("error establishing connection to sentry: %w", err))
-	}
-	defer conn.Close()
-	ns := security.CurrentNamespace()
+	ns := interop.CurrentNamespace()
 	if sec.Namespace != "" {
 		ns = sec.Namespace
 	}
-	req := &sentryv1pb.SignCertificateRequest{
-		CertificateSigningRequest: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}),
-		Id:                        sec.AppID,
-		Token:                     token,
-		TrustDomain:               trustDomain,
-		Namespace:                 ns,
-		TokenValidator:            sentryv1pb.SignCertificateRequest_TokenValidator(enum),
-	}
-	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	resp, err := sentryv1pb.NewCAClient(conn).SignCertificate(callCtx, req)
+	res, err := interop.RequestSVID(ctx, sec.SentryAddress, anchors, interop.SignRequest{
+		Key:         key,
+		AppID:       sec.AppID,
+		Namespace:   ns,
+		TrustDomain: trustDomain,
+		Token:       token,
+		Validator:   sentryv1pb.SignCertificateRequest_TokenValidator(enum),
+		Authorizer:  authorizer,
+	})
 	if err != nil {
-		interop.Fail("sign", fmt.Errorf("error from sentry SignCertificate: %w", err))
+		interop.Fail("sign", err)
 	}
-	if err := resp.GetValidUntil().CheckValid(); err != nil {
-		interop.Fail("valid_until", fmt.Errorf("error parsing ValidUntil: %w", err))
-	}
-	// daprd's parser (kit crypto/pem) must accept the chain too.
-	kitCerts, err := cryptopem.DecodePEMCertificates(resp.GetWorkloadCertificate())
-	if err != nil {
-		interop.Fail("parse", fmt.Errorf("error parsing newly signed certificate: %w", err))
-	}
+	resp := res.Resp
 	// PKCS#8 for every key type (kit v0.16.1's EncodePrivateKey knows only ECDSA).
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
@@ -217,12 +189,12 @@ func runManual(ctx context.Context, sec *interop.SecurityFlags, anchorsPEM []byt
 	if err != nil {
 		interop.Fail("verify", err)
 	}
-	if len(kitCerts) != rep.ChainLen {
+	if len(res.Certs) != rep.ChainLen {
 		interop.Fail("parse", errors.New("kit and go-spiffe parsed different chain lengths"))
 	}
 	var anchorsInResp int
 	for _, b := range resp.GetTrustChainCertificates() {
-		certs, err := cryptopem.DecodePEMCertificates(b)
+		certs, err := interop.DecodePEMCertificates(b)
 		if err != nil {
 			interop.Fail("parse", fmt.Errorf("trust_chain_certificates: %w", err))
 		}
@@ -230,8 +202,9 @@ func runManual(ctx context.Context, sec *interop.SecurityFlags, anchorsPEM []byt
 	}
 	interop.Emit(map[string]any{
 		"impl":                     "manual",
+		"build":                    identity.Flavor,
 		"key":                      keyAlg,
-		"sentry_id":                seen.String(),
+		"sentry_id":                res.SentryID.String(),
 		"authorize":                authorize,
 		"svid":                     rep,
 		"not_before":               rep.NotBefore,

@@ -2,115 +2,93 @@ package interop
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
-	"flag"
 	"fmt"
-	"os"
-	"time"
 
-	"github.com/dapr/dapr/pkg/healthz"
-	"github.com/dapr/dapr/pkg/modes"
-	"github.com/dapr/dapr/pkg/security"
+	"github.com/spiffe/go-spiffe/v2/spiffegrpc/grpccredentials"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
 )
 
-// SecurityFlags are the daprd flags (and env) that configure Dapr's security provider.
-type SecurityFlags struct {
-	SentryAddress string
-	AnchorsFile   string
-	AppID         string
-	Namespace     string
-	CPTrustDomain string
-	CPNamespace   string
+// Identity is the part of Dapr's security.Handler the invoke programs use. The full build
+// (-tags daprfull) hands out Dapr's own handler; the light build hands out LightIdentity.
+type Identity interface {
+	ID() spiffeid.ID
+	GRPCServerOptionMTLS() grpc.ServerOption
+	GRPCDialOptionMTLSUnknownTrustDomain(ns, appID string) grpc.DialOption
 }
 
-// Register adds -sentry-address, -trust-anchors-file, -app-id, -namespace,
-// -control-plane-trust-domain and -control-plane-namespace to fs.
-func (f *SecurityFlags) Register(fs *flag.FlagSet, appIDFlag string) {
-	fs.StringVar(&f.SentryAddress, "sentry-address", "", "host:port of Sentry")
-	fs.StringVar(&f.AnchorsFile, "trust-anchors-file", "", "PEM trust anchors (default: $DAPR_TRUST_ANCHORS)")
-	fs.StringVar(&f.AppID, appIDFlag, "", "app ID requested from Sentry")
-	fs.StringVar(&f.Namespace, "namespace", "", "workload namespace (default: $NAMESPACE or \"default\")")
-	fs.StringVar(&f.CPTrustDomain, "control-plane-trust-domain", "localhost", "Sentry's trust domain")
-	fs.StringVar(&f.CPNamespace, "control-plane-namespace", "default", "Sentry's namespace")
+// LightIdentity is an X.509 SVID from Sentry plus the trust anchors, with the gRPC options built
+// exactly as dapr/dapr v1.16.0 pkg/security/security.go builds them. No renewal.
+type LightIdentity struct {
+	svid    *x509svid.SVID
+	anchors *Anchors
 }
 
-// Anchors reads the trust anchors from -trust-anchors-file or $DAPR_TRUST_ANCHORS (as daprd).
-func (f *SecurityFlags) Anchors() ([]byte, error) {
-	if f.AnchorsFile != "" {
-		return os.ReadFile(f.AnchorsFile)
-	}
-	if v := os.Getenv("DAPR_TRUST_ANCHORS"); v != "" {
-		return []byte(v), nil
-	}
-	return nil, errors.New("trust anchors are required: pass -trust-anchors-file or set DAPR_TRUST_ANCHORS")
-}
-
-// Identity is a running Dapr security provider.
-type Identity struct {
-	Handler security.Handler
-	Dir     string // where the provider wrote key.pem / cert.pem / ca.pem
-	errCh   chan error
-}
-
-// Err reports the provider's exit (renewal loop ended), if any.
-func (i *Identity) Err() <-chan error { return i.errCh }
-
-// StartIdentity runs Dapr's own security provider (pkg/security: kit crypto/spiffe key + CSR,
-// newRequestFn dialing Sentry with TLSClientCredentials + AuthorizeID(sentry ID), 5 attempts
-// of 3 s) exactly as daprd does with --enable-mtls in standalone mode, and waits until the
-// first SVID is in place. The SVID files are written to dir (WriteIdentityToFile).
-func StartIdentity(ctx context.Context, f *SecurityFlags, dir string, timeout time.Duration) (*Identity, error) {
-	anchors, err := f.Anchors()
+// StartLightIdentity gets an SVID the way kit crypto/spiffe fetchIdentity does (P-256 key,
+// empty CSR, ID from the leaf) through one attempt of newRequestFn (AuthorizeID(Sentry ID)).
+func StartLightIdentity(ctx context.Context, f *SecurityFlags) (*LightIdentity, error) {
+	anchorsPEM, err := f.Anchors()
 	if err != nil {
 		return nil, err
 	}
+	anchors, err := AnchorsFrom(anchorsPEM)
+	if err != nil {
+		return nil, err
+	}
+	sentryID, err := f.SentryIDFromFlags()
+	if err != nil {
+		return nil, err
+	}
+	ns := CurrentNamespace()
 	if f.Namespace != "" {
-		// security.CurrentNamespace() reads $NAMESPACE, as in daprd.
-		os.Setenv("NAMESPACE", f.Namespace)
+		ns = f.Namespace
 	}
-	var writeTo *string
-	if dir != "" {
-		writeTo = &dir
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("failed to generate private key: %w", err)
 	}
-	prov, err := security.New(ctx, security.Options{
-		SentryAddress:           f.SentryAddress,
-		ControlPlaneTrustDomain: f.CPTrustDomain,
-		ControlPlaneNamespace:   f.CPNamespace,
-		TrustAnchors:            anchors,
-		AppID:                   f.AppID,
-		MTLSEnabled:             true,
-		Mode:                    modes.StandaloneMode,
-		Healthz:                 healthz.New(),
-		WriteIdentityToFile:     writeTo,
+	res, err := RequestSVID(ctx, f.SentryAddress, anchors, SignRequest{
+		Key: key, AppID: f.AppID, Namespace: ns, Authorizer: tlsconfig.AuthorizeID(sentryID),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("security.New: %w", err)
-	}
-	id := &Identity{Dir: dir, errCh: make(chan error, 1)}
-	go func() { id.errCh <- prov.Run(ctx) }()
-
-	wait, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	type handlerResult struct {
-		h   security.Handler
-		err error
-	}
-	hch := make(chan handlerResult, 1)
-	go func() {
-		h, err := prov.Handler(wait)
-		hch <- handlerResult{h, err}
-	}()
-	select {
-	case r := <-hch:
-		if r.err != nil {
-			return nil, fmt.Errorf("security provider not ready: %w", r.err)
-		}
-		id.Handler = r.h
-		return id, nil
-	case err := <-id.errCh:
-		if err == nil {
-			err = errors.New("security provider stopped")
-		}
 		return nil, err
 	}
+	if len(res.Certs) == 0 {
+		return nil, errors.New("no certificates received from sentry")
+	}
+	id, err := x509svid.IDFromCert(res.Certs[0])
+	if err != nil {
+		return nil, fmt.Errorf("error parsing spiffe id from newly signed certificate: %w", err)
+	}
+	svid := &x509svid.SVID{ID: id, Certificates: res.Certs, PrivateKey: key}
+	return &LightIdentity{svid: svid, anchors: anchors}, nil
+}
+
+// ID is the SVID's SPIFFE ID (security.Handler.ID).
+func (l *LightIdentity) ID() spiffeid.ID { return l.svid.ID }
+
+// GRPCServerOptionMTLS is security.GRPCServerOptionMTLS: MTLSServerCredentials + AuthorizeAny.
+func (l *LightIdentity) GRPCServerOptionMTLS() grpc.ServerOption {
+	return grpc.Creds(grpccredentials.MTLSServerCredentials(l.svid, l.anchors, tlsconfig.AuthorizeAny()))
+}
+
+// GRPCDialOptionMTLSUnknownTrustDomain is the copy of security.GRPCDialOptionMTLSUnknownTrustDomain:
+// MTLSClientCredentials whose authorizer accepts any trust domain but only the path /ns/<ns>/<appID>.
+func (l *LightIdentity) GRPCDialOptionMTLSUnknownTrustDomain(ns, appID string) grpc.DialOption {
+	expID := "/ns/" + ns + "/" + appID
+	matcher := func(actual spiffeid.ID) error {
+		if actual.Path() != expID {
+			return fmt.Errorf("unexpected SPIFFE ID: %q", actual)
+		}
+		return nil
+	}
+	return grpc.WithTransportCredentials(
+		grpccredentials.MTLSClientCredentials(l.svid, l.anchors, tlsconfig.AdaptMatcher(matcher)),
+	)
 }

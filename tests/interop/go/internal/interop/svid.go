@@ -3,7 +3,6 @@ package interop
 import (
 	"time"
 
-	"github.com/dapr/kit/crypto/spiffe/trustanchors/static"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
@@ -27,13 +26,13 @@ type SVIDReport struct {
 
 // CheckSVID parses certPEM+keyPEM with x509svid.Parse (leaf rules of the SPIFFE X.509-SVID
 // spec, and the key must match the leaf), then verifies the chain with x509svid.Verify against
-// the anchors through Dapr's static trust-anchor source (the same object daprd uses).
+// the anchors through the copy of kit's static trust-anchor source (AnchorsFrom).
 func CheckSVID(certPEM, keyPEM, anchorsPEM []byte) (*SVIDReport, error) {
 	svid, err := x509svid.Parse(certPEM, keyPEM)
 	if err != nil {
 		return nil, err
 	}
-	anchors, err := static.From(static.Options{Anchors: anchorsPEM})
+	anchors, err := AnchorsFrom(anchorsPEM)
 	if err != nil {
 		return nil, err
 	}
