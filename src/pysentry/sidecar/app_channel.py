@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import posixpath
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 _SKIP_RESPONSE = HOP_BY_HOP | {"content-type", "date", "server"}
 
 
+@functools.lru_cache(maxsize=1024)
 def app_path(method: str) -> str:
     """Dapr's ``constructRequest``: ``path.Clean`` the method and make it absolute."""
     cleaned = posixpath.normpath("/" + method.lstrip("/"))

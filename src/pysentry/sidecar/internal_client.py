@@ -53,6 +53,7 @@ def plaintext_channel(host: str, port: int, target: Target) -> Channel:
 class _Entry:
     channel: Channel
     created: float
+    stub: ServiceInvocationStub
     inflight: int = 0
     retired: bool = False
 
@@ -101,7 +102,8 @@ class InternalClient:
             entry = None
         if entry is None:
             host, port = _split(address)
-            entry = _Entry(self._factory(host, port, target), self._clock())
+            channel = self._factory(host, port, target)
+            entry = _Entry(channel, self._clock(), ServiceInvocationStub(channel))
             self._channels[key] = entry
         return entry
 
@@ -115,14 +117,15 @@ class InternalClient:
         entry = self._entry(address, target)
         entry.inflight += 1
         try:
-            return await self._call(entry.channel, address, request)
+            return await self._call(entry.stub, address, request)
         finally:
             entry.inflight -= 1
             if entry.retired and entry.inflight == 0:
                 entry.channel.close()
 
-    async def _call(self, channel: Channel, address: str, request: InvokeRequest) -> InvokeResponse:
-        stub = ServiceInvocationStub(channel)
+    async def _call(
+        self, stub: ServiceInvocationStub, address: str, request: InvokeRequest
+    ) -> InvokeResponse:
         if address not in self._unary_only:
             try:
                 return await self._call_stream(stub, request)

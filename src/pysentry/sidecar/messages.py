@@ -32,6 +32,10 @@ ResponseStream = service_invocation_pb2.InternalInvokeResponseStream
 CHUNK_SIZE = 2 << 10
 
 _Verb = common_pb2.HTTPExtension.Verb
+# Looked up once: the protobuf enum wrapper and HTTPStatus() cost microseconds per call.
+_VERB_NAMES: dict[int, str] = {number: name for name, number in _Verb.items()}
+_VERB_NUMBERS: dict[str, int] = dict(_Verb.items())
+_PHRASES: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
 
 
 def _metadata_to_headers(metadata: Mapping[str, service_invocation_pb2.ListStringValue]) -> Headers:
@@ -51,7 +55,10 @@ def request_to_proto(request: InvokeRequest, *, with_body: bool = True) -> Inter
     m = msg.message
     m.method = request.method
     m.content_type = request.content_type
-    m.http_extension.verb = cast("common_pb2.HTTPExtension.Verb", _Verb.Value(request.verb))
+    number = _VERB_NUMBERS.get(request.verb)
+    if number is None:
+        number = _Verb.Value(request.verb)  # raises ValueError, as before
+    m.http_extension.verb = cast("common_pb2.HTTPExtension.Verb", number)
     m.http_extension.querystring = request.query
     if with_body:
         m.data.value = request.body
@@ -65,7 +72,7 @@ def request_from_proto(msg: InternalInvokeRequest, body: bytes | None = None) ->
         raise GRPCError(Status.INVALID_ARGUMENT, "invalid request: missing message")
     if not m.HasField("http_extension"):
         raise GRPCError(Status.INVALID_ARGUMENT, "missing HTTP extension field")
-    verb = _Verb.Name(m.http_extension.verb)
+    verb = _VERB_NAMES.get(m.http_extension.verb) or _Verb.Name(m.http_extension.verb)
     if verb in ("NONE", "CONNECT"):
         raise GRPCError(Status.INVALID_ARGUMENT, "invalid HTTP verb")
     return InvokeRequest(
@@ -81,10 +88,7 @@ def request_from_proto(msg: InternalInvokeRequest, body: bytes | None = None) ->
 def response_to_proto(
     response: InvokeResponse, *, with_body: bool = True
 ) -> InternalInvokeResponse:
-    try:
-        text = HTTPStatus(response.status).phrase
-    except ValueError:
-        text = ""
+    text = _PHRASES.get(response.status, "")
     msg = InternalInvokeResponse(status=status_pb2.Status(code=response.status, message=text))
     _fill_metadata(msg.headers, response.headers)
     msg.message.content_type = response.content_type
@@ -102,32 +106,29 @@ def response_from_proto(msg: InternalInvokeResponse, body: bytes | None = None) 
     )
 
 
-def chunks(body: bytes) -> Iterator[common_pb2.StreamPayload]:
-    """``StreamPayload`` messages of at most :data:`CHUNK_SIZE` bytes, ``seq`` from 0."""
-    for seq, start in enumerate(range(0, len(body), CHUNK_SIZE)):
-        yield common_pb2.StreamPayload(data=body[start : start + CHUNK_SIZE], seq=seq)
+def chunks(body: bytes, start: int = 0) -> Iterator[common_pb2.StreamPayload]:
+    """``StreamPayload`` messages of at most :data:`CHUNK_SIZE` bytes from ``start`` (a multiple
+    of the chunk size), ``seq`` counting from ``start // CHUNK_SIZE``."""
+    for seq, at in enumerate(range(start, len(body), CHUNK_SIZE), start // CHUNK_SIZE):
+        yield common_pb2.StreamPayload(data=body[at : at + CHUNK_SIZE], seq=seq)
 
 
 def request_stream(request: InvokeRequest) -> Iterator[RequestStream]:
     """The CallLocalStream request messages: the header (+ first chunk), then the rest."""
     head = RequestStream(request=request_to_proto(request, with_body=False))
-    parts = chunks(request.body)
-    first = next(parts, None)
-    if first is not None:
-        head.payload.CopyFrom(first)
+    if request.body:
+        head.payload.data = request.body[:CHUNK_SIZE]  # seq 0, the proto3 default
     yield head
-    for part in parts:
+    for part in chunks(request.body, CHUNK_SIZE):
         yield RequestStream(payload=part)
 
 
 def response_stream(response: InvokeResponse) -> Iterator[ResponseStream]:
     head = ResponseStream(response=response_to_proto(response, with_body=False))
-    parts = chunks(response.body)
-    first = next(parts, None)
-    if first is not None:
-        head.payload.CopyFrom(first)
+    if response.body:
+        head.payload.data = response.body[:CHUNK_SIZE]  # seq 0, the proto3 default
     yield head
-    for part in parts:
+    for part in chunks(response.body, CHUNK_SIZE):
         yield ResponseStream(payload=part)
 
 
