@@ -110,17 +110,24 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def write_sentry_config(self, ttl: str, skew: str = "1s") -> Path:
-        path = self.tmp / f"sentry-{ttl}.yaml"
+    def write_sentry_config(self, ttl: str, skew: str | None = "1s") -> Path:
+        """A Sentry config; ``skew=None`` leaves allowedClockSkew at Dapr's default (15m)."""
+        path = self.tmp / f"sentry-{ttl}-{skew}.yaml"
         path.write_text(
             "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprsystem\n"
             f"spec:\n  mtls:\n    enabled: true\n    workloadCertTTL: {ttl}\n"
-            f"    allowedClockSkew: {skew}\n"
+            + (f"    allowedClockSkew: {skew}\n" if skew is not None else "")
         )
         return path
 
     async def sentry(
-        self, creds: Path, *, ttl: str = "1h", port: int | None = None, name: str = "sentry"
+        self,
+        creds: Path,
+        *,
+        ttl: str = "1h",
+        skew: str | None = "1s",
+        port: int | None = None,
+        name: str = "sentry",
     ) -> tuple[Proc, int]:
         port = port or free_port()
         health = free_port()
@@ -131,7 +138,7 @@ class Cluster:
                 "--issuer-credentials",
                 str(creds),
                 "--config",
-                str(self.write_sentry_config(ttl)),
+                str(self.write_sentry_config(ttl, skew)),
                 "--port",
                 str(port),
                 "--healthz-port",
