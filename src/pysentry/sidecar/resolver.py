@@ -23,10 +23,12 @@ import os
 import re
 import secrets
 import sqlite3
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pysentry.clock import Clock, system_clock
 from pysentry.errors import ConfigError
@@ -114,9 +116,16 @@ class SqliteResolver:
         self._cache: dict[tuple[str, str], tuple[datetime, tuple[str, ...]]] = {}
         self._rr: dict[tuple[str, str], int] = {}
         settings.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._db = sqlite3.connect(str(settings.path), timeout=5.0, isolation_level=None)
+        # Heartbeats run in a worker thread (a write can wait for another sidecar's lock), so
+        # the connection is shared across threads behind a lock.
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            str(settings.path), timeout=5.0, isolation_level=None, check_same_thread=False
+        )
         with contextlib.suppress(sqlite3.OperationalError):
             self._db.execute("PRAGMA journal_mode=WAL")
+            # A lost heartbeat row is rewritten a few seconds later: no fsync per commit.
+            self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             f"CREATE TABLE IF NOT EXISTS {settings.table} ("
             "registration_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, namespace TEXT NOT NULL,"
@@ -165,7 +174,7 @@ class SqliteResolver:
         r = self._registration
         if r is None:
             return
-        self._db.execute(
+        self._execute(
             f"INSERT OR REPLACE INTO {self._settings.table} (registration_id, app_id, namespace,"
             " address, pid, http_port, metrics_port, app_port, spiffe_id, cert_expiry, last_update)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -184,19 +193,27 @@ class SqliteResolver:
             ),
         )
 
+    def _execute(self, sql: str, params: tuple[object, ...] = ()) -> int:
+        """Run one statement under the lock; returns the row count."""
+        with self._lock:
+            return self._db.execute(sql, params).rowcount
+
+    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
     def heartbeat(self) -> None:
         self._write()
 
     def cleanup(self) -> int:
         """Delete rows not refreshed for :data:`CLEANUP_AFTER` (crashed sidecars)."""
-        cur = self._db.execute(
+        return self._execute(
             f"DELETE FROM {self._settings.table} WHERE last_update < ?",
             ((self._clock() - CLEANUP_AFTER).timestamp(),),
         )
-        return cur.rowcount
 
     def unregister(self) -> None:
-        self._db.execute(
+        self._execute(
             f"DELETE FROM {self._settings.table} WHERE registration_id = ?", (self._id,)
         )
         self._registration = None
@@ -206,11 +223,11 @@ class SqliteResolver:
         return (self._clock() - stale).timestamp()
 
     def addresses(self, app_id: str, namespace: str) -> tuple[str, ...]:
-        rows = self._db.execute(
+        rows = self._query(
             f"SELECT address FROM {self._settings.table} WHERE app_id = ? AND namespace = ?"
             " AND last_update >= ? ORDER BY registration_id",
             (app_id, namespace, self._fresh_since()),
-        ).fetchall()
+        )
         return tuple(dict.fromkeys(str(row[0]) for row in rows))
 
     def resolve(self, app_id: str, namespace: str) -> str:
@@ -234,12 +251,12 @@ class SqliteResolver:
 
     def list_registrations(self, *, include_stale: bool = False) -> tuple[Registration, ...]:
         since = 0.0 if include_stale else self._fresh_since()
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT app_id, namespace, address, pid, http_port, metrics_port, app_port, spiffe_id,"
             f" cert_expiry, last_update FROM {self._settings.table} WHERE last_update >= ?"
             " ORDER BY app_id, registration_id",
             (since,),
-        ).fetchall()
+        )
         return tuple(
             Registration(
                 str(r[0]),
@@ -260,13 +277,14 @@ class SqliteResolver:
         """Heartbeat until cancelled."""
         interval = self._settings.update_interval.total_seconds()
         with contextlib.suppress(sqlite3.Error):
-            self.cleanup()
+            await asyncio.to_thread(self.cleanup)
         while True:
             await asyncio.sleep(interval)
             try:
-                self.heartbeat()
+                await asyncio.to_thread(self.heartbeat)
             except sqlite3.Error as err:
                 log.warning("name resolution heartbeat failed: %s", err)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
