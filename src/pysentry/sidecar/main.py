@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -49,8 +50,14 @@ def bind(host: str, port: int, flag: str) -> socket.socket:
         sock.listen(512)
     except OSError as err:
         sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"{flag}: port {port} is already in use on {host}: {err.strerror}; "
+                f"stop the process that holds it or pass another port with {flag}"
+            ) from err
         raise StartupError(
-            f"{flag}: port {port} is already in use on {host}: {err.strerror or err}"
+            f"{flag}: cannot listen on {host}:{port}: {err.strerror or err}; "
+            f"check the address and port given with {flag}"
         ) from err
     sock.setblocking(False)
     return sock
