@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from pysentry.sidecar.resolver import SqliteResolver, SqliteSettings
 from pysentry.testing import TestCA
 from tests.e2e.conftest import Cluster, Daprd
 
@@ -69,8 +71,18 @@ async def run_rotation(cluster: Cluster, ttl: str, seconds: float) -> tuple[floa
     a = await cluster.daprd(
         "appA", sentry_port=sentry_port, anchors_pem=ca.anchors_pem(), args=args
     )
+    started_at = datetime.now(UTC)
     ok, failures = await steady_load(a, seconds)
     assert failures == [], failures[:10]
+    # Each rotated identity reaches name resolution too (what `dapr list` shows).
+    await asyncio.sleep(0.5)
+    nr = SqliteResolver(SqliteSettings(cluster.nr_db))
+    try:
+        expiry = {r.app_id: r.cert_expiry_at for r in nr.list_registrations(include_stale=True)}
+    finally:
+        nr.close()
+    published = expiry["appA"]
+    assert published is not None and published > started_at + timedelta(seconds=seconds / 2)
     async with aiohttp.ClientSession() as s:
         rot_a = await a.metric(s, "dapr_runtime_mtls_workload_cert_rotated_total")
         rot_b = await b.metric(s, "dapr_runtime_mtls_workload_cert_rotated_total")

@@ -7,6 +7,7 @@ the sidecar's own app-id goes straight to the local app channel.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 from pysentry.sidecar.internal_client import InternalClient
@@ -46,9 +47,7 @@ class DirectMessaging:
         headers = replace_identity(
             only_forwardable(request.headers), self.app_id, self.namespace, target.app_id
         )
-        stamped = InvokeRequest(
-            request.method, request.verb, request.query, request.content_type, headers, request.body
-        )
+        stamped = dataclasses.replace(request, headers=headers)
         if self._local is not None and target == Target(self.app_id, self.namespace):
             return await self._local.call(stamped)
         return await self._client.invoke(

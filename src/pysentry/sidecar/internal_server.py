@@ -10,6 +10,7 @@ UNIMPLEMENTED.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -22,12 +23,11 @@ from pysentry.proto.dapr.proto.internals.v1.service_invocation_grpc import Servi
 from pysentry.sidecar import messages
 from pysentry.sidecar.invocation import (
     CALLEE_APP_ID,
-    CALLER_APP_ID,
-    CALLER_NAMESPACE,
     AppChannel,
     InvocationError,
     InvokeRequest,
     InvokeResponse,
+    replace_identity,
 )
 from pysentry.spiffe import SpiffeId
 
@@ -115,15 +115,10 @@ class ServiceInvocation(ServiceInvocationBase):
         ns, app = caller.namespace, caller.app_id
         if not ns or not app:
             raise GRPCError(Status.PERMISSION_DENIED, f"malformed SPIFFE ID: {caller}")
-        kept = tuple(
-            (k, v) for k, v in request.headers if k not in (CALLER_APP_ID, CALLER_NAMESPACE)
-        )
-        headers = (*kept, (CALLER_APP_ID, app), (CALLER_NAMESPACE, ns))
-        if not any(k == CALLEE_APP_ID for k, _ in headers):
-            headers = (*headers, (CALLEE_APP_ID, self._app_id))
-        return InvokeRequest(
-            request.method, request.verb, request.query, request.content_type, headers, request.body
-        )
+        # The caller's sidecar names the callee; only the caller identity is ours to vouch for.
+        callee = next((v for k, v in request.headers if k == CALLEE_APP_ID), self._app_id)
+        headers = replace_identity(request.headers, app, ns, callee)
+        return dataclasses.replace(request, headers=headers)
 
     async def _handle(self, stream: Stream[Any, Any], request: InvokeRequest) -> InvokeResponse:
         caller = self._caller_id(stream)

@@ -9,9 +9,11 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from grpclib.server import Server
@@ -29,6 +31,9 @@ from pysentry.sidecar.invocation import AppChannel, InvocationError, InvokeReque
 from pysentry.sidecar.metrics import SidecarMetrics
 from pysentry.sidecar.options import Options, parse_options, stable_random_port
 from pysentry.sidecar.resolver import Registration, SqliteResolver, SqliteSettings
+
+if TYPE_CHECKING:
+    from pysentry.sidecar.mtls import SidecarSecurity
 
 log = logging.getLogger("pysentry.sidecar")
 
@@ -207,15 +212,9 @@ async def run(opts: Options) -> None:
         )
 
     resolver.register(registration())
+    rotated = asyncio.Event()
     if security is not None:
-        sec = security
-
-        def publish_identity() -> None:
-            ident = sec.identity_info()
-            if ident is not None:
-                resolver.update_identity(*ident)
-
-        security.subscribe(publish_identity)
+        security.subscribe(rotated.set)
     log.info(
         "dapr initialized. Status: Running. Init Elapsed %dms",
         int((time.monotonic() - started) * 1000),
@@ -230,6 +229,7 @@ async def run(opts: Options) -> None:
             tg.create_task(resolver.run())
             if security is not None:
                 tg.create_task(security.run())
+                tg.create_task(_publish_identity(security, resolver, rotated))
             waiter = tg.create_task(stop.wait())
             await waiter
             raise _Shutdown
@@ -237,8 +237,15 @@ async def run(opts: Options) -> None:
         pass
     finally:
         log.info("Shutting down: unregistering %r from name resolution", opts.app_id)
-        with contextlib.suppress(Exception):
+        try:
             resolver.unregister()
+        except Exception as err:  # shutdown carries on whatever the database says
+            log.warning(
+                "Failed to unregister %r from name resolution: %s; the row goes stale after "
+                "three update intervals",
+                opts.app_id,
+                err,
+            )
         resolver.close()
         grpc_server.close()
         for runner in runners:
@@ -246,9 +253,30 @@ async def run(opts: Options) -> None:
         client.close()
         if app_channel is not None:
             await app_channel.close()
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(grpc_server.wait_closed(), 5)
+        except Exception as err:  # exiting anyway: say why it was not clean
+            log.warning("Internal gRPC server did not close cleanly: %r", err)
     log.info("Dapr shut down gracefully")
+
+
+async def _publish_identity(
+    security: SidecarSecurity, resolver: SqliteResolver, rotated: asyncio.Event
+) -> None:
+    """Write each rotated identity to name resolution (read by ``dapr list``), off the loop."""
+    while True:
+        await rotated.wait()
+        rotated.clear()
+        if (ident := security.identity_info()) is None:
+            continue
+        try:
+            await asyncio.to_thread(resolver.update_identity, *ident)
+        except sqlite3.Error as err:
+            log.warning(
+                "Failed to publish the rotated identity to name resolution: %s; "
+                "the next heartbeat writes it",
+                err,
+            )
 
 
 class _Shutdown(Exception):

@@ -11,15 +11,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from pysentry.security.metrics import SecurityMetrics
 
-ROTATION_FAILURE_REASONS = (
-    "sentry_conn",
-    "sentry_token",
-    "sign",
-    "invalid_ts",
-    "jwt_parse",
-    "jwt_aud",
-)
-
 
 class SidecarMetrics:
     """One registry per sidecar (tests can run several in one process)."""

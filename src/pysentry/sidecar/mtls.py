@@ -151,7 +151,8 @@ class SidecarSecurity:
         )
 
         async def request(csr_pem: bytes) -> tuple[x509.Certificate, ...]:
-            token, validator = sentry_token(opts)
+            # The token file is re-read on each request (renewals included): off the loop.
+            token, validator = await asyncio.to_thread(sentry_token, opts)
             return await client.sign(
                 csr_pem,
                 app_id=sentry_id,

@@ -14,7 +14,7 @@ import re
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -76,8 +76,8 @@ class Options:
     trust_anchors_pem: bytes | None
     sentry_token_file: Path | None
     sentry_local_identity: str | None
-    api_token: str | None
-    app_api_token: str | None
+    api_token: str | None = field(repr=False)  # secrets: never in a repr or a log line
+    app_api_token: str | None = field(repr=False)
     deprecated_env: tuple[str, ...]
     ignored_flags: tuple[str, ...]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -106,7 +107,7 @@ def _dt(value: float | None) -> datetime | None:
 
 
 class SqliteResolver:
-    """Register, heartbeat, resolve. SQLite calls are sub-millisecond, so they run inline."""
+    """Register, heartbeat, resolve. SQLite reads are sub-millisecond, so they run inline."""
 
     def __init__(self, settings: SqliteSettings, *, clock: Clock = system_clock) -> None:
         self._settings = settings
@@ -136,6 +137,13 @@ class SqliteResolver:
             f"CREATE INDEX IF NOT EXISTS {settings.table}_app"
             f" ON {settings.table} (app_id, namespace)"
         )
+        # Lookups run on the event loop, so they get a connection and lock of their own: they
+        # never queue behind a heartbeat that holds ``_lock`` while it waits for another
+        # sidecar's write lock (in WAL mode readers do not wait for writers).
+        self._read_lock = threading.Lock()
+        self._reader = sqlite3.connect(
+            str(settings.path), timeout=5.0, isolation_level=None, check_same_thread=False
+        )
 
     @property
     def settings(self) -> SqliteSettings:
@@ -156,17 +164,8 @@ class SqliteResolver:
     def update_identity(self, spiffe_id: str, cert_expiry_at: datetime | None) -> None:
         if self._registration is None:
             return
-        r = self._registration
-        self._registration = Registration(
-            r.app_id,
-            r.namespace,
-            r.address,
-            r.pid,
-            r.http_port,
-            r.metrics_port,
-            r.app_port,
-            spiffe_id,
-            cert_expiry_at,
+        self._registration = dataclasses.replace(
+            self._registration, spiffe_id=spiffe_id, cert_expiry_at=cert_expiry_at
         )
         self._write()
 
@@ -199,8 +198,8 @@ class SqliteResolver:
             return self._db.execute(sql, params).rowcount
 
     def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        with self._read_lock:
+            return self._reader.execute(sql, params).fetchall()
 
     def heartbeat(self) -> None:
         self._write()
@@ -276,8 +275,10 @@ class SqliteResolver:
     async def run(self) -> None:
         """Heartbeat until cancelled."""
         interval = self._settings.update_interval.total_seconds()
-        with contextlib.suppress(sqlite3.Error):
+        try:
             await asyncio.to_thread(self.cleanup)
+        except sqlite3.Error as err:
+            log.warning("name resolution cleanup of stale rows failed: %s", err)
         while True:
             await asyncio.sleep(interval)
             try:
@@ -286,5 +287,7 @@ class SqliteResolver:
                 log.warning("name resolution heartbeat failed: %s", err)
 
     def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
         with self._lock:
             self._db.close()

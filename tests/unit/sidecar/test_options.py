@@ -104,3 +104,10 @@ def test_go_style_single_dash_flags() -> None:
     )
     assert (o.app_id, o.dapr_http_port, o.enable_mtls) == ("a", 3501, True)
     assert o.config == Path("x.yaml")
+
+
+def test_tokens_stay_out_of_the_repr() -> None:
+    env = {"DAPR_API_TOKEN": "api-secret-1", "APP_API_TOKEN": "app-secret-2"}
+    o = parse_options(["--app-id", "a"], env=env)
+    assert (o.api_token, o.app_api_token) == ("api-secret-1", "app-secret-2")
+    assert "secret" not in repr(o)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -91,3 +94,27 @@ def test_cleanup_deletes_rows_of_crashed_sidecars(tmp_path: Path) -> None:
     live.register(Registration("b", "default", "127.0.0.1:1002"))
     assert live.cleanup() == 1
     assert [r.address for r in live.list_registrations(include_stale=True)] == ["127.0.0.1:1002"]
+
+
+def test_lookup_does_not_wait_behind_a_blocked_heartbeat(tmp_path: Path) -> None:
+    """Lookups run on the event loop: a heartbeat stuck on another sidecar's write lock (in its
+    worker thread) must not hold them up."""
+    clock = FakeClock()
+    db = tmp_path / "nr.db"
+    r = _resolver(db, clock)
+    r.register(Registration("b", "default", "127.0.0.1:1001"))
+    other = sqlite3.connect(str(db), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another sidecar holds the write lock
+    beat = threading.Thread(target=r.heartbeat)
+    beat.start()
+    try:
+        time.sleep(0.2)  # the heartbeat now waits in SQLite's busy handler (up to 5 s)
+        started = time.monotonic()
+        assert r.resolve("b", "default") == "127.0.0.1:1001"
+        assert time.monotonic() - started < 1.0
+    finally:
+        other.execute("COMMIT")
+        beat.join(10)
+        other.close()
+        r.close()
+    assert not beat.is_alive()
