@@ -1,6 +1,6 @@
 """Pure configuration: Go durations, the Dapr ``Configuration`` resource, access-control lists."""
 
-from pysentry.config.acl import AccessControlList, Decision, normalize_method
+from pysentry.config.acl import AccessControlList, Decision
 from pysentry.config.configuration import (
     AccessControlSpec,
     AppOperation,
@@ -14,6 +14,7 @@ from pysentry.config.configuration import (
     parse_configuration,
 )
 from pysentry.config.duration import format_duration, parse_duration, parse_duration_or_seconds
+from pysentry.config.method import normalize_method
 from pysentry.config.validators import SentryValidators, sentry_validators
 
 __all__ = [

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pysentry.config.configuration import AccessControlSpec
+from pysentry.config.method import normalize_method
 from pysentry.config.trie import OperationAction, OperationTrie
 from pysentry.errors import ConfigError, InvalidMethod
 from pysentry.spiffe import SpiffeId
@@ -48,76 +49,6 @@ class Decision:
     allowed: bool
     reason: str
     policy: str = ""
-
-
-def _go_path_clean(p: str) -> str:
-    """Go ``path.Clean``."""
-    if p == "":
-        return "."
-    rooted = p.startswith("/")
-    out: list[str] = []
-    for part in p.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if out and out[-1] != "..":
-                out.pop()
-            elif not rooted:
-                out.append("..")
-            continue
-        out.append(part)
-    cleaned = "/".join(out)
-    if rooted:
-        return "/" + cleaned
-    return cleaned or "."
-
-
-def _go_quote(s: str) -> str:
-    """Go ``%q`` (``strconv.Quote``) for the characters a method can contain."""
-    escapes = {
-        "\a": "\\a",
-        "\b": "\\b",
-        "\f": "\\f",
-        "\n": "\\n",
-        "\r": "\\r",
-        "\t": "\\t",
-        "\v": "\\v",
-        "\\": "\\\\",
-        '"': '\\"',
-    }
-    out = []
-    for ch in s:
-        if ch in escapes:
-            out.append(escapes[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def normalize_method(method: str) -> str:
-    """Dapr's ``method.NormalizeMethod``: reject ``# ? NUL`` and control characters, resolve
-    ``..`` with ``path.Clean``, strip leading ``../`` and turn ``.`` into "".
-
-    Raises :class:`InvalidMethod` with the gRPC InvalidArgument text ``invalid method: ...``.
-    """
-    if any(c in method for c in "#?\x00"):
-        raise InvalidMethod(
-            f"invalid method: method contains forbidden character: {_go_quote(method)}"
-        )
-    for i, ch in enumerate(method.encode("utf-8", "surrogatepass")):
-        if ch < 0x20 or ch == 0x7F:
-            raise InvalidMethod(
-                f"invalid method: method contains control character at position {i}: "
-                f"{_go_quote(method)}"
-            )
-    cleaned = _go_path_clean(method)
-    while cleaned.startswith("../"):
-        cleaned = cleaned[3:]
-    if cleaned in ("..", "."):
-        cleaned = ""
-    return cleaned
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

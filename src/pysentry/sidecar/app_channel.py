@@ -1,15 +1,19 @@
-"""The app channel: ``http://<app-channel-address>:<app-port>/<method>`` on a pooled client."""
+"""The app channel: ``http://<app-channel-address>:<app-port>/<method>`` on a pooled client.
+
+The method is canonical (:mod:`pysentry.config.method`) by the time it gets here; its path is
+written with :func:`~pysentry.config.method.app_path`, so the app decodes exactly the string that
+access control decided on.
+"""
 
 from __future__ import annotations
 
-import functools
 import logging
-import posixpath
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from pysentry.config.method import app_path
 from pysentry.sidecar.invocation import (
     HOP_BY_HOP,
     InvocationError,
@@ -22,13 +26,6 @@ log = logging.getLogger(__name__)
 
 #: Response headers the app sets that the sidecar recomputes.
 _SKIP_RESPONSE = HOP_BY_HOP | {"content-type", "date", "server"}
-
-
-@functools.lru_cache(maxsize=1024)
-def app_path(method: str) -> str:
-    """Dapr's ``constructRequest``: ``path.Clean`` the method and make it absolute."""
-    cleaned = posixpath.normpath("/" + method.lstrip("/"))
-    return "/" + cleaned.lstrip("/")
 
 
 class HttpAppChannel:
@@ -62,7 +59,9 @@ class HttpAppChannel:
             url += "?" + request.query
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in only_forwardable(request.headers):
-            if name != "content-type":
+            # aiohttp sets Content-Length from the body it sends (the caller's value, when
+            # the caller sent one: the body is the same bytes).
+            if name not in ("content-type", "content-length"):
                 headers.add(name, value)
         if request.content_type:
             headers["Content-Type"] = request.content_type

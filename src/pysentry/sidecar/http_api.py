@@ -8,6 +8,7 @@ with ``DAPR_API_TOKEN`` set a wrong or missing ``dapr-api-token`` is 401 ``inval
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
@@ -19,6 +20,8 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from pysentry.config.method import canonical_method
+from pysentry.errors import InvalidMethod
 from pysentry.sidecar.invocation import (
     VERBS,
     InvocationError,
@@ -26,14 +29,18 @@ from pysentry.sidecar.invocation import (
     InvokeRequest,
     Target,
 )
+from pysentry.sidecar.limits import BodyBudget, BudgetExhausted, budget_for
 
 log = logging.getLogger(__name__)
 
 API_TOKEN_HEADER = "dapr-api-token"
 APP_ID_HEADER = "dapr-app-id"
 RUNTIME_VERSION = "pysentry-0.1.0"
+DEFAULT_MAX_BODY_SIZE = 4 << 20
+#: How long a call waits for room in the in-flight body budget before it is refused.
+BODY_BUDGET_WAIT_S = 30.0
 _TOKEN_EXEMPT = ("/v1.0/healthz", "/v1.0/healthz/outbound")
-_SKIP_REQUEST = frozenset({API_TOKEN_HEADER, APP_ID_HEADER, "content-type"})
+_SKIP_REQUEST = frozenset({API_TOKEN_HEADER, APP_ID_HEADER, "content-type", "expect"})
 _SKIP_RESPONSE = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "content-type"}
 )
@@ -52,6 +59,7 @@ class ApiSettings:
     mtls_enabled: bool
     trust_domain: str = "public"
     api_token: str | None = None
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE  # bytes, 0 = no limit
 
 
 def _basic_auth_app_id(request: web.Request) -> str | None:
@@ -90,22 +98,47 @@ class HttpApi:
         self._identity = identity
         self._ready = ready
         self._outbound_ready = outbound_ready
+        self._budget = BodyBudget(budget_for(settings.max_body_size))
 
     def app(self) -> web.Application:
-        # The token check is a middleware only when a token is set: one layer less per request.
-        middlewares = [self._token_middleware] if self._s.api_token is not None else []
-        app = web.Application(middlewares=middlewares, client_max_size=64 << 20)
+        cap = self._s.max_body_size
+        # aiohttp's own cap backs ours up for bodies without a Content-Length (0 = none).
+        app = web.Application(
+            middlewares=[self._boundary], client_max_size=cap + 1 if cap else 2**63 - 1
+        )
         app.router.add_get("/v1.0/healthz", self._healthz)
         app.router.add_get("/v1.0/healthz/outbound", self._healthz_outbound)
         app.router.add_get("/v1.0/metadata", self._metadata)
-        app.router.add_route("*", "/v1.0/invoke/{app_id}/method/{method:.*}", self._invoke_path)
-        app.router.add_route("*", "/{tail:.*}", self._fallback)
+        app.router.add_route(
+            "*",
+            "/v1.0/invoke/{app_id}/method/{method:[\\s\\S]*}",
+            self._invoke_path,
+            expect_handler=self._expect,
+        )
+        app.router.add_route("*", "/{tail:[\\s\\S]*}", self._fallback, expect_handler=self._expect)
         return app
 
+    async def _expect(self, request: web.Request) -> web.StreamResponse | None:
+        """``Expect: 100-continue`` is answered here, never forwarded: a body over the cap gets
+        its 413 before the client sends it."""
+        if self._too_large(request.content_length):
+            return self._body_too_large()
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return error_response(
+                417,
+                "ERR_MALFORMED_REQUEST",
+                f"unsupported Expect header: {request.headers['Expect']!r}",
+            )
+        if request.version >= (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
+        return None
+
     @web.middleware
-    async def _token_middleware(
+    async def _boundary(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        """The API token check, and the error boundary: every failure leaves as Dapr's JSON."""
         token = self._s.api_token
         if token is not None and request.path not in _TOKEN_EXEMPT:
             given = request.headers.get(API_TOKEN_HEADER, "")
@@ -113,7 +146,40 @@ class HttpApi:
                 return web.Response(
                     status=401, text="invalid api token\n", content_type="text/plain"
                 )
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return self._body_too_large()
+        except web.HTTPException as err:
+            if err.status < 400:
+                raise
+            return error_response(err.status, "ERR_MALFORMED_REQUEST", err.reason)
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception as err:
+            log.error(
+                "Unexpected error serving %s %s: %s: %s",
+                request.method,
+                request.path,
+                type(err).__name__,
+                err,
+                exc_info=err,
+            )
+            return error_response(
+                500, "ERR_INTERNAL", f"internal error: {type(err).__name__}: {err}"
+            )
+
+    def _too_large(self, length: int | None) -> bool:
+        cap = self._s.max_body_size
+        return bool(cap) and length is not None and length > cap
+
+    def _body_too_large(self) -> web.Response:
+        return error_response(
+            413,
+            "ERR_BODY_READ",
+            f"failed to read request body: stream too large: the limit is "
+            f"{self._s.max_body_size} bytes; raise it with --max-body-size",
+        )
 
     async def _healthz(self, request: web.Request) -> web.Response:
         want = request.query.get("appid")
@@ -181,26 +247,42 @@ class HttpApi:
             "failed getting app id either from the URL path or the header dapr-app-id",
         )
 
-    async def _invoke(self, request: web.Request, app_id: str, method: str) -> web.StreamResponse:
+    async def _invoke(self, request: web.Request, app_id: str, raw: str) -> web.StreamResponse:
         verb = request.method.upper()
+        if self._too_large(request.content_length):
+            return self._body_too_large()
         try:
             if verb not in VERBS:
                 raise InvocationError(f"invalid HTTP verb: {verb}")
+            try:
+                method = canonical_method(raw)
+            except InvalidMethod as err:
+                raise InvocationError(str(err), status=400) from err
             target = Target.parse(app_id, default_namespace=self._s.namespace)
-            body = await request.read()
-            lowered = ((k.lower(), v) for k, v in request.headers.items())
-            headers = tuple((k, v) for k, v in lowered if k not in _SKIP_REQUEST)
-            invoke = InvokeRequest(
-                method=method,
-                verb=verb,
-                query=request.rel_url.raw_query_string,
-                content_type=request.headers.get("Content-Type", ""),
-                headers=headers,
-                body=body,
+            reserve = request.content_length
+            if reserve is None and request.body_exists:
+                reserve = self._s.max_body_size or self._budget.capacity
+            async with self._budget.reserve(reserve or 0, timeout_s=BODY_BUDGET_WAIT_S):
+                body = await request.read()
+                lowered = ((k.lower(), v) for k, v in request.headers.items())
+                headers = tuple((k, v) for k, v in lowered if k not in _SKIP_REQUEST)
+                invoke = InvokeRequest(
+                    method=method,
+                    verb=verb,
+                    query=request.rel_url.raw_query_string,
+                    content_type=request.headers.get("Content-Type", ""),
+                    headers=headers,
+                    body=body,
+                )
+                del body
+                result = await self._invoker.invoke(target, invoke)
+        except BudgetExhausted as err:
+            log.warning("invoke %s refused: %s", app_id, err)
+            return error_response(
+                503, "ERR_DIRECT_INVOKE", f"failed to invoke, id: {app_id}, err: {err}"
             )
-            result = await self._invoker.invoke(target, invoke)
         except InvocationError as err:
-            log.debug("invoke %s/%s failed: %s", app_id, method, err)
+            log.debug("invoke %s/%s failed: %s", app_id, raw, err)
             return error_response(
                 err.status, "ERR_DIRECT_INVOKE", f"failed to invoke, id: {app_id}, err: {err}"
             )

@@ -10,10 +10,9 @@ UNIMPLEMENTED.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -22,12 +21,17 @@ from grpclib.server import Stream
 from pysentry.proto.dapr.proto.internals.v1.service_invocation_grpc import ServiceInvocationBase
 from pysentry.sidecar import messages
 from pysentry.sidecar.invocation import (
-    CALLEE_APP_ID,
     AppChannel,
     InvocationError,
     InvokeRequest,
     InvokeResponse,
-    replace_identity,
+)
+from pysentry.sidecar.policy import (
+    INVALID_ARGUMENT,
+    PERMISSION_DENIED,
+    AccessPolicy,
+    CalleePolicy,
+    Refused,
 )
 from pysentry.spiffe import SpiffeId
 
@@ -36,18 +40,10 @@ log = logging.getLogger(__name__)
 #: The verified SPIFFE ID of a stream's client (``SpiffeServer.peer_id``), None without mTLS.
 PeerIdentifier = Callable[[Stream[Any, Any]], SpiffeId | None]
 
-
-class Decision(Protocol):
-    @property
-    def allowed(self) -> bool: ...
-    @property
-    def reason(self) -> str: ...
-
-
-class AccessPolicy(Protocol):
-    """``pysentry.config.acl.AccessControlList`` as seen by the server."""
-
-    def evaluate(self, caller: SpiffeId | None, operation: str, verb: str) -> Decision: ...
+_REFUSAL_STATUS = {
+    INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
+    PERMISSION_DENIED: Status.PERMISSION_DENIED,
+}
 
 
 class ServiceInvocation(ServiceInvocationBase):
@@ -60,15 +56,11 @@ class ServiceInvocation(ServiceInvocationBase):
         app_id: str,
         identify: PeerIdentifier | None = None,
         acl: AccessPolicy | None = None,
-        normalize: Callable[[str], str] | None = None,
         on_decision: Callable[[bool], None] | None = None,
     ) -> None:
         self._app = app
-        self._app_id = app_id
         self._identify = identify
-        self._acl = acl
-        self._normalize = normalize
-        self._on_decision = on_decision
+        self._policy = CalleePolicy(app_id=app_id, acl=acl, on_decision=on_decision)
 
     # --- identity -------------------------------------------------------------------------
     def set_identifier(self, identify: PeerIdentifier) -> None:
@@ -83,48 +75,14 @@ class ServiceInvocation(ServiceInvocationBase):
             raise GRPCError(Status.UNAUTHENTICATED, "mTLS required: no verified client SPIFFE ID")
         return caller
 
-    def _authorize(self, caller: SpiffeId | None, request: InvokeRequest) -> None:
-        if self._acl is None:
-            return
-        operation = request.method
-        if self._normalize is not None:
-            try:
-                operation = self._normalize(operation)
-            except ValueError as err:
-                raise GRPCError(Status.INVALID_ARGUMENT, str(err)) from err
-        decision = self._acl.evaluate(caller, operation, request.verb)
-        if self._on_decision is not None:
-            self._on_decision(decision.allowed)
-        if not decision.allowed:
-            log.debug(
-                "access denied: caller=%s operation=%s verb=%s reason=%s",
-                caller,
-                operation,
-                request.verb,
-                decision.reason,
-            )
-            raise GRPCError(
-                Status.PERMISSION_DENIED,
-                f"access control policy has denied access to id: {caller} "
-                f"operation: {operation} verb: {request.verb}",
-            )
-
-    def _stamp(self, caller: SpiffeId | None, request: InvokeRequest) -> InvokeRequest:
-        if caller is None:
-            return request
-        ns, app = caller.namespace, caller.app_id
-        if not ns or not app:
-            raise GRPCError(Status.PERMISSION_DENIED, f"malformed SPIFFE ID: {caller}")
-        # The caller's sidecar names the callee; only the caller identity is ours to vouch for.
-        callee = next((v for k, v in request.headers if k == CALLEE_APP_ID), self._app_id)
-        headers = replace_identity(request.headers, app, ns, callee)
-        return dataclasses.replace(request, headers=headers)
-
     async def _handle(self, stream: Stream[Any, Any], request: InvokeRequest) -> InvokeResponse:
         caller = self._caller_id(stream)
-        self._authorize(caller, request)
         try:
-            return await self._app.call(self._stamp(caller, request))
+            admitted = self._policy.admit(caller, request)
+        except Refused as err:
+            raise GRPCError(_REFUSAL_STATUS[err.code], str(err)) from err
+        try:
+            return await self._app.call(admitted)
         except InvocationError as err:
             raise GRPCError(Status.INTERNAL, str(err)) from err
 

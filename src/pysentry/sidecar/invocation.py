@@ -18,6 +18,8 @@ Headers = tuple[tuple[str, str], ...]
 VERBS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 
 #: Hop-by-hop and transport headers that never cross a hop (Dapr's http_channel list + ours).
+#: ``content-length`` is not one of them: Dapr forwards it in the invocation metadata both ways,
+#: and a Go callee takes the app request's length only from it (``http_channel.go``).
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -30,7 +32,7 @@ HOP_BY_HOP = frozenset(
         "trailer",
         "proxy-authorization",
         "proxy-authenticate",
-        "content-length",
+        "expect",
         "host",
     }
 )

@@ -19,7 +19,7 @@ from aiohttp import web
 from grpclib.server import Server
 
 from pysentry import __version__, logs
-from pysentry.config.acl import AccessControlList, normalize_method
+from pysentry.config.acl import AccessControlList
 from pysentry.config.configuration import Configuration, load_configuration
 from pysentry.errors import ConfigError, PysentryError, SentryUnavailable
 from pysentry.sidecar.app_channel import HttpAppChannel
@@ -114,6 +114,9 @@ async def run(opts: Options) -> None:
         )
     for flag in opts.ignored_flags:
         log.warning("%s is accepted for compatibility but not supported by pysentry; ignored", flag)
+    for flag, replacement in opts.deprecated_flags:
+        log.warning("Flag %s has been deprecated, use %s instead", flag, replacement)
+    log.info("The request body size parameter is: %d bytes", opts.max_body_size)
 
     http_sock = bind(opts.dapr_listen_address, opts.dapr_http_port, "--dapr-http-port")
     internal_sock = bind_internal(opts)
@@ -159,7 +162,6 @@ async def run(opts: Options) -> None:
         local,
         app_id=opts.app_id,
         acl=acl if acl.configured else None,
-        normalize=normalize_method,
         on_decision=metrics.acl_decision,
     )
     grpc_server: Server
@@ -181,6 +183,7 @@ async def run(opts: Options) -> None:
             internal_grpc_port=internal_port,
             mtls_enabled=mtls,
             api_token=opts.api_token,
+            max_body_size=opts.max_body_size,
         ),
         direct,
         identity=security.identity_info if security else (lambda: None),

@@ -15,6 +15,7 @@ from typing import cast
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from pysentry.config.method import encode_method
 from pysentry.proto.dapr.proto.common.v1 import common_pb2
 from pysentry.proto.dapr.proto.internals.v1 import (
     apiversion_pb2,
@@ -53,7 +54,7 @@ def request_to_proto(request: InvokeRequest, *, with_body: bool = True) -> Inter
     msg = InternalInvokeRequest(ver=apiversion_pb2.V1)
     _fill_metadata(msg.metadata, request.headers)
     m = msg.message
-    m.method = request.method
+    m.method = encode_method(request.method)
     m.content_type = request.content_type
     number = _VERB_NUMBERS.get(request.verb)
     if number is None:

@@ -19,10 +19,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from pysentry.config.duration import parse_duration
+from pysentry.config.quantity import parse_byte_quantity
 from pysentry.errors import ConfigError, InvalidDuration
 
 DEFAULT_HTTP_PORT = 3500
 DEFAULT_METRICS_PORT = 9090
+DEFAULT_MAX_BODY_SIZE = 4 << 20  # Dapr's runtime.DefaultMaxRequestBodySize
 STABLE_PORT_BASE = 47300
 
 _GO_FLAG = re.compile(r"^-[a-z][a-z0-9-]+(=.*)?$")
@@ -71,6 +73,7 @@ class Options:
     log_as_json: bool
     trust_anchors_file: Path | None
     internal_connection_max_age: timedelta | None
+    max_body_size: int  # bytes; 0 = no limit (Dapr's --max-body-size)
     # from the environment
     namespace: str
     trust_anchors_pem: bytes | None
@@ -80,6 +83,7 @@ class Options:
     app_api_token: str | None = field(repr=False)
     deprecated_env: tuple[str, ...]
     ignored_flags: tuple[str, ...]
+    deprecated_flags: tuple[tuple[str, str], ...] = ()  # (flag, replacement)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -166,8 +170,23 @@ def _parser() -> argparse.ArgumentParser:
         help="pysentry addition: recycle sidecar-to-sidecar connections older than this Go "
         "duration (e.g. 10m), so rotated certificates and anchors reach long-lived connections",
     )
+    a(
+        "--max-body-size",
+        default=None,
+        help="Max size of request body for the Dapr HTTP and gRPC servers, as a resource "
+        f"quantity (default {DEFAULT_MAX_BODY_SIZE >> 20}Mi)",
+    )
+    a(
+        "--dapr-http-max-request-size",
+        type=int,
+        default=None,
+        help=f"Deprecated: use '--max-body-size {DEFAULT_MAX_BODY_SIZE >> 20}Mi'. "
+        "Max size of request body in MB",
+    )
     # Accepted so `dapr run` command lines work; not served by pysentry.
     for flag in (
+        "--read-buffer-size",
+        "--dapr-http-read-buffer-size",
         "--dapr-grpc-port",
         "--placement-host-address",
         "--resources-path",
@@ -178,6 +197,16 @@ def _parser() -> argparse.ArgumentParser:
     ):
         a(flag, default=None, help=argparse.SUPPRESS)
     return p
+
+
+def _max_body_size(quantity: str | None, legacy_mb: int | None) -> int:
+    """``--max-body-size`` wins over the deprecated ``--dapr-http-max-request-size`` (MB), as in
+    Dapr; a negative legacy value means the default."""
+    if quantity is not None:
+        return parse_byte_quantity(quantity, flag="max-body-size")
+    if legacy_mb is not None:
+        return legacy_mb << 20 if legacy_mb >= 0 else DEFAULT_MAX_BODY_SIZE
+    return DEFAULT_MAX_BODY_SIZE
 
 
 def stable_random_port(app_id: str, *, cwd: str | None = None) -> int:
@@ -239,6 +268,8 @@ def parse_options(
             ("--profile-port", ns.profile_port),
             ("--app-max-concurrency", ns.app_max_concurrency),
             ("--scheduler-host-address", ns.scheduler_host_address),
+            ("--read-buffer-size", ns.read_buffer_size),
+            ("--dapr-http-read-buffer-size", ns.dapr_http_read_buffer_size),
         )
         if value is not None
     )
@@ -263,6 +294,7 @@ def parse_options(
         log_as_json=ns.log_as_json,
         trust_anchors_file=Path(ns.trust_anchors_file) if ns.trust_anchors_file else None,
         internal_connection_max_age=max_age or None,
+        max_body_size=_max_body_size(ns.max_body_size, ns.dapr_http_max_request_size),
         namespace=env.get("NAMESPACE") or "default",
         trust_anchors_pem=anchors.encode() if anchors else None,
         sentry_token_file=token_file,
@@ -271,4 +303,9 @@ def parse_options(
         app_api_token=env.get("APP_API_TOKEN") or None,
         deprecated_env=tuple(v for v in ("DAPR_CERT_CHAIN", "DAPR_CERT_KEY") if env.get(v)),
         ignored_flags=ignored,
+        deprecated_flags=(
+            (("--dapr-http-max-request-size", "--max-body-size"),)
+            if ns.dapr_http_max_request_size is not None
+            else ()
+        ),
     )

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from pysentry.config.acl import AccessControlList, Decision, normalize_method
+from pysentry.config.acl import AccessControlList, Decision
 from pysentry.config.configuration import AccessControlSpec, parse_configuration
+from pysentry.config.method import normalize_method
 from pysentry.config.trie import OperationAction, OperationTrie, is_match
 from pysentry.errors import ConfigError, InvalidMethod
 from pysentry.spiffe import SpiffeId, TrustDomain
