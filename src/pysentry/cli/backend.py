@@ -8,12 +8,14 @@ Secret) can implement the same protocol later.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from pysentry.cli.console import CliError
-from pysentry.fileio import ensure_private_dir, write_atomic
+from pysentry.cli.pemfile import label_of, read_regular
+from pysentry.cli.staging import make_private_dirs, write_files
 
 CA_FILE = "ca.crt"
 ISSUER_CERT_FILE = "issuer.crt"
@@ -51,7 +53,7 @@ class CredentialsBackend(Protocol):
         ...
 
     def write(self, credentials: Credentials) -> None:
-        """Replace the credentials; each file is written atomically, anchors first."""
+        """Replace the credentials: all files staged first, then renamed in, anchors first."""
         ...
 
 
@@ -71,36 +73,59 @@ class SelfHostedCredentials:
     def exists(self) -> bool:
         return all(self.path(name).is_file() for name in CREDENTIAL_FILES)
 
-    def _read(self, name: str) -> bytes:
-        path = self.path(name)
+    def has(self, name: str) -> bool:
+        """True when ``name`` is there, readable or not (only a missing file gives False)."""
         try:
-            return path.read_bytes()
+            os.lstat(self.path(name))
         except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: reading it reports why
+        return True
+
+    def label(self, name: str) -> str:
+        """``ca.crt '/abs/dir/ca.crt'``: how messages name one of the files."""
+        return label_of(self.path(name), name)
+
+    def read_file(self, name: str) -> bytes:
+        """One of the files; :class:`CliError` naming it when missing or unreadable."""
+        path = self.path(name)
+        if not self.has(name):
             raise CliError(
-                f"credentials file {str(path)!r} not found: start Sentry with "
+                f"{self.label(name)}: file does not exist; start Sentry with "
                 f"--issuer-credentials {self.directory} to create a CA there, or run "
                 "'dapr mtls renew-certificate' to generate one"
-            ) from None
-        except OSError as err:
-            raise CliError(f"cannot read credentials file {str(path)!r}: {err.strerror}") from err
+            )
+        return read_regular(path, self.label(name))
 
     def read_anchors(self) -> bytes:
-        return self._read(CA_FILE)
+        return self.read_file(CA_FILE)
 
     def read(self) -> Credentials:
         return Credentials(
-            ca_pem=self._read(CA_FILE),
-            issuer_pem=self._read(ISSUER_CERT_FILE),
-            key_pem=self._read(ISSUER_KEY_FILE),
+            ca_pem=self.read_file(CA_FILE),
+            issuer_pem=self.read_file(ISSUER_CERT_FILE),
+            key_pem=self.read_file(ISSUER_KEY_FILE),
         )
 
     def write(self, credentials: Credentials) -> None:
-        # Anchors first: a watcher that reloads between two writes sees a wider trust bundle,
-        # never an issuer that its anchors do not know yet. Sentry debounces the directory.
-        ensure_private_dir(self.directory)
-        write_atomic(self.path(CA_FILE), credentials.ca_pem, mode=0o600)
-        write_atomic(self.path(ISSUER_KEY_FILE), credentials.key_pem, mode=0o600)
-        write_atomic(self.path(ISSUER_CERT_FILE), credentials.issuer_pem, mode=0o600)
+        # Every file is staged (written and fsynced) before any is replaced, so a full disk or an
+        # unwritable directory changes nothing. Then anchors first: a watcher that reloads between
+        # two renames sees a wider trust bundle, never an issuer its anchors do not know yet.
+        # Sentry debounces the directory.
+        make_private_dirs(self.directory)
+        write_files(
+            self.directory,
+            (
+                (CA_FILE, credentials.ca_pem),
+                (ISSUER_KEY_FILE, credentials.key_pem),
+                (ISSUER_CERT_FILE, credentials.issuer_pem),
+            ),
+        )
+
+    def write_anchors(self, ca_pem: bytes) -> None:
+        """Replace ``ca.crt`` alone (the issuer files are left as they are)."""
+        write_files(self.directory, ((CA_FILE, ca_pem),))
 
 
 def self_hosted(directory: Path | None, default: Path) -> SelfHostedCredentials:

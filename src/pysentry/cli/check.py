@@ -20,16 +20,18 @@ from rich.table import Table
 from pysentry.cli import console
 from pysentry.cli.backend import Credentials
 from pysentry.cli.configfile import read_mtls
+from pysentry.cli.console import CliError
 from pysentry.cli.findings import Finding, Status
 from pysentry.cli.home import DEFAULT_SENTRY_ADDRESS, DaprHome
 from pysentry.cli.mtls import ConfigOption, CredentialsOption, credentials_of
+from pysentry.cli.pemfile import certificates, private_key
 from pysentry.cli.sentryprobe import probe_sentry
 from pysentry.clock import system_clock
-from pysentry.errors import InvalidBundle, InvalidKey
+from pysentry.errors import InvalidBundle
 from pysentry.pki.bundle import CaBundle
 from pysentry.pki.chain import check_signature_from
-from pysentry.pki.keys import load_private_key, same_public_key
-from pysentry.pki.pem import is_self_signed, load_certificates
+from pysentry.pki.keys import same_public_key
+from pysentry.pki.pem import is_self_signed
 from pysentry.pki.profiles import DEFAULT_CLOCK_SKEW
 
 HORIZONS = (timedelta(days=90), timedelta(days=30), timedelta(days=7), timedelta(days=1))
@@ -37,14 +39,11 @@ HORIZONS = (timedelta(days=90), timedelta(days=30), timedelta(days=7), timedelta
 
 def _parse(pem: bytes, file: str, out: list[Finding]) -> tuple[x509.Certificate, ...]:
     try:
-        certs = load_certificates(pem)
-    except ValueError as err:
-        out.append(Finding(f"{file} parses", Status.FAIL, str(err)))
+        certs = certificates(pem, file)
+    except CliError as err:
+        out.append(Finding(f"{file} parses", Status.FAIL, str(err).removeprefix(f"{file}: ")))
         return ()
-    if not certs:
-        out.append(Finding(f"{file} parses", Status.FAIL, "no CERTIFICATE block"))
-    else:
-        out.append(Finding(f"{file} parses", Status.OK, f"{len(certs)} certificate(s)"))
+    out.append(Finding(f"{file} parses", Status.OK, f"{len(certs)} certificate(s)"))
     return certs
 
 
@@ -119,10 +118,10 @@ def evaluate(
     chain = _parse(creds.issuer_pem, "issuer.crt", out)
     chain = tuple(c for c in chain if not (len(chain) > 1 and is_self_signed(c)))
     try:
-        key = load_private_key(creds.key_pem)
-    except InvalidKey as err:
+        key = private_key(creds.key_pem, "issuer.key")
+    except CliError as err:
         key = None
-        out.append(Finding("issuer.key parses", Status.FAIL, str(err)))
+        out.append(Finding("issuer.key parses", Status.FAIL, str(err).removeprefix("issuer.key: ")))
     else:
         out.append(Finding("issuer.key parses", Status.OK, type(key).__name__.lstrip("_")))
     if anchors:

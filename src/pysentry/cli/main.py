@@ -1,7 +1,8 @@
 """``dapr``: the operator's CLI (typer). ``main()`` is the console-script entry point.
 
 Every failure prints ``error: <message>`` on stderr and exits non-zero (2 for a configuration
-error), unlike Dapr's CLI which often exits 0. ``--debug`` (anywhere before ``--``) shows the
+error), unlike Dapr's CLI which often exits 0; an exception no command translated is reported the
+same way, as ``error: unexpected <type>: <message>``. ``--debug`` (anywhere before ``--``) shows the
 traceback.
 """
 
@@ -95,6 +96,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"error: {err}\n")
         code = 2 if isinstance(err, ConfigError) else 1
         sys.exit(err.exit_code if isinstance(err, CliError) else code)
+    except Exception as err:  # the one boundary for errors no command translated
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(
+            f"error: unexpected {type(err).__name__}: {err}; run the command again with --debug "
+            "to see the traceback\n"
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

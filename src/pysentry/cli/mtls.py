@@ -6,7 +6,6 @@ otherwise. Output strings are Dapr's; errors exit non-zero.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -15,12 +14,13 @@ import typer
 from cryptography import x509
 
 from pysentry.cli import console
-from pysentry.cli.backend import CREDENTIAL_FILES, SelfHostedCredentials, self_hosted
+from pysentry.cli.backend import CA_FILE, SelfHostedCredentials, self_hosted
 from pysentry.cli.configfile import read_mtls
 from pysentry.cli.console import CliError
+from pysentry.cli.export import export
 from pysentry.cli.home import DaprHome
+from pysentry.cli.pemfile import certificates
 from pysentry.clock import system_clock
-from pysentry.fileio import write_atomic
 from pysentry.pki.pem import load_certificates
 
 CredentialsOption = Annotated[
@@ -63,18 +63,10 @@ def credentials_of(ctx: typer.Context, directory: Path | None) -> SelfHostedCred
     return self_hosted(directory, home.certs_dir)
 
 
-def first_root(anchors_pem: bytes, location: str) -> x509.Certificate:
-    """The first certificate of ``ca.crt``, as Dapr's ``Expiry()`` reads it."""
-    try:
-        certs = load_certificates(anchors_pem)
-    except ValueError as err:
-        raise CliError(f"root certificate in {location!r} cannot be parsed: {err}") from err
-    if not certs:
-        raise CliError(
-            f"root certificate not loaded yet: no CERTIFICATE block in {location!r}; "
-            "start Sentry once or run 'dapr mtls renew-certificate'"
-        )
-    return certs[0]
+def first_root(anchors_pem: bytes, label: str) -> x509.Certificate:
+    """The first certificate of ``ca.crt``, as Dapr's ``Expiry()`` reads it (the file must be
+    whole: a damaged block anywhere is an error)."""
+    return certificates(anchors_pem, label)[0]
 
 
 @mtls_app.callback()
@@ -99,7 +91,7 @@ def mtls_status(
 def expiry_command(ctx: typer.Context, issuer_credentials: CredentialsOption = None) -> None:
     """Checks the expiry of the root certificate."""
     creds = credentials_of(ctx, issuer_credentials)
-    root = first_root(creds.read_anchors(), str(creds.path("ca.crt")))
+    root = first_root(creds.read_anchors(), creds.label(CA_FILE))
     not_after = root.not_valid_after_utc
     hours = console.hours_until(not_after, system_clock())
     print(f"Root certificate expires in {hours} hours. Expiry date: {console.go_time(not_after)}")
@@ -115,24 +107,13 @@ def export_command(
 ) -> None:
     """Export the root CA, issuer cert and key from the credentials directory to local files."""
     creds = credentials_of(ctx, issuer_credentials)
-    data = creds.read()
     target = out.expanduser().absolute()
     try:
-        os.makedirs(target, mode=0o755, exist_ok=True)
-    except OSError as err:
-        raise CliError(
-            f"error exporting trust chain certs: cannot create {str(target)!r}: {err.strerror}"
-        ) from err
-    if target.resolve() == creds.directory.resolve():
-        raise CliError(
-            "error exporting trust chain certs: "
-            f"{str(target)!r} is the credentials directory itself"
-        )
-    contents = dict(
-        zip(CREDENTIAL_FILES, (data.ca_pem, data.issuer_pem, data.key_pem), strict=True)
-    )
-    for name, blob in contents.items():
-        write_atomic(target / name, blob, mode=0o600)
+        replaced = export(creds, target)
+    except CliError as err:
+        raise CliError(f"error exporting trust chain certs: {err}") from err
+    if replaced:
+        console.info(f"Replaced the existing {', '.join(replaced)} in {target}")
     console.success(f"Trust certs successfully exported to {target}")
     warn_if_root_expires(creds)
 

@@ -13,7 +13,9 @@ Path selection follows Dapr: provided certificates if any of the three cert flag
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +23,13 @@ import typer
 from cryptography import x509
 
 from pysentry.cli import console
-from pysentry.cli.backend import Credentials, SelfHostedCredentials
+from pysentry.cli.backend import (
+    CA_FILE,
+    ISSUER_CERT_FILE,
+    ISSUER_KEY_FILE,
+    Credentials,
+    SelfHostedCredentials,
+)
 from pysentry.cli.configfile import read_mtls
 from pysentry.cli.console import CliError
 from pysentry.cli.home import DaprHome
@@ -32,11 +40,14 @@ from pysentry.cli.mtls import (
     credentials_of,
     refuse_kubernetes,
 )
+from pysentry.cli.pemfile import certificates, read_regular, scan
+from pysentry.cli.pemfile import private_key as pem_private_key
 from pysentry.cli.rotation import Renewal, generate, provided, split_roots
+from pysentry.cli.staging import PartiallyWritten
 from pysentry.clock import system_clock
-from pysentry.errors import PysentryError
+from pysentry.errors import InvalidBundle, PysentryError
 from pysentry.pki.bundle import CaBundle
-from pysentry.pki.keys import KeyAlgorithm, generate_key, load_private_key
+from pysentry.pki.keys import KeyAlgorithm, generate_key
 from pysentry.pki.pem import dump_certificates, load_certificates
 
 ALL_FLAGS_MESSAGE = (
@@ -45,19 +56,46 @@ ALL_FLAGS_MESSAGE = (
 )
 
 
-def _read_given(path: str, what: str) -> bytes:
-    try:
-        return Path(path).expanduser().read_bytes()
-    except OSError as err:
-        raise CliError(f"cannot read {what} {path!r}: {err.strerror}") from err
+_FILE_AT_LINE_START = re.compile(r"^(ca\.crt|issuer\.crt|issuer\.key):", re.MULTILINE)
+_FILE_WORD = re.compile(r"(?<![\w./-])(ca\.crt|issuer\.crt|issuer\.key)(?![\w-])")
+UNCHANGED = "nothing was changed"
+
+
+@dataclass(frozen=True, slots=True)
+class _Given:
+    """A file passed with a flag: its bytes and how messages name it."""
+
+    flag: str
+    path: Path
+    data: bytes
+
+    @property
+    def label(self) -> str:
+        return f"{self.flag} {str(self.path)!r}"
+
+    @classmethod
+    def read(cls, flag: str, value: str) -> _Given:
+        path = Path(value).expanduser()
+        return cls(flag, path, read_regular(path, f"{flag} {str(path)!r}"))
+
+
+def _name_given_files(message: str, given: dict[str, _Given]) -> str:
+    """Bundle problems name ``ca.crt`` etc.; say which passed file each one is about."""
+    message = _FILE_AT_LINE_START.sub(lambda m: given[m.group(1)].label + ":", message)
+    return _FILE_WORD.sub(lambda m: repr(str(given[m.group(1)].path)), message)
 
 
 def _current_anchors(creds: SelfHostedCredentials) -> tuple[x509.Certificate, ...]:
-    path = creds.path("ca.crt")
-    try:
-        return load_certificates(path.read_bytes()) if path.exists() else ()
-    except (OSError, ValueError):
+    """The roots of the current ``ca.crt`` (none if it is missing); any damage is an error, so
+    that a rewrite never drops a root this command could not read."""
+    if not creds.has(CA_FILE):
         return ()
+    label = creds.label(CA_FILE)
+    data = read_regular(creds.path(CA_FILE), label)
+    anchors = certificates(data, label, only_certificates=True)
+    if scan(data, label).stray_text:
+        console.warning(f"{label}: the text outside its PEM blocks is not kept in the new file")
+    return anchors
 
 
 def renew_command(
@@ -119,22 +157,12 @@ def renew_command(
         if image_variant not in ("", "mariner"):
             raise CliError(f"image variant {image_variant} is not supported")
         now = system_clock()
-        current = _current_anchors(creds)
         given = (ca_root_certificate, issuer_private_key, issuer_public_certificate)
         if any(value is not None for value in given):
             if not all(value and value.strip() for value in given):
                 raise CliError(ALL_FLAGS_MESSAGE)
             console.info("Using provided certificates")
-            ca, key, cert = (str(value) for value in given)
-            renewal = provided(
-                Credentials(
-                    ca_pem=_read_given(ca, "--ca-root-certificate"),
-                    issuer_pem=_read_given(cert, "--issuer-public-certificate"),
-                    key_pem=_read_given(key, "--issuer-private-key"),
-                ),
-                current,
-                now=now,
-            )
+            renewal = _provided(creds, *(str(value) for value in given), now=now)
         else:
             settings = read_mtls(
                 (config or home.config_file).expanduser(), required=config is not None
@@ -144,19 +172,33 @@ def renew_command(
                 if not private_key.strip():
                     raise CliError('"privateKey" flag has incorrect value')
                 console.info("Using the provided private key to generate the root certificate")
-                root_key = load_private_key(_read_given(private_key, "--private-key"))
+                key_file = _Given.read("--private-key", private_key)
+                root_key = pem_private_key(key_file.data, key_file.label)
             else:
                 console.info("generating fresh certificates")
                 root_key = generate_key(KeyAlgorithm.EC_P256)
             renewal = generate(
-                root_key, current, trust_domain=trust_domain, now=now, ttl=ttl, skew=skew
+                root_key,
+                _current_anchors(creds),
+                trust_domain=trust_domain,
+                now=now,
+                ttl=ttl,
+                skew=skew,
             )
         console.info(f"Updating certificates in {creds.location}")
         creds.write(renewal.credentials)
-    except CliError as err:
-        raise CliError(f"certificate rotation failed: {err}") from err
-    except PysentryError as err:
-        raise CliError(f"certificate rotation failed: {err}") from err
+    except (CliError, PysentryError) as err:
+        raise CliError(f"certificate rotation failed: {err}; {UNCHANGED}") from err
+    except PartiallyWritten as err:
+        raise CliError(
+            f"certificate rotation failed: writing to {creds.location!r} stopped after "
+            f"{', '.join(err.replaced)}: {err.strerror}; fix the cause and run the command again"
+        ) from err
+    except OSError as err:
+        raise CliError(
+            f"certificate rotation failed: cannot write to {creds.location!r}: {err.strerror}; "
+            f"{UNCHANGED}"
+        ) from err
     console.success(
         "Certificate rotation is successful! Your new certificate is valid through "
         + console.rfc1123(renewal.root.not_valid_after_utc)
@@ -164,12 +206,38 @@ def renew_command(
     _next_steps(renewal, creds, restart)
 
 
+def _provided(
+    creds: SelfHostedCredentials, ca: str, key: str, cert: str, *, now: datetime
+) -> Renewal:
+    files = {
+        CA_FILE: _Given.read("--ca-root-certificate", ca),
+        ISSUER_CERT_FILE: _Given.read("--issuer-public-certificate", cert),
+        ISSUER_KEY_FILE: _Given.read("--issuer-private-key", key),
+    }
+    for name in (CA_FILE, ISSUER_CERT_FILE):
+        certificates(files[name].data, files[name].label)
+    pem_private_key(files[ISSUER_KEY_FILE].data, files[ISSUER_KEY_FILE].label)
+    current = _current_anchors(creds)
+    try:
+        return provided(
+            Credentials(
+                files[CA_FILE].data, files[ISSUER_CERT_FILE].data, files[ISSUER_KEY_FILE].data
+            ),
+            current,
+            now=now,
+        )
+    except InvalidBundle as err:
+        raise CliError(_name_given_files(str(err), files)) from err
+
+
 def _next_steps(renewal: Renewal, creds: SelfHostedCredentials, restart: bool) -> None:
+    for root in renewal.expired:
+        console.info(f"Left out {_describe(root, 'expired')}: it no longer verifies anything")
     console.info(f"Sentry watches {creds.location} and loads the new credentials without a restart")
     if renewal.first:
         console.info(f"New CA credentials: start Sentry with --issuer-credentials {creds.location}")
     elif renewal.root_key_changed:
-        count = 1 + len(renewal.old_roots)
+        count = len(load_certificates(renewal.credentials.ca_pem))
         console.warning(
             f"The root key changed. ca.crt now holds {count} root(s), the new one first, so "
             "certificates under the old and the new root both verify wherever this bundle is "
@@ -196,25 +264,44 @@ def _next_steps(renewal: Renewal, creds: SelfHostedCredentials, restart: bool) -
         )
 
 
+def _describe(root: x509.Certificate, verb: str) -> str:
+    subject = root.subject.rfc4514_string() or "<empty subject>"
+    return (
+        f"root {subject} (serial {root.serial_number:x}, {verb} "
+        f"{console.rfc1123(root.not_valid_after_utc)})"
+    )
+
+
 def drop_old_roots_command(
     ctx: typer.Context, issuer_credentials: CredentialsOption = None
 ) -> None:
     """Remove roots the current issuer does not chain to from ca.crt (ends a root change)."""
     creds = credentials_of(ctx, issuer_credentials)
     data = creds.read()
+    ca_label = creds.label(CA_FILE)
+    certificates(data.ca_pem, ca_label, only_certificates=True)
+    certificates(data.issuer_pem, creds.label(ISSUER_CERT_FILE))
+    pem_private_key(data.key_pem, creds.label(ISSUER_KEY_FILE))
     now = system_clock()
-    keep, drop = split_roots(CaBundle.from_pem(data.ca_pem, data.issuer_pem, data.key_pem, now=now))
+    try:
+        bundle = CaBundle.from_pem(data.ca_pem, data.issuer_pem, data.key_pem, now=now)
+    except InvalidBundle as err:
+        raise CliError(
+            f"cannot drop old roots: the credentials in {creds.location!r} do not load, "
+            f"{UNCHANGED}; fix them first ('dapr mtls check' shows every problem):\n{err}"
+        ) from err
+    keep, drop = split_roots(bundle)
     if not drop:
-        console.info(
-            f"Nothing to drop: every root in {creds.path('ca.crt')} signs the current issuer"
-        )
+        console.info(f"Nothing to drop: every root in {ca_label} signs the current issuer")
         return
+    if scan(data.ca_pem, ca_label).stray_text:
+        console.warning(f"{ca_label}: the text outside its PEM blocks is not kept in the new file")
     new_ca = dump_certificates(keep)
     CaBundle.from_pem(new_ca, data.issuer_pem, data.key_pem, now=now)
-    creds.write(Credentials(new_ca, data.issuer_pem, data.key_pem))
+    try:
+        creds.write_anchors(new_ca)
+    except OSError as err:
+        raise CliError(f"cannot write {ca_label}: {err.strerror}; {UNCHANGED}") from err
     for anchor in drop:
-        console.info(
-            f"Dropped root {anchor.subject.rfc4514_string()} (serial {anchor.serial_number:x}, "
-            f"expires {console.rfc1123(anchor.not_valid_after_utc)})"
-        )
+        console.info(f"Dropped {_describe(anchor, 'expires')}")
     console.success(f"ca.crt now holds {len(keep)} root(s)")

@@ -4,7 +4,9 @@
   serial and validity change), so every existing chain still verifies under either copy.
 * With a new key, the new root goes first in ``ca.crt`` and the old, unexpired roots stay after it,
   so leaves under either root verify while the new bundle spreads.
-* Provided certificates are validated with ``CaBundle.from_pem`` and written as given.
+* Provided certificates are validated with ``CaBundle.from_pem`` and written as given, plus the
+  current roots of other keys (appended), as with a new key.
+* Expired roots are left out (``Renewal.expired``, so the command can say so).
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ class Renewal:
     credentials: Credentials
     root: x509.Certificate  # the first root of ca.crt (what ``mtls expiry`` reports)
     old_roots: tuple[x509.Certificate, ...]  # earlier roots kept in ca.crt (other keys)
-    root_key_changed: bool  # True when no root of the previous ca.crt remains trusted
+    root_key_changed: bool  # True when the new root has another key than every previous root
     first: bool  # there were no credentials before
+    expired: tuple[x509.Certificate, ...] = ()  # previous roots left out because they expired
 
 
 def _same_key(cert: x509.Certificate, key: PrivateKey) -> bool:
@@ -87,6 +90,7 @@ def generate(
     """A root for ``root_key`` (re-issued if ``current`` has one) and a new P-256 issuer."""
     same = [a for a in current if _same_key(a, root_key)]
     others = tuple(a for a in current if not _same_key(a, root_key) and a.not_valid_after_utc > now)
+    expired = tuple(a for a in current if not _same_key(a, root_key) and a not in others)
     if same:
         root = reissue_root(same[0], root_key, now=now, ttl=ttl, skew=skew)
         td = TrustDomain.parse(trust_domain or trust_domain_of(same[0]))
@@ -111,21 +115,37 @@ def generate(
     )
     CaBundle.from_pem(creds.ca_pem, creds.issuer_pem, creds.key_pem, now=now)  # self-check
     changed = bool(current) and not same
-    return Renewal(creds, root, others, root_key_changed=changed, first=not current)
+    return Renewal(creds, root, others, changed, first=not current, expired=expired)
 
 
 def provided(creds: Credentials, current: Sequence[x509.Certificate], *, now: datetime) -> Renewal:
-    """User-supplied credentials, validated as Sentry will (``InvalidBundle`` otherwise)."""
+    """User-supplied credentials, validated as Sentry will (``InvalidBundle`` otherwise).
+
+    The files are written as given, except that unexpired roots of the current ``ca.crt`` whose
+    key is not among the new roots are appended to it, as with a generated root: certificates
+    under the old root keep verifying until ``dapr mtls drop-old-roots``.
+    """
     anchors = CaBundle.from_pem(
         creds.ca_pem, creds.issuer_pem, creds.key_pem, now=now
     ).trust_anchors
-    kept = [
-        old
-        for old in current
-        if any(same_public_key(old.public_key(), new.public_key()) for new in anchors)
-    ]
-    changed = bool(current) and not kept
-    return Renewal(creds, anchors[0], (), root_key_changed=changed, first=not current)
+
+    def known(old: x509.Certificate) -> bool:
+        return any(same_public_key(old.public_key(), new.public_key()) for new in anchors)
+
+    others = tuple(a for a in current if not known(a) and a.not_valid_after_utc > now)
+    expired = tuple(a for a in current if not known(a) and a not in others)
+    ca_pem = creds.ca_pem
+    if others:
+        ca_pem = ca_pem.rstrip(b"\r\n") + b"\n" + dump_certificates(others)
+    changed = bool(current) and not any(known(a) for a in current)
+    return Renewal(
+        Credentials(ca_pem, creds.issuer_pem, creds.key_pem),
+        anchors[0],
+        others,
+        changed,
+        first=not current,
+        expired=expired,
+    )
 
 
 def split_roots(bundle: CaBundle) -> tuple[list[x509.Certificate], list[x509.Certificate]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
@@ -17,12 +18,13 @@ import typer
 from rich.table import Table
 
 from pysentry.cli import console
+from pysentry.cli.backend import CA_FILE, ISSUER_CERT_FILE
 from pysentry.cli.configfile import name_resolution_metadata
 from pysentry.cli.console import CliError
 from pysentry.cli.home import DaprHome
 from pysentry.cli.mtls import ConfigOption, CredentialsOption, credentials_of, expiry_warning
+from pysentry.cli.pemfile import certificates
 from pysentry.clock import system_clock
-from pysentry.pki.pem import load_certificates
 from pysentry.sidecar.resolver import Registration, SqliteResolver, SqliteSettings
 
 NR_DB_NAME = "nr.db"
@@ -49,14 +51,47 @@ def running_sidecars(config: Path, dapr_root: Path) -> tuple[Registration, ...]:
     settings = SqliteSettings.from_metadata(metadata)
     if not metadata.get("connectionString"):
         settings = replace(settings, path=dapr_root / NR_DB_NAME)
-    if not settings.path.exists():
-        return ()
-    resolver = SqliteResolver(settings)
+    path = settings.path
     try:
-        rows = resolver.list_registrations()
-    finally:
-        resolver.close()
+        if not os.path.lexists(path):
+            return ()
+        resolver = SqliteResolver(settings)
+        try:
+            rows = resolver.list_registrations()
+        finally:
+            resolver.close()
+    except sqlite3.Error as err:
+        raise CliError(_database_problem(path, err)) from err
+    except OSError as err:
+        raise CliError(
+            f"name resolution database {str(path)!r}: cannot open: {err.strerror}"
+        ) from err
     return tuple(r for r in rows if _alive(r.pid))
+
+
+_CORRUPT = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
+_ACCESS = ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY", "SQLITE_AUTH", "SQLITE_IOERR")
+
+
+def _database_problem(path: Path, err: sqlite3.Error) -> str:
+    """``<file>: <what sqlite said>; <fix>`` for the self-hosted name resolution database."""
+    what = f"name resolution database {str(path)!r}"
+    code = getattr(err, "sqlite_errorname", "")
+    if any(code.startswith(c) for c in _CORRUPT):
+        return (
+            f"{what} is damaged ({err}); stop every sidecar started with 'dapr run', then "
+            f"delete {path.name} and its {path.name}-wal and {path.name}-shm files: sidecars "
+            "create a new one and register again when they start"
+        )
+    if any(code.startswith(c) for c in _BUSY):
+        return f"{what} is locked by another process ({err}); try again in a few seconds"
+    if any(code.startswith(c) for c in _ACCESS):
+        return (
+            f"{what} cannot be opened ({err}); it must be a file you can read and write "
+            "(sidecars keep it next to config.yaml), in a directory you can write"
+        )
+    return f"{what}: {err}"
 
 
 def _when(value: datetime | None, now: datetime) -> str:
@@ -140,12 +175,11 @@ def status_command(
     if output == "json":
         return
     creds = credentials_of(ctx, issuer_credentials)
-    try:
-        anchors = load_certificates(creds.read_anchors())
-        issuer = load_certificates(creds.read().issuer_pem)
-    except (CliError, ValueError):
+    if not any(creds.has(name) for name in (CA_FILE, ISSUER_CERT_FILE)):
         console.info(f"No CA credentials in {creds.location}: mTLS is not set up (see 'dapr init')")
         return
+    anchors = certificates(creds.read_anchors(), creds.label(CA_FILE))
+    issuer = certificates(creds.read_file(ISSUER_CERT_FILE), creds.label(ISSUER_CERT_FILE))
     for index, root in enumerate(anchors):
         label = "Root certificate" if len(anchors) == 1 else f"Root certificate #{index + 1}"
         console.info(

@@ -60,7 +60,8 @@ def test_mtls_status_follows_the_config(dapr: Dapr, home: Path, tmp_path: Path) 
 def test_expiry_prints_dapr_format(dapr: Dapr, certs: Path) -> None:
     missing = dapr("mtls", "expiry")
     assert missing.returncode == 1
-    assert missing.stderr.startswith("error: credentials file") and "ca.crt" in missing.stderr
+    expected = f"error: ca.crt {str(certs / 'ca.crt')!r}: file does not exist"
+    assert missing.stderr.startswith(expected)
     certs.mkdir(parents=True)
     ca = TestCA.create("cluster.local", ttl=timedelta(days=10))
     ca.write_credentials(certs)
@@ -123,7 +124,9 @@ def test_export_copies_the_three_files_0600(dapr: Dapr, certs: Path, tmp_path: P
 
 def test_export_errors_exit_nonzero(dapr: Dapr, certs: Path, tmp_path: Path) -> None:
     missing = dapr("mtls", "export", "-o", str(tmp_path / "x"))
-    assert missing.returncode == 1 and "not found" in missing.stderr
+    assert missing.returncode == 1 and "ca.crt" in missing.stderr
+    assert "file does not exist; start Sentry" in missing.stderr
+    assert not (tmp_path / "x").exists()  # nothing is created before the input is read
     certs.mkdir(parents=True)
     TestCA.create().write_credentials(certs)
     blocker = tmp_path / "file"

@@ -1,0 +1,92 @@
+"""``dapr mtls export``: copy the three credential files, checked, into a private directory.
+
+Every check runs before anything is created or written: the three files must read and parse
+(:mod:`pysentry.cli.pemfile`), the issuer key must belong to the issuer certificate, the target
+must not be the credentials directory, and an existing ``ca.crt``/``issuer.crt``/``issuer.key``
+there must be a regular file. Missing directories are created 0700 and the files written 0600,
+whatever the umask; all three are staged before any is renamed in (:mod:`pysentry.cli.staging`).
+Existing files are replaced, as Dapr's ``os.WriteFile`` does, and the command lists them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from pysentry.cli.backend import (
+    CA_FILE,
+    CREDENTIAL_FILES,
+    ISSUER_CERT_FILE,
+    ISSUER_KEY_FILE,
+    Credentials,
+    SelfHostedCredentials,
+)
+from pysentry.cli.console import CliError
+from pysentry.cli.pemfile import certificates, private_key
+from pysentry.cli.staging import PartiallyWritten, make_private_dirs, write_files
+from pysentry.pki.keys import same_public_key
+
+
+def check_credentials(creds: SelfHostedCredentials, data: Credentials) -> None:
+    """Each file parses and the issuer key is the issuer certificate's (else :class:`CliError`)."""
+    certificates(data.ca_pem, creds.label(CA_FILE))
+    issuer = certificates(data.issuer_pem, creds.label(ISSUER_CERT_FILE))[0]
+    key = private_key(data.key_pem, creds.label(ISSUER_KEY_FILE))
+    if not same_public_key(key.public_key(), issuer.public_key()):
+        raise CliError(
+            f"{creds.label(ISSUER_KEY_FILE)}: does not match the issuer certificate in "
+            f"{creds.label(ISSUER_CERT_FILE)}; put the issuer's own key there "
+            "('dapr mtls check' shows every problem)"
+        )
+
+
+def _existing(target: Path) -> tuple[str, ...]:
+    """Names that ``export`` would replace in ``target``; anything but a file is refused."""
+    found = []
+    for name in CREDENTIAL_FILES:
+        path = target / name
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise CliError(f"cannot inspect {str(path)!r}: {err.strerror}") from err
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            raise CliError(f"{str(path)!r} exists and is not a file; move it away or choose --out")
+        found.append(name)
+    return tuple(found)
+
+
+def export(creds: SelfHostedCredentials, target: Path) -> tuple[str, ...]:
+    """Write the three files into ``target``; returns the names that already existed there."""
+    data = creds.read()
+    check_credentials(creds, data)
+    if target.resolve() == creds.directory.resolve():
+        raise CliError(f"{str(target)!r} is the credentials directory itself; choose another --out")
+    if os.path.lexists(target) and not target.is_dir():
+        raise CliError(f"{str(target)!r} exists and is not a directory; choose another --out")
+    replaced = _existing(target)
+    try:
+        make_private_dirs(target)
+    except OSError as err:
+        raise CliError(f"cannot create {str(target)!r}: {err.strerror}") from err
+    try:
+        write_files(
+            target,
+            (
+                (CA_FILE, data.ca_pem),
+                (ISSUER_CERT_FILE, data.issuer_pem),
+                (ISSUER_KEY_FILE, data.key_pem),
+            ),
+        )
+    except PartiallyWritten as err:
+        raise CliError(
+            f"writing to {str(target)!r} stopped after {', '.join(err.replaced)}: "
+            f"{err.strerror}; fix the cause and export again"
+        ) from err
+    except OSError as err:
+        raise CliError(
+            f"cannot write to {str(target)!r}: {err.strerror}; no file was written"
+        ) from err
+    return replaced
