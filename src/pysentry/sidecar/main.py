@@ -30,7 +30,12 @@ from pysentry.sidecar.internal_server import ServiceInvocation
 from pysentry.sidecar.invocation import AppChannel, InvocationError, InvokeRequest, InvokeResponse
 from pysentry.sidecar.metrics import SidecarMetrics
 from pysentry.sidecar.options import Options, parse_options, stable_random_port
-from pysentry.sidecar.resolver import Registration, SqliteResolver, SqliteSettings
+from pysentry.sidecar.resolver import (
+    Registration,
+    SidecarResolver,
+    SqliteSettings,
+    resolver_from_config,
+)
 
 if TYPE_CHECKING:
     from pysentry.sidecar.mtls import SidecarSecurity
@@ -145,7 +150,7 @@ async def run(opts: Options) -> None:
         if opts.app_port
         else None
     )
-    resolver = SqliteResolver(resolver_settings(cfg))
+    resolver = resolver_from_config(cfg, internal_port=internal_port)
     client = InternalClient(
         channel_factory=security.channel_factory() if security else plaintext_channel,
         max_connection_age=opts.internal_connection_max_age,
@@ -245,7 +250,7 @@ async def run(opts: Options) -> None:
         except Exception as err:  # shutdown carries on whatever the database says
             log.warning(
                 "Failed to unregister %r from name resolution: %s; the row goes stale after "
-                "three update intervals",
+                "one update interval",
                 opts.app_id,
                 err,
             )
@@ -264,7 +269,7 @@ async def run(opts: Options) -> None:
 
 
 async def _publish_identity(
-    security: SidecarSecurity, resolver: SqliteResolver, rotated: asyncio.Event
+    security: SidecarSecurity, resolver: SidecarResolver, rotated: asyncio.Event
 ) -> None:
     """Write each rotated identity to name resolution (read by ``dapr list``), off the loop."""
     while True:

@@ -74,7 +74,7 @@ async def test_errors_have_daprs_shape(mesh_factory: Any) -> None:
         assert r.status == 500
         body = await r.json()
     assert body["errorCode"] == "ERR_DIRECT_INVOKE"
-    assert body["message"].startswith("failed to invoke, id: nope, err: failed to resolve")
+    assert body["message"] == "failed to invoke, id: nope, err: no host found with the given ID"
     async with mesh.session.get(f"{mesh.url}/not/invoke") as r:
         assert r.status == 404
     async with mesh.session.get(f"{mesh.url}/v1.0/invoke/appB") as r:
