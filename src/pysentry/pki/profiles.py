@@ -1,5 +1,8 @@
 """Certificate profiles: Dapr's root and issuer CA certificates (§5.1) and workload SVIDs (§6).
 
+Key usage is Dapr v1.16's (the Go peers we test against): DigitalSignature|KeyEncipherment on
+every certificate, plus CertSign on the root and CertSign|CRLSign on the issuer.
+
 Extensions are encoded as Go's ``x509.CreateCertificate`` does: basicConstraints and keyUsage
 critical, SAN critical because the subject is empty, SKID on CA certificates, AKID on every
 certificate that is not self-signed. The signature algorithm follows the signer's key type.
@@ -39,11 +42,12 @@ def _utc(now: datetime) -> datetime:
     return now.astimezone(UTC)
 
 
-def _key_usage(*, digital_signature: bool, cert_sign: bool, crl_sign: bool) -> x509.KeyUsage:
+def _key_usage(*, cert_sign: bool, crl_sign: bool) -> x509.KeyUsage:
+    """Dapr v1.16 ``generateBaseCert``: DigitalSignature|KeyEncipherment on every certificate."""
     return x509.KeyUsage(
-        digital_signature=digital_signature,
+        digital_signature=True,
         content_commitment=False,
-        key_encipherment=False,
+        key_encipherment=True,
         data_encipherment=False,
         key_agreement=False,
         key_cert_sign=cert_sign,
@@ -87,14 +91,15 @@ def root_certificate(
     ttl: timedelta = DEFAULT_CA_TTL,
     skew: timedelta = DEFAULT_CLOCK_SKEW,
 ) -> x509.Certificate:
-    """Self-signed root: ``O=<trust domain>``, KU digitalSignature+certSign, CA without pathlen."""
+    """Self-signed root: ``O=<trust domain>``, KU digitalSignature+keyEncipherment+certSign,
+    CA without pathlen."""
     now = _utc(now)
     subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain.name)])
     builder = (
         _ca_builder(subject, key.public_key(), now=now, ttl=ttl, skew=skew)
         .issuer_name(subject)
         .add_extension(
-            _key_usage(digital_signature=True, cert_sign=True, crl_sign=False), critical=True
+            _key_usage(cert_sign=True, crl_sign=False), critical=True
         )
     )
     return builder.sign(key, signature_hash(key))
@@ -119,7 +124,7 @@ def issuer_certificate(
         _ca_builder(subject, public_key, now=now, ttl=ttl, skew=skew)
         .issuer_name(root_cert.subject)
         .add_extension(
-            _key_usage(digital_signature=True, cert_sign=True, crl_sign=True), critical=True
+            _key_usage(cert_sign=True, crl_sign=True), critical=True
         )
         .add_extension(authority_key_identifier(root_cert), critical=False)
     )
@@ -145,7 +150,8 @@ def workload_certificate(
     skew: timedelta = DEFAULT_CLOCK_SKEW,
     dns_names: Sequence[str] = (),
 ) -> IssuedLeaf:
-    """Workload SVID (§6): empty subject, one critical URI SAN, KU digitalSignature, EKUs."""
+    """Workload SVID (§6): empty subject, one critical URI SAN, KU digitalSignature and
+    keyEncipherment (Dapr v1.12-v1.17), EKUs serverAuth, clientAuth."""
     now = _utc(now)
     not_after = now + ttl
     issuer_not_after = issuer_cert.not_valid_after_utc
@@ -163,7 +169,7 @@ def workload_certificate(
         .not_valid_before(now - skew)
         .not_valid_after(not_after)
         .add_extension(
-            _key_usage(digital_signature=True, cert_sign=False, crl_sign=False), critical=True
+            _key_usage(cert_sign=False, crl_sign=False), critical=True
         )
         .add_extension(
             x509.ExtendedKeyUsage(_WORKLOAD_EKUS),

@@ -19,6 +19,10 @@ from pysentry.spiffe import SpiffeId
 Authorizer = Callable[[SpiffeId], None]
 
 
+class UntrustedChain(PeerRejected):
+    """The peer's chain does not verify against the trust anchors (wrong, expired, missing CA)."""
+
+
 def authorize_any() -> Authorizer:
     """Accept any SPIFFE ID that chains to the anchors (``tlsconfig.AuthorizeAny``)."""
 
@@ -100,6 +104,6 @@ def verify_svid(
     try:
         verify_chain(leaf, chain[1:], anchors, now=now)
     except ChainError as err:
-        raise PeerRejected(f"x509svid: could not verify leaf certificate: {err}") from err
+        raise UntrustedChain(f"x509svid: could not verify leaf certificate: {err}") from err
     (authorizer or authorize_any())(spiffe_id)
     return spiffe_id

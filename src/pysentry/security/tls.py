@@ -1,10 +1,23 @@
 """``ssl`` contexts for SPIFFE mutual TLS, post-handshake peer checks, and rotation.
 
-Every context: TLS >= 1.2, ALPN ``h2``, ``check_hostname=False`` (SVIDs carry no DNS names),
-``CERT_REQUIRED`` with the trust anchors as the only roots (``cadata``; partial chains allowed,
-so an anchor may be an intermediate, as in Go). OpenSSL verifies the peer's chain during the
-handshake; :func:`peer_spiffe_id` then applies the go-spiffe rules (§9.6) to the peer's chain and
-runs the authorizer. Python 3.11 has no public API for the peer's chain: we read it through the
+Every context: TLS >= 1.2, ALPN ``h2``, ``check_hostname=False`` (SVIDs carry no DNS names).
+:func:`peer_spiffe_id` applies the go-spiffe rules (§9.6) to the peer's chain with our own
+Go-semantics path builder (:mod:`pysentry.pki.chain`) and runs the authorizer; that check is the
+one that decides, as in go-spiffe (``InsecureSkipVerify`` plus ``VerifyPeerCertificate``).
+
+OpenSSL's own chain building differs from Go's: an issuer whose subject equals its issuer name
+and that has no authority key identifier (the docs' ``step certificate create cluster.local ...
+--profile intermediate-ca`` recipe) looks self-signed to OpenSSL ("self-signed certificate in
+certificate chain"), while Go follows the signature to the root. So:
+
+- clients made with ``verify_after_handshake=True`` (the ``SpiffeChannel`` dialers) let OpenSSL
+  accept any server certificate and MUST run :func:`peer_spiffe_id` before sending a byte;
+- servers (which must ask OpenSSL for the client certificate, and Python cannot ask without
+  verifying) trust the anchors plus, as partial-chain anchors, the CA certificates of their own
+  SVID chains that verify against the anchors with our verifier (:func:`verified_issuers`). The
+  connection is then re-checked against the anchors alone by :func:`peer_spiffe_id`.
+
+Python 3.11 has no public API for the peer's chain: we read it through the
 ``_sslobj.get_unverified_chain()`` that CPython has had since 3.10 (public in 3.13) and verify it
 ourselves with :func:`pysentry.pki.svid.verify_svid` (the project needs Python >= 3.11).
 
@@ -22,20 +35,24 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from pysentry.clock import Clock, system_clock
 from pysentry.errors import InvalidBundle, PeerRejected
+from pysentry.pki.chain import ChainError, is_ca, verify_chain
 from pysentry.pki.svid import Authorizer, verify_svid
 from pysentry.security.anchors import Anchors, TrustAnchors
 from pysentry.security.identity import X509Svid
 from pysentry.spiffe import SpiffeId
 
 ALPN_PROTOCOLS = ("h2",)
+_KEEP_PAST_CHAINS = 4
 AnchorsLike = TrustAnchors | Sequence[x509.Certificate]
 
 
@@ -71,7 +88,35 @@ def _load_identity(ctx: ssl.SSLContext, svid: X509Svid) -> None:
             path.unlink()
 
 
-def _configure(ctx: ssl.SSLContext, anchors: Anchors | None, alpn: Sequence[str]) -> None:
+def verified_issuers(
+    chains: Iterable[Sequence[x509.Certificate]], anchors: Anchors, now: datetime
+) -> tuple[x509.Certificate, ...]:
+    """The CA certificates above the leaf of ``chains`` that verify against ``anchors`` at ``now``.
+
+    Go-semantics verification (:func:`pysentry.pki.chain.verify_chain`); anything that does not
+    verify, has expired or is not a CA is left out.
+    """
+    out: dict[bytes, x509.Certificate] = {}
+    for chain in chains:
+        for i, cert in enumerate(chain[1:], start=1):
+            if not is_ca(cert) or cert in anchors:
+                continue
+            try:
+                verify_chain(cert, chain[i + 1 :], anchors, now=now)
+            except ChainError:
+                continue
+            out.setdefault(cert.fingerprint(SHA256()), cert)
+    return tuple(out.values())
+
+
+def _configure(
+    ctx: ssl.SSLContext,
+    anchors: Anchors | None,
+    alpn: Sequence[str],
+    *,
+    issuers: Sequence[x509.Certificate] = (),
+    verify_after_handshake: bool = False,
+) -> None:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
@@ -80,10 +125,13 @@ def _configure(ctx: ssl.SSLContext, anchors: Anchors | None, alpn: Sequence[str]
         return
     if not anchors:
         raise InvalidBundle("no trust anchors: peers cannot be verified without them")
+    if verify_after_handshake:
+        ctx.verify_mode = ssl.CERT_NONE  # the caller runs peer_spiffe_id before any request
+        return
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     ctx.load_verify_locations(
-        cadata="".join(c.public_bytes(Encoding.PEM).decode("ascii") for c in anchors)
+        cadata="".join(c.public_bytes(Encoding.PEM).decode("ascii") for c in (*anchors, *issuers))
     )
 
 
@@ -93,15 +141,21 @@ def server_context(
     *,
     require_client_cert: bool = True,
     alpn: Sequence[str] = ALPN_PROTOCOLS,
+    issuers: Sequence[x509.Certificate] = (),
+    now: datetime | None = None,
 ) -> ssl.SSLContext:
     """A server context presenting ``svid``'s chain.
 
-    ``require_client_cert=True``: mutual TLS, the client's chain must verify against ``anchors``.
-    ``False``: TLS only, no certificate request (Sentry's listener).
+    ``require_client_cert=True``: mutual TLS, the client's chain must verify against ``anchors``
+    (OpenSSL also accepts a chain that reaches ``issuers`` or a verified CA of ``svid``'s own
+    chain; serve it with :class:`pysentry.security.channel.SpiffeServer`, which re-checks every
+    client against the anchors alone). ``False``: TLS only, no certificate request (Sentry).
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     if require_client_cert:
-        _configure(ctx, anchor_certs(anchors) if anchors is not None else (), alpn)
+        certs = anchor_certs(anchors) if anchors is not None else ()
+        extra = tuple(issuers) + verified_issuers([svid.chain], certs, now or system_clock())
+        _configure(ctx, certs, alpn, issuers=extra)
     else:
         _configure(ctx, None, alpn)
     _load_identity(ctx, svid)
@@ -109,15 +163,21 @@ def server_context(
 
 
 def client_context(
-    svid: X509Svid | None, anchors: AnchorsLike, *, alpn: Sequence[str] = ALPN_PROTOCOLS
+    svid: X509Svid | None,
+    anchors: AnchorsLike,
+    *,
+    alpn: Sequence[str] = ALPN_PROTOCOLS,
+    verify_after_handshake: bool = False,
 ) -> ssl.SSLContext:
     """A client context verifying the server against ``anchors`` (no hostname check).
 
     With ``svid`` the client presents its chain (mutual TLS); without, it presents nothing.
+    ``verify_after_handshake=True``: OpenSSL does not verify the server; the caller must run
+    :func:`peer_spiffe_id` before it sends anything (``SpiffeChannel`` does).
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
-    _configure(ctx, anchor_certs(anchors), alpn)
+    _configure(ctx, anchor_certs(anchors), alpn, verify_after_handshake=verify_after_handshake)
     if svid is not None:
         _load_identity(ctx, svid)
     return ctx
@@ -165,19 +225,33 @@ class RotatingServerContext:
         *,
         require_client_cert: bool = True,
         alpn: Sequence[str] = ALPN_PROTOCOLS,
+        clock: Clock = system_clock,
     ) -> None:
         self._svid = svid
         self._anchors = anchor_certs(anchors) if anchors is not None else None
         self._require = require_client_cert
         self._alpn = tuple(alpn)
+        self._clock = clock
+        # The CA chains of the identities this server held: peers that renewed earlier or later
+        # may still carry a previous issuer (kept only while it verifies against the anchors).
+        self._past_chains: list[tuple[x509.Certificate, ...]] = []
         self.generation = 0
         self._current = self._build()
         self.listener = self._build()
         self.listener.sni_callback = self._on_client_hello
 
     def _build(self) -> ssl.SSLContext:
+        now = self._clock()
+        issuers: tuple[x509.Certificate, ...] = ()
+        if self._require and self._anchors:
+            issuers = verified_issuers(self._past_chains, self._anchors, now)
         return server_context(
-            self._svid, self._anchors, require_client_cert=self._require, alpn=self._alpn
+            self._svid,
+            self._anchors,
+            require_client_cert=self._require,
+            alpn=self._alpn,
+            issuers=issuers,
+            now=now,
         )
 
     def _on_client_hello(
@@ -196,6 +270,9 @@ class RotatingServerContext:
     def update(self, *, svid: X509Svid | None = None, anchors: AnchorsLike | None = None) -> None:
         """Build a fresh context for the new identity and/or anchors and switch to it."""
         if svid is not None:
+            chain = self._svid.chain
+            if chain not in self._past_chains:
+                self._past_chains = [*self._past_chains[-(_KEEP_PAST_CHAINS - 1) :], chain]
             self._svid = svid
         if anchors is not None:
             self._anchors = anchor_certs(anchors)
@@ -210,7 +287,11 @@ class RotatingServerContext:
 
 
 class ClientContexts:
-    """Client contexts for new connections, rebuilt only when the identity or anchors change."""
+    """Client contexts for new connections, rebuilt only when the identity or anchors change.
+
+    For :class:`pysentry.security.channel.SpiffeChannel` only: OpenSSL does not verify the
+    server (``verify_after_handshake=True``); the channel does, before any request.
+    """
 
     def __init__(
         self,
@@ -229,6 +310,8 @@ class ClientContexts:
         svid, anchors = self._identity(), self._anchors.current()
         key = self._key
         if self._context is None or key is None or key[0] is not svid or key[1] is not anchors:
-            self._context = client_context(svid, anchors, alpn=self._alpn)
+            self._context = client_context(
+                svid, anchors, alpn=self._alpn, verify_after_handshake=True
+            )
             self._key = (svid, anchors)
         return self._context

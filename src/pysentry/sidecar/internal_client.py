@@ -145,8 +145,16 @@ class InternalClient:
             for i, msg in enumerate(outgoing):
                 await stream.send_message(msg, end=i == len(outgoing) - 1)
             first = await stream.recv_message()
-            if first is None or not first.HasField("response"):
-                raise GRPCError(Status.INTERNAL, "invalid response stream: no response header")
+            if first is None:
+                # The callee ended the stream without a message: its status is in the
+                # trailers (ACL denial, app channel failure, ...). Raise exactly that.
+                await stream.recv_trailing_metadata()
+                # An OK status with no message is what Go's RecvMsg reports as io.EOF.
+                raise InvocationError("EOF")
+            if not first.HasField("response") or not first.response.HasField("status"):
+                raise InvocationError(
+                    "response does not contain the required fields in the leading chunk"
+                )
             body = messages.PayloadAssembler()
             if first.HasField("payload"):
                 body.add(first.payload)

@@ -84,7 +84,7 @@ def test_root_profile(
     ku = _ext(root, x509.KeyUsage)
     assert ku.critical
     assert ku.value.digital_signature and ku.value.key_cert_sign and not ku.value.crl_sign
-    assert not ku.value.key_encipherment
+    assert ku.value.key_encipherment  # Dapr v1.16 generateBaseCert: DigitalSignature|KeyEncipherment
     assert _ext(root, x509.SubjectKeyIdentifier).value == x509.SubjectKeyIdentifier.from_public_key(
         root_key.public_key()
     )
@@ -111,6 +111,7 @@ def test_issuer_profile(
     ku = _ext(issuer, x509.KeyUsage)
     assert ku.critical
     assert ku.value.digital_signature and ku.value.key_cert_sign and ku.value.crl_sign
+    assert ku.value.key_encipherment
     skid = _ext(root, x509.SubjectKeyIdentifier).value
     akid = _ext(issuer, x509.AuthorityKeyIdentifier).value
     assert akid.key_identifier == skid.digest
@@ -162,8 +163,8 @@ def test_workload_profile(
     assert san.critical
     assert list(san.value) == [x509.UniformResourceIdentifier("spiffe://public/ns/default/myapp")]
     ku = _ext(leaf, x509.KeyUsage)
-    assert ku.critical and ku.value.digital_signature
-    assert not (ku.value.key_cert_sign or ku.value.crl_sign or ku.value.key_encipherment)
+    assert ku.critical and ku.value.digital_signature and ku.value.key_encipherment
+    assert not (ku.value.key_cert_sign or ku.value.crl_sign or ku.value.key_agreement)
     eku = _ext(leaf, x509.ExtendedKeyUsage)
     assert not eku.critical
     assert list(eku.value) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
