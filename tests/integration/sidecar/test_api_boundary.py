@@ -1,0 +1,86 @@
+"""The HTTP API's error boundary: whatever fails behind it, the app gets Dapr's JSON shape.
+
+A real aiohttp server on loopback in front of an invoker whose dependency fails the way a
+database does (``sqlite3.OperationalError``), or with an arbitrary bug.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from pysentry.sidecar.http_api import ApiSettings, HttpApi
+from pysentry.sidecar.invocation import InvokeRequest, InvokeResponse, Target
+from tests.integration.sidecar.conftest import serve
+
+
+class FailingInvoker:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls = 0
+
+    async def invoke(self, target: Target, request: InvokeRequest) -> InvokeResponse:
+        self.calls += 1
+        raise self.error
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        (sqlite3.OperationalError("database disk image is malformed"), "OperationalError"),
+        (KeyError("surprise"), "KeyError"),
+        (RuntimeError("boom"), "RuntimeError"),
+    ],
+)
+async def test_unexpected_errors_are_dapr_json_and_logged_once(
+    session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    cause: str,
+) -> None:
+    invoker = FailingInvoker(error)
+    api = HttpApi(ApiSettings("appA", "default", None, 0, 0, False), invoker)
+    runner, port = await serve(api.app())
+    try:
+        with caplog.at_level(logging.ERROR, logger="pysentry.sidecar.http_api"):
+            url = f"http://127.0.0.1:{port}/v1.0/invoke/appB/method/orders"
+            async with session.post(url, data=b"{}") as r:
+                assert r.status == 500
+                assert r.content_type == "application/json"
+                body = await r.json()
+            # the API keeps serving after the failure
+            async with session.get(f"http://127.0.0.1:{port}/v1.0/healthz") as r:
+                assert r.status == 204
+    finally:
+        await runner.cleanup()
+    assert body == {"errorCode": "ERR_INTERNAL", "message": f"internal error: {cause}: {error}"}
+    assert invoker.calls == 1
+    records = [r for r in caplog.records if cause in r.getMessage()]
+    assert len(records) == 1
+    assert records[0].exc_info is not None
+
+
+async def test_malformed_requests_are_json(session: aiohttp.ClientSession) -> None:
+    api = HttpApi(ApiSettings("appA", "default", None, 0, 0, False), FailingInvoker(KeyError()))
+    runner, port = await serve(api.app())
+    try:
+        # an unknown route, and an Expect we do not speak
+        async with session.get(f"http://127.0.0.1:{port}/v1.0/state/store") as r:
+            assert r.status == 404
+            assert (await r.json())["errorCode"] == "ERR_NOT_FOUND"
+        url = f"http://127.0.0.1:{port}/v1.0/invoke/appB/method/x"
+        async with session.post(url, data=b"x", headers={"Expect": "teapot"}) as r:
+            assert r.status == 417
+            assert (await r.json())["errorCode"] == "ERR_MALFORMED_REQUEST"
+    finally:
+        await runner.cleanup()
