@@ -37,6 +37,8 @@ API_TOKEN_HEADER = "dapr-api-token"
 APP_ID_HEADER = "dapr-app-id"
 RUNTIME_VERSION = "pysentry-0.1.0"
 DEFAULT_MAX_BODY_SIZE = 4 << 20
+MAX_METADATA_KEYS = 256
+MAX_METADATA_VALUE = 64 << 10
 #: How long a call waits for room in the in-flight body budget before it is refused.
 BODY_BUDGET_WAIT_S = 30.0
 _TOKEN_EXEMPT = ("/v1.0/healthz", "/v1.0/healthz/outbound")
@@ -99,6 +101,7 @@ class HttpApi:
         self._ready = ready
         self._outbound_ready = outbound_ready
         self._budget = BodyBudget(budget_for(settings.max_body_size))
+        self._extended: dict[str, str] = {}
 
     def app(self) -> web.Application:
         cap = self._s.max_body_size
@@ -109,6 +112,7 @@ class HttpApi:
         app.router.add_get("/v1.0/healthz", self._healthz)
         app.router.add_get("/v1.0/healthz/outbound", self._healthz_outbound)
         app.router.add_get("/v1.0/metadata", self._metadata)
+        app.router.add_put("/v1.0/metadata/{key}", self._set_metadata)
         app.router.add_route(
             "*",
             "/v1.0/invoke/{app_id}/method/{method:[\\s\\S]*}",
@@ -207,7 +211,11 @@ class HttpApi:
             "components": [],
             "httpEndpoints": [],
             "subscriptions": [],
-            "extended": {"daprRuntimeVersion": RUNTIME_VERSION, "namespace": s.namespace},
+            "extended": {
+                **self._extended,
+                "daprRuntimeVersion": RUNTIME_VERSION,
+                "namespace": s.namespace,
+            },
             "appConnectionProperties": {
                 "port": s.app_port or 0,
                 "protocol": "http",
@@ -220,6 +228,28 @@ class HttpApi:
             },
         }
         return web.json_response(body)
+
+    async def _set_metadata(self, request: web.Request) -> web.Response:
+        """Dapr's ``SetMetadata``: a key/value shown under ``extended`` (the real CLI stores
+        ``cliPID``, ``appPID`` and ``appCommand`` here)."""
+        key = request.match_info["key"]
+        body = await request.read()
+        if len(body) > MAX_METADATA_VALUE or (
+            key not in self._extended and len(self._extended) >= MAX_METADATA_KEYS
+        ):
+            return error_response(
+                400,
+                "ERR_MALFORMED_REQUEST",
+                f"metadata {key!r} refused: at most {MAX_METADATA_KEYS} keys of "
+                f"{MAX_METADATA_VALUE} bytes each",
+            )
+        try:
+            self._extended[key] = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return error_response(
+                400, "ERR_MALFORMED_REQUEST", f"metadata value for {key!r} is not UTF-8 text"
+            )
+        return web.Response(status=204)
 
     async def _invoke_path(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get(APP_ID_HEADER) or _basic_auth_app_id(request):

@@ -22,6 +22,7 @@ from pysentry import __version__, logs
 from pysentry.config.acl import AccessControlList
 from pysentry.config.configuration import Configuration, load_configuration
 from pysentry.errors import ConfigError, PysentryError, SentryUnavailable
+from pysentry.procname import set_process_name
 from pysentry.sidecar.app_channel import HttpAppChannel
 from pysentry.sidecar.direct import DirectMessaging
 from pysentry.sidecar.http_api import ApiSettings, HttpApi
@@ -127,7 +128,9 @@ async def run(opts: Options) -> None:
     internal_sock = bind_internal(opts)
     internal_port = internal_sock.getsockname()[1]
     metrics_sock = (
-        bind("0.0.0.0", opts.metrics_port, "--metrics-port") if opts.enable_metrics else None
+        bind(opts.metrics_listen_address, opts.metrics_port, "--metrics-port")
+        if opts.enable_metrics
+        else None
     )
     metrics = SidecarMetrics(opts.app_id)
 
@@ -301,8 +304,12 @@ def _advertised(listen: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    set_process_name("daprd")
     try:
         opts = parse_options(argv)
+        if opts.print_version:
+            print(__version__)
+            return
         logs.configure(opts.log_level, opts.log_as_json, scope="dapr.runtime", app_id=opts.app_id)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

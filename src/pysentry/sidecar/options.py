@@ -74,6 +74,8 @@ class Options:
     trust_anchors_file: Path | None
     internal_connection_max_age: timedelta | None
     max_body_size: int  # bytes; 0 = no limit (Dapr's --max-body-size)
+    metrics_listen_address: str
+    print_version: bool
     # from the environment
     namespace: str
     trust_anchors_pem: bytes | None
@@ -183,19 +185,16 @@ def _parser() -> argparse.ArgumentParser:
         help=f"Deprecated: use '--max-body-size {DEFAULT_MAX_BODY_SIZE >> 20}Mi'. "
         "Max size of request body in MB",
     )
-    # Accepted so `dapr run` command lines work; not served by pysentry.
-    for flag in (
-        "--read-buffer-size",
-        "--dapr-http-read-buffer-size",
-        "--dapr-grpc-port",
-        "--placement-host-address",
-        "--resources-path",
-        "--components-path",
-        "--profile-port",
-        "--app-max-concurrency",
-        "--scheduler-host-address",
-    ):
-        a(flag, default=None, help=argparse.SUPPRESS)
+    a("--metrics-listen-address", default="0.0.0.0", help="The address for the metrics server")
+    a("--version", action="store_true", help="Prints the runtime version")
+    a("--build-info", action="store_true", help="Prints the build info")
+    # Every other flag of Dapr 1.16's daprd is accepted, so any command line that starts Go
+    # daprd starts ours; a value that would change behaviour pysentry lacks gets one warning.
+    for flag, _ in UNSUPPORTED_FLAGS:
+        if flag in _BOOL_FLAGS:
+            a(flag, nargs="?", const="true", default=None, help=argparse.SUPPRESS)
+        else:
+            a(flag, default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -207,6 +206,65 @@ def _max_body_size(quantity: str | None, legacy_mb: int | None) -> int:
     if legacy_mb is not None:
         return legacy_mb << 20 if legacy_mb >= 0 else DEFAULT_MAX_BODY_SIZE
     return DEFAULT_MAX_BODY_SIZE
+
+
+#: Dapr 1.16 daprd flags pysentry accepts but does not serve, with Dapr's default value
+#: (``None``: any value is worth a warning). The real ``dapr run`` always passes some of these
+#: (``--read-buffer-size 4Ki --profile-port -1``): their defaults stay silent.
+UNSUPPORTED_FLAGS: tuple[tuple[str, str | None], ...] = (
+    ("--dapr-grpc-port", None),
+    ("--dapr-public-port", ""),
+    ("--dapr-public-listen-address", ""),
+    ("--profile-port", "-1"),
+    ("--enable-profiling", "false"),
+    ("--components-path", None),
+    ("--resources-path", None),
+    ("--control-plane-address", ""),
+    ("--sentry-request-jwt-audiences", None),
+    ("--allowed-origins", "*"),
+    ("--wait", "false"),
+    ("--app-max-concurrency", "-1"),
+    ("--app-ssl", "false"),
+    ("--read-buffer-size", "4Ki"),
+    ("--dapr-http-read-buffer-size", "4"),
+    ("--unix-domain-socket", ""),
+    ("--dapr-graceful-shutdown-seconds", "5"),
+    ("--dapr-block-shutdown-duration", "0s"),
+    ("--enable-api-logging", None),
+    ("--disable-builtin-k8s-secret-store", None),
+    ("--enable-app-health-check", "false"),
+    ("--app-health-check-path", "/healthz"),
+    ("--app-health-probe-interval", "5"),
+    ("--app-health-probe-timeout", "500"),
+    ("--app-health-threshold", "3"),
+    ("--placement-host-address", ""),
+    ("--scheduler-host-address", None),
+    ("--scheduler-job-streams", "3"),
+    ("--actors-service", ""),
+    ("--reminders-service", ""),
+)
+
+
+_BOOL_FLAGS = frozenset(
+    {
+        "--enable-profiling",
+        "--wait",
+        "--app-ssl",
+        "--enable-api-logging",
+        "--disable-builtin-k8s-secret-store",
+        "--enable-app-health-check",
+    }
+)
+
+
+def _unsupported(ns: argparse.Namespace) -> tuple[str, ...]:
+    out = []
+    for flag, default in UNSUPPORTED_FLAGS:
+        value = getattr(ns, flag[2:].replace("-", "_"))
+        if not value or (default is not None and value.strip().lower() == default.lower()):
+            continue
+        out.append(f"{flag}={value}" if value else flag)
+    return tuple(out)
 
 
 def stable_random_port(app_id: str, *, cwd: str | None = None) -> int:
@@ -228,7 +286,11 @@ def parse_options(
     args = list(sys.argv[1:] if argv is None else argv)
     # Dapr's binaries double a leading single dash (``-app-id`` == ``--app-id``).
     args = ["-" + a if _GO_FLAG.match(a) else a for a in args]
-    ns = _parser().parse_args(args)
+    parser = _parser()
+    ns, rest = parser.parse_known_args(args)
+    # The real CLI (v1.16.5) may pass a stray empty argument: it means nothing.
+    if rest := [r for r in rest if r != ""]:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if ns.app_protocol != "http":
         raise ConfigError(f"--app-protocol: only 'http' is supported: {ns.app_protocol!r}")
     internal: int | None = None
@@ -258,21 +320,7 @@ def parse_options(
             max_age = parse_duration(ns.internal_connection_max_age)
         except InvalidDuration as err:
             raise ConfigError(f"--internal-connection-max-age: {err}") from err
-    ignored = tuple(
-        flag
-        for flag, value in (
-            ("--dapr-grpc-port", ns.dapr_grpc_port),
-            ("--placement-host-address", ns.placement_host_address),
-            ("--resources-path", ns.resources_path),
-            ("--components-path", ns.components_path),
-            ("--profile-port", ns.profile_port),
-            ("--app-max-concurrency", ns.app_max_concurrency),
-            ("--scheduler-host-address", ns.scheduler_host_address),
-            ("--read-buffer-size", ns.read_buffer_size),
-            ("--dapr-http-read-buffer-size", ns.dapr_http_read_buffer_size),
-        )
-        if value is not None
-    )
+    ignored = _unsupported(ns)
     return Options(
         app_id=ns.app_id,
         app_port=ns.app_port or None,
@@ -295,6 +343,8 @@ def parse_options(
         trust_anchors_file=Path(ns.trust_anchors_file) if ns.trust_anchors_file else None,
         internal_connection_max_age=max_age or None,
         max_body_size=_max_body_size(ns.max_body_size, ns.dapr_http_max_request_size),
+        metrics_listen_address=ns.metrics_listen_address,
+        print_version=ns.version or ns.build_info,
         namespace=env.get("NAMESPACE") or "default",
         trust_anchors_pem=anchors.encode() if anchors else None,
         sentry_token_file=token_file,

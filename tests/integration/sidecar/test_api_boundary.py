@@ -84,3 +84,24 @@ async def test_malformed_requests_are_json(session: aiohttp.ClientSession) -> No
             assert (await r.json())["errorCode"] == "ERR_MALFORMED_REQUEST"
     finally:
         await runner.cleanup()
+
+
+async def test_set_metadata_shows_under_extended(session: aiohttp.ClientSession) -> None:
+    """``PUT /v1.0/metadata/<key>`` (the real dapr CLI stores cliPID, appPID, appCommand)."""
+    api = HttpApi(ApiSettings("appA", "default", None, 0, 0, False), FailingInvoker(KeyError()))
+    runner, port = await serve(api.app())
+    base = f"http://127.0.0.1:{port}/v1.0/metadata"
+    try:
+        for key, value in (("cliPID", "4242"), ("appCommand", "python app.py")):
+            async with session.put(f"{base}/{key}", data=value.encode()) as r:
+                assert r.status == 204
+        async with session.get(base) as r:
+            extended = (await r.json())["extended"]
+        assert extended["cliPID"] == "4242"
+        assert extended["appCommand"] == "python app.py"
+        assert extended["namespace"] == "default"
+        async with session.put(f"{base}/big", data=b"x" * (65 << 10)) as r:
+            assert r.status == 400
+            assert "at most 256 keys" in (await r.json())["message"]
+    finally:
+        await runner.cleanup()

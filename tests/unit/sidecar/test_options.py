@@ -111,3 +111,60 @@ def test_tokens_stay_out_of_the_repr() -> None:
     o = parse_options(["--app-id", "a"], env=env)
     assert (o.api_token, o.app_api_token) == ("api-secret-1", "app-secret-2")
     assert "secret" not in repr(o)
+
+
+REAL_CLI_ARGV = [
+    # what the real `dapr run` (v1.16) passes to daprd, including v1.16.5's stray empty argument
+    "--app-id", "myapp", "--dapr-http-port", "3500", "--dapr-grpc-port", "50001",
+    "--log-level", "info", "--app-max-concurrency", "-1", "--app-protocol", "http",
+    "--metrics-port", "9090", "--placement-host-address", "", "--scheduler-host-address", "",
+    "--max-body-size", "4Mi", "--read-buffer-size", "4Ki", "--profile-port", "-1", "",
+    "--resources-path", "/root/.dapr/components", "--enable-profiling=false",
+    "--dapr-graceful-shutdown-seconds", "5", "--app-health-probe-timeout=500",
+]  # fmt: skip
+
+
+def test_every_flag_the_real_cli_passes_is_accepted() -> None:
+    opts = parse_options(REAL_CLI_ARGV, {})
+    assert opts.app_id == "myapp"
+    assert opts.max_body_size == 4 << 20
+    # only values that ask for something pysentry lacks are reported
+    assert opts.ignored_flags == (
+        "--dapr-grpc-port=50001",
+        "--resources-path=/root/.dapr/components",
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "ignored"),
+    [
+        (["--enable-api-logging"], ("--enable-api-logging=true",)),
+        (["--enable-app-health-check=true"], ("--enable-app-health-check=true",)),
+        (["--read-buffer-size", "16Ki"], ("--read-buffer-size=16Ki",)),
+        (["--wait"], ("--wait=true",)),
+        (["--actors-service", "placement:x:1"], ("--actors-service=placement:x:1",)),
+        (["--unix-domain-socket", ""], ()),
+    ],
+)
+def test_unsupported_flags_warn_only_off_their_default(
+    argv: list[str], ignored: tuple[str, ...]
+) -> None:
+    assert parse_options(["--app-id", "a", *argv], {}).ignored_flags == ignored
+
+
+def test_body_size_flags() -> None:
+    assert parse_options(["--max-body-size", "1Mi"], {}).max_body_size == 1 << 20
+    legacy = parse_options(["--dapr-http-max-request-size", "8"], {})
+    assert legacy.max_body_size == 8 << 20
+    assert legacy.deprecated_flags == (("--dapr-http-max-request-size", "--max-body-size"),)
+    # --max-body-size wins, as in Dapr
+    both = parse_options(["--dapr-http-max-request-size", "8", "--max-body-size", "2Mi"], {})
+    assert both.max_body_size == 2 << 20
+    with pytest.raises(ConfigError, match="invalid value for 'max-body-size' option: '4MB'"):
+        parse_options(["--max-body-size", "4MB"], {})
+
+
+def test_unknown_flags_are_still_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_options(["--app-id", "a", "--no-such-flag"], {})
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err

@@ -1,0 +1,24 @@
+"""Name this process as the Dapr binary it stands in for (``daprd``, ``sentry``).
+
+The real ``dapr`` CLI finds sidecars by process name (``/proc/<pid>/comm``); a Python entry
+point would otherwise show as ``python``. Linux only; elsewhere this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+_PR_SET_NAME = 15
+
+
+def set_process_name(name: str) -> bool:
+    """Set the kernel's name for this process (at most 15 bytes). True if it was set."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return int(libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)) == 0
+    except OSError:
+        return False
