@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from pysentry.cli.console import go_time
+from pysentry.cli.console import go_time, rfc1123
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +62,11 @@ def render(chain_root_first: Sequence[x509.Certificate], indent: str = "  ") -> 
         lines.append(f"{indent}  NotBefore: {row.not_before}")
         lines.append(f"{indent}  NotAfter:  {row.not_after}")
     return "\n".join(lines)
+
+
+def describe_root(root: x509.Certificate, verb: str) -> str:
+    """``root O=cluster.local (serial 1f…, <verb> Mon, 22 Nov 2027 19:05:29 UTC)``."""
+    return (
+        f"root {_name(root.subject)} (serial {root.serial_number:x}, {verb} "
+        f"{rfc1123(root.not_valid_after_utc)})"
+    )

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from pysentry.cli import check, init, mtls, renew, run, status
+from pysentry.cli import check, droproots, init, mtls, renew, run, status
 from pysentry.cli.console import CliError
 from pysentry.cli.home import DaprHome
 from pysentry.errors import ConfigError, PysentryError
@@ -58,7 +58,7 @@ app.add_typer(mtls.mtls_app, name="mtls")
 mtls.mtls_app.command("renew-certificate")(renew.renew_command)
 mtls.mtls_app.command("renew-cert", hidden=True)(renew.renew_command)
 mtls.mtls_app.command("rnc", hidden=True)(renew.renew_command)
-mtls.mtls_app.command("drop-old-roots")(renew.drop_old_roots_command)
+mtls.mtls_app.command("drop-old-roots")(droproots.drop_old_roots_command)
 mtls.mtls_app.command("check")(check.check_command)
 
 

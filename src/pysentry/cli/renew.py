@@ -1,10 +1,11 @@
-"""``dapr mtls renew-certificate`` (§A.5, self-hosted) and ``dapr mtls drop-old-roots``.
+"""``dapr mtls renew-certificate`` (§A.5, self-hosted).
 
 Path selection follows Dapr: provided certificates if any of the three cert flags is set, else
 ``--private-key``, else fresh certificates. Differences, on purpose:
 
-* everything is validated (``CaBundle.from_pem``) before a byte is written, and the files are
-  written atomically (0600) into the credentials directory Sentry watches;
+* every input is read strictly (:mod:`pysentry.cli.pemfile`: a damaged or unreadable file is an
+  error naming it, by its flag for a passed file) and validated (``CaBundle.from_pem``) before a
+  byte is written; the files are staged, then renamed (0600) into the directory Sentry watches;
 * with ``--private-key`` a root in ``ca.crt`` with the same key is re-issued with the same subject
   and extensions (only serial and validity change), so running sidecars keep verifying;
 * with a new root key the old roots stay in ``ca.crt`` next to the new one, and the command prints
@@ -30,6 +31,7 @@ from pysentry.cli.backend import (
     Credentials,
     SelfHostedCredentials,
 )
+from pysentry.cli.chainview import describe_root
 from pysentry.cli.configfile import read_mtls
 from pysentry.cli.console import CliError
 from pysentry.cli.home import DaprHome
@@ -42,13 +44,12 @@ from pysentry.cli.mtls import (
 )
 from pysentry.cli.pemfile import certificates, read_regular, scan
 from pysentry.cli.pemfile import private_key as pem_private_key
-from pysentry.cli.rotation import Renewal, generate, provided, split_roots
+from pysentry.cli.rotation import Renewal, generate, provided
 from pysentry.cli.staging import PartiallyWritten
 from pysentry.clock import system_clock
 from pysentry.errors import InvalidBundle, PysentryError
-from pysentry.pki.bundle import CaBundle
 from pysentry.pki.keys import KeyAlgorithm, generate_key
-from pysentry.pki.pem import dump_certificates, load_certificates
+from pysentry.pki.pem import load_certificates
 
 ALL_FLAGS_MESSAGE = (
     'all required flags for this certificate rotation path, "ca-root-certificate", '
@@ -232,7 +233,7 @@ def _provided(
 
 def _next_steps(renewal: Renewal, creds: SelfHostedCredentials, restart: bool) -> None:
     for root in renewal.expired:
-        console.info(f"Left out {_describe(root, 'expired')}: it no longer verifies anything")
+        console.info(f"Left out {describe_root(root, 'expired')}: it no longer verifies anything")
     console.info(f"Sentry watches {creds.location} and loads the new credentials without a restart")
     if renewal.first:
         console.info(f"New CA credentials: start Sentry with --issuer-credentials {creds.location}")
@@ -262,46 +263,3 @@ def _next_steps(renewal: Renewal, creds: SelfHostedCredentials, restart: bool) -
             "--restart: nothing to restart in self-hosted mode (no Kubernetes control plane); "
             "Sentry reloads the credentials directory by itself"
         )
-
-
-def _describe(root: x509.Certificate, verb: str) -> str:
-    subject = root.subject.rfc4514_string() or "<empty subject>"
-    return (
-        f"root {subject} (serial {root.serial_number:x}, {verb} "
-        f"{console.rfc1123(root.not_valid_after_utc)})"
-    )
-
-
-def drop_old_roots_command(
-    ctx: typer.Context, issuer_credentials: CredentialsOption = None
-) -> None:
-    """Remove roots the current issuer does not chain to from ca.crt (ends a root change)."""
-    creds = credentials_of(ctx, issuer_credentials)
-    data = creds.read()
-    ca_label = creds.label(CA_FILE)
-    certificates(data.ca_pem, ca_label, only_certificates=True)
-    certificates(data.issuer_pem, creds.label(ISSUER_CERT_FILE))
-    pem_private_key(data.key_pem, creds.label(ISSUER_KEY_FILE))
-    now = system_clock()
-    try:
-        bundle = CaBundle.from_pem(data.ca_pem, data.issuer_pem, data.key_pem, now=now)
-    except InvalidBundle as err:
-        raise CliError(
-            f"cannot drop old roots: the credentials in {creds.location!r} do not load, "
-            f"{UNCHANGED}; fix them first ('dapr mtls check' shows every problem):\n{err}"
-        ) from err
-    keep, drop = split_roots(bundle)
-    if not drop:
-        console.info(f"Nothing to drop: every root in {ca_label} signs the current issuer")
-        return
-    if scan(data.ca_pem, ca_label).stray_text:
-        console.warning(f"{ca_label}: the text outside its PEM blocks is not kept in the new file")
-    new_ca = dump_certificates(keep)
-    CaBundle.from_pem(new_ca, data.issuer_pem, data.key_pem, now=now)
-    try:
-        creds.write_anchors(new_ca)
-    except OSError as err:
-        raise CliError(f"cannot write {ca_label}: {err.strerror}; {UNCHANGED}") from err
-    for anchor in drop:
-        console.info(f"Dropped {_describe(anchor, 'expires')}")
-    console.success(f"ca.crt now holds {len(keep)} root(s)")

@@ -1,6 +1,6 @@
 """``dapr list`` and ``dapr status``: the running sidecars, from self-hosted name resolution.
 
-Each daprd registers in SQLite (``pysentry.sidecar.resolver``): app-id, ports, PID, SPIFFE ID and
+Each daprd registers in SQLite (``pysentry.nameresolution``): app-id, ports, PID, SPIFFE ID and
 certificate expiry. ``status`` adds the CA's expiry and warns when the root expires within 30 days.
 """
 
@@ -25,7 +25,7 @@ from pysentry.cli.home import DaprHome
 from pysentry.cli.mtls import ConfigOption, CredentialsOption, credentials_of, expiry_warning
 from pysentry.cli.pemfile import certificates
 from pysentry.clock import system_clock
-from pysentry.sidecar.resolver import Registration, SqliteResolver, SqliteSettings
+from pysentry.nameresolution import Registration, SqliteResolver, SqliteSettings
 
 NR_DB_NAME = "nr.db"
 OutputOption = Annotated[

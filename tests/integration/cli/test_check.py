@@ -10,7 +10,8 @@ from pysentry.pki.keys import dump_private_key, generate_key
 from pysentry.pki.pem import dump_certificates
 from pysentry.pki.profiles import issuer_certificate, root_certificate
 from pysentry.spiffe import TrustDomain
-from tests.integration.cli.conftest import Dapr
+from tests.integration.cli.conftest import Dapr, tree_state
+from tests.integration.cli.damage import CORRUPTIONS, two_roots
 
 
 def _write(
@@ -113,3 +114,19 @@ def test_check_mismatched_key_and_unreachable_sentry(dapr: Dapr, certs: Path) ->
         "FAIL" in _row(result.stdout, "Sentry at 127.0.0.1:1") and "cannot connect" in result.stdout
     )
     assert "note" in _row(result.stdout, "issuer expiry")  # 60 days: inside the 90-day horizon
+
+
+def test_check_reports_a_truncated_block_and_writes_nothing(dapr: Dapr, certs: Path) -> None:
+    two_roots(certs)
+    damage, fragment = CORRUPTIONS["truncated"]
+    (certs / "ca.crt").write_bytes(damage((certs / "ca.crt").read_bytes()))
+    (certs / "issuer.key").write_bytes(b"")
+    before = tree_state(certs.parent)
+    result = dapr("mtls", "check", "--offline")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: 3 check(s) failed: ca.crt parses, issuer.key parses")
+    row = _row(result.stdout, "ca.crt parses")
+    assert "FAIL" in row and fragment in row  # a cut block is not read as a shorter bundle
+    assert "FAIL" in _row(result.stdout, "issuer.key parses")
+    assert "Traceback" not in result.output
+    assert tree_state(certs.parent) == before

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,77 +18,27 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from pysentry.pki.keys import dump_private_key, generate_key
-from pysentry.pki.pem import encode_pem, load_certificates
+from pysentry.pki.pem import load_certificates
 from pysentry.testing import TestCA
 from tests.integration.cli.conftest import (
     Dapr,
-    Result,
     give_to_nobody,
     run_dapr,
     run_dapr_forked,
     tree_state,
     without_dir_times,
 )
+from tests.integration.cli.damage import CORRUPTIONS, assert_refused, bad_base64, two_roots
 
-BEGIN = b"-----BEGIN CERTIFICATE-----"
 UNCHANGED = "nothing was changed"
 PROVIDED_FLAGS = ("--ca-root-certificate", "--issuer-public-certificate", "--issuer-private-key")
-
-
-def _two_roots(certs: Path) -> TestCA:
-    """Credentials whose ca.crt holds the issuer's root and a second, unrelated root."""
-    certs.mkdir(parents=True, exist_ok=True)
-    ca, other = TestCA.create("cluster.local"), TestCA.create("cluster.local")
-    ca.write_credentials(certs)
-    (certs / "ca.crt").write_bytes(ca.anchors_pem() + other.anchors_pem())
-    return ca
-
-
-def _second(data: bytes) -> int:
-    return data.index(BEGIN, 1)
-
-
-def _bad_base64(data: bytes) -> bytes:
-    at = _second(data) + len(BEGIN) + 20
-    return data[:at] + b"!!!!" + data[at + 4 :]
-
-
-CORRUPTIONS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
-    "bad-base64": (_bad_base64, "PEM block #2 ('CERTIFICATE') is damaged (its body is not valid"),
-    "bad-der": (
-        lambda d: d[: _second(d)] + encode_pem("CERTIFICATE", b"\x30\x03\x02\x01\x00"),
-        "PEM block #2 is not a valid certificate",
-    ),
-    "truncated": (
-        lambda d: d[: _second(d) + (len(d) - _second(d)) // 2],
-        "PEM block #2 ('CERTIFICATE') has no END line: the file is truncated",
-    ),
-    "cut-in-begin-line": (lambda d: d[: _second(d) + 15], "a PEM BEGIN line is cut short"),
-    "stray-end-line": (
-        lambda d: d + b"-----END CERTIFICATE-----\n",
-        "a PEM END line has no BEGIN line",
-    ),
-    "empty": (lambda d: b"", "the file is empty"),
-    "private-key-inside": (
-        lambda d: d + dump_private_key(generate_key()),
-        "PEM block #3 is a 'PRIVATE KEY', not a 'CERTIFICATE'",
-    ),
-}
-
-
-def assert_refused(result: Result, message: str) -> None:
-    assert result.returncode == 1, result.output
-    assert result.stderr.startswith("error: "), result.stderr
-    assert message in result.stderr, result.stderr
-    assert "Traceback" not in result.output
-    assert "successful" not in result.stdout
 
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
 def test_a_damaged_ca_crt_is_refused_and_nothing_changes(
     dapr: Dapr, certs: Path, corruption: str
 ) -> None:
-    _two_roots(certs)
+    two_roots(certs)
     ca_file = certs / "ca.crt"
     damage, expected = CORRUPTIONS[corruption]
     ca_file.write_bytes(damage(ca_file.read_bytes()))
@@ -138,10 +87,10 @@ def _args(path: str, files: dict[str, Path]) -> list[str]:
 def test_every_renewal_path_refuses_a_damaged_ca_crt(
     dapr: Dapr, certs: Path, tmp_path: Path, path: str
 ) -> None:
-    _two_roots(certs)
+    two_roots(certs)
     files = _given(tmp_path / "given")
     ca_file = certs / "ca.crt"
-    ca_file.write_bytes(_bad_base64(ca_file.read_bytes()))
+    ca_file.write_bytes(bad_base64(ca_file.read_bytes()))
     before = tree_state(certs.parent)
     result = dapr(*_args(path, files))
     assert_refused(result, f"certificate rotation failed: ca.crt {str(ca_file)!r}: PEM block #2")
@@ -150,7 +99,7 @@ def test_every_renewal_path_refuses_a_damaged_ca_crt(
 
 @pytest.mark.parametrize("kind", ["directory", "fifo"])
 def test_a_ca_crt_that_is_not_a_file_is_refused(dapr: Dapr, certs: Path, kind: str) -> None:
-    _two_roots(certs)
+    two_roots(certs)
     ca_file = certs / "ca.crt"
     ca_file.unlink()
     if kind == "directory":
@@ -167,7 +116,7 @@ def test_a_ca_crt_that_is_not_a_file_is_refused(dapr: Dapr, certs: Path, kind: s
 
 def test_an_unreadable_ca_crt_is_refused_as_an_unprivileged_user(nobody_home: Path) -> None:
     certs = nobody_home / ".dapr" / "certs"
-    _two_roots(certs)
+    two_roots(certs)
     give_to_nobody(nobody_home)
     (certs / "ca.crt").chmod(0)
     before = tree_state(nobody_home)
@@ -185,7 +134,7 @@ def test_an_unreadable_ca_crt_is_refused_as_an_unprivileged_user(nobody_home: Pa
 def test_a_broken_passed_file_is_named_by_its_flag_and_path(
     dapr: Dapr, certs: Path, tmp_path: Path, flag: str, problem: str
 ) -> None:
-    _two_roots(certs)
+    two_roots(certs)
     files = _given(tmp_path / "given")
     broken = files[flag]
     if problem == "missing":
@@ -207,7 +156,7 @@ def test_a_broken_passed_file_is_named_by_its_flag_and_path(
 
 def test_unreadable_passed_files_are_named_as_an_unprivileged_user(nobody_home: Path) -> None:
     certs = nobody_home / ".dapr" / "certs"
-    _two_roots(certs)
+    two_roots(certs)
     files = _given(nobody_home / "given")
     give_to_nobody(nobody_home)
     before = tree_state(nobody_home)
@@ -229,7 +178,7 @@ def test_unreadable_passed_files_are_named_as_an_unprivileged_user(nobody_home: 
 def test_bundle_problems_in_passed_files_name_those_files(
     dapr: Dapr, certs: Path, tmp_path: Path, problem: str
 ) -> None:
-    _two_roots(certs)
+    two_roots(certs)
     files = _given(tmp_path / "given")
     other = TestCA.create("cluster.local")
     if problem == "mismatched-key":
@@ -253,7 +202,7 @@ def test_bundle_problems_in_passed_files_name_those_files(
 def test_provided_certificates_keep_the_current_root_and_leave_out_an_expired_one(
     dapr: Dapr, certs: Path, tmp_path: Path
 ) -> None:
-    current = _two_roots(certs)
+    current = two_roots(certs)
     expired = TestCA.create("cluster.local", now=datetime.now(UTC) - timedelta(days=60))
     ca_file = certs / "ca.crt"
     ca_file.write_bytes(ca_file.read_bytes() + expired.anchors_pem())
@@ -278,7 +227,7 @@ def test_a_full_disk_changes_nothing(tmp_path: Path) -> None:
     try:
         home = mount / "home"
         certs = home / ".dapr" / "certs"
-        _two_roots(certs)
+        two_roots(certs)
         filler_path = mount / "filler"  # fill the disk, then free one page
         with filler_path.open("wb", buffering=0) as filler, pytest.raises(OSError):
             for _ in range(64):
@@ -297,7 +246,7 @@ def test_a_full_disk_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_a_stale_temp_file_of_a_killed_run_is_removed(dapr: Dapr, certs: Path) -> None:
-    _two_roots(certs)
+    two_roots(certs)
     stale = certs / ".dapr-cli.issuer.key.abcdefgh.tmp"
     stale.write_bytes(dump_private_key(generate_key()))
     old = time.time() - 3600
@@ -314,7 +263,7 @@ def test_a_stale_temp_file_of_a_killed_run_is_removed(dapr: Dapr, certs: Path) -
 
 @pytest.mark.parametrize("problem", ["bad-base64", "truncated", "mismatched-key"])
 def test_drop_old_roots_refuses_damaged_credentials(dapr: Dapr, certs: Path, problem: str) -> None:
-    _two_roots(certs)
+    two_roots(certs)
     if problem == "mismatched-key":
         (certs / "issuer.key").write_bytes(TestCA.create().bundle.issuer_key_pem())
         expected = "do not load, nothing was changed"
@@ -331,7 +280,7 @@ def test_drop_old_roots_refuses_damaged_credentials(dapr: Dapr, certs: Path, pro
 
 
 def test_drop_old_roots_rewrites_only_ca_crt(dapr: Dapr, certs: Path) -> None:
-    _two_roots(certs)
+    two_roots(certs)
     before = tree_state(certs)
     result = dapr("mtls", "drop-old-roots")
     assert result.returncode == 0, result.output
@@ -346,7 +295,7 @@ def test_drop_old_roots_refuses_an_unreadable_key_as_an_unprivileged_user(
     nobody_home: Path,
 ) -> None:
     certs = nobody_home / ".dapr" / "certs"
-    _two_roots(certs)
+    two_roots(certs)
     give_to_nobody(nobody_home)
     (certs / "issuer.key").chmod(0)
     before = tree_state(nobody_home)
