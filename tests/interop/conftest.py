@@ -22,6 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.interop.daprbins import BUILD_TIMEOUT_S as DAPR_BUILD_TIMEOUT_S
+from tests.interop.daprbins import (
+    DaprBinaries,
+    DaprBuildError,
+    build_dapr_binaries,
+    cached_dapr_bin_dir,
+)
 from tests.interop.goprograms import BUILD_TIMEOUT_S, GoBinaries, build_go_binaries, cached_bin_dir
 
 SENTRY_START_S = 20.0
@@ -35,6 +42,16 @@ def go_bins_light() -> GoBinaries:
 @pytest.fixture(scope="session")
 def go_bins_full() -> GoBinaries:
     return build_go_binaries("full")
+
+
+@pytest.fixture(scope="session")
+def dapr_bins() -> DaprBinaries:
+    """Dapr v1.16.0's own ``sentry`` and ``daprd``, and ``step`` (``python -m tests.prebuild``
+    builds them before the suite; a missing Go toolchain or a refused module FAILS)."""
+    try:
+        return build_dapr_binaries()
+    except DaprBuildError as err:
+        pytest.fail(str(err), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +71,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     seen: set[str] = set()
     for item in items:
         if here not in Path(str(item.path)).resolve().parents:
+            continue
+        if "dapr_bins" in getattr(item, "fixturenames", ()):
+            if "dapr" not in seen and cached_dapr_bin_dir() is None:
+                item.add_marker(pytest.mark.timeout(DAPR_BUILD_TIMEOUT_S + 120))
+            seen.add("dapr")
             continue
         flavor = "full" if item.get_closest_marker("interop_full") else "light"
         if flavor in seen:
