@@ -58,7 +58,7 @@ ALL_FLAGS_MESSAGE = (
 
 
 _FILE_AT_LINE_START = re.compile(r"^(ca\.crt|issuer\.crt|issuer\.key):", re.MULTILINE)
-_FILE_WORD = re.compile(r"(?<![\w./-])(ca\.crt|issuer\.crt|issuer\.key)(?![\w-])")
+_FILE_WORD = re.compile(r"(?<![\w./'-])(ca\.crt|issuer\.crt|issuer\.key)(?![\w-])")
 UNCHANGED = "nothing was changed"
 
 
@@ -76,7 +76,7 @@ class _Given:
 
     @classmethod
     def read(cls, flag: str, value: str) -> _Given:
-        path = Path(value).expanduser()
+        path = Path(value).expanduser().absolute()  # absolute: never re-matched by _FILE_WORD
         return cls(flag, path, read_regular(path, f"{flag} {str(path)!r}"))
 
 

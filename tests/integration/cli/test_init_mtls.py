@@ -60,8 +60,8 @@ def test_mtls_status_follows_the_config(dapr: Dapr, home: Path, tmp_path: Path) 
 def test_expiry_prints_dapr_format(dapr: Dapr, certs: Path) -> None:
     missing = dapr("mtls", "expiry")
     assert missing.returncode == 1
-    expected = f"error: ca.crt {str(certs / 'ca.crt')!r}: file does not exist"
-    assert missing.stderr.startswith(expected)
+    missing_text = f"error: ca.crt {str(certs / 'ca.crt')!r}: file does not exist"
+    assert missing.stderr.startswith(missing_text)
     certs.mkdir(parents=True)
     ca = TestCA.create("cluster.local", ttl=timedelta(days=10))
     ca.write_credentials(certs)
