@@ -159,7 +159,7 @@ class Cluster:
         path.write_text(
             "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: appconfig\n"
             "spec:\n  nameResolution:\n    component: sqlite\n    configuration:\n"
-            f"      connectionString: {self.nr_db}\n      updateInterval: 2s\n" + extra
+            f"      connectionString: {self.nr_db}\n      updateInterval: 4s\n      timeout: 2s\n" + extra
         )
         return path
 
