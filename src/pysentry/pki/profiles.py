@@ -4,8 +4,10 @@ Key usage is Dapr v1.16's (the Go peers we test against): DigitalSignature|KeyEn
 every certificate, plus CertSign on the root and CertSign|CRLSign on the issuer.
 
 Extensions are encoded as Go's ``x509.CreateCertificate`` does: basicConstraints and keyUsage
-critical, SAN critical because the subject is empty, SKID on CA certificates, AKID on every
-certificate that is not self-signed. The signature algorithm follows the signer's key type.
+critical, SAN critical because the subject is empty, SKID on CA certificates, AKID on workload
+certificates. The generated issuer has no AKID, as Dapr v1.16's (Go takes the AKID from the
+parent *template*, which has no SKID; checked against a Go Sentry in tests/interop). The
+signature algorithm follows the signer's key type.
 Beyond Dapr, a leaf's NotAfter is clamped to its issuer's NotAfter (``IssuedLeaf.clamped``).
 """
 
@@ -98,9 +100,7 @@ def root_certificate(
     builder = (
         _ca_builder(subject, key.public_key(), now=now, ttl=ttl, skew=skew)
         .issuer_name(subject)
-        .add_extension(
-            _key_usage(cert_sign=True, crl_sign=False), critical=True
-        )
+        .add_extension(_key_usage(cert_sign=True, crl_sign=False), critical=True)
     )
     return builder.sign(key, signature_hash(key))
 
@@ -116,17 +116,14 @@ def issuer_certificate(
     ttl: timedelta = DEFAULT_CA_TTL,
     skew: timedelta = DEFAULT_CLOCK_SKEW,
 ) -> x509.Certificate:
-    """Issuer CA: ``O=spiffe://<td>/ns/<namespace>/dapr-sentry``, KU +certSign+cRLSign, AKID."""
+    """Issuer CA: ``O=spiffe://<td>/ns/<namespace>/dapr-sentry``, KU +certSign+cRLSign, no AKID."""
     now = _utc(now)
     sentry_id = SpiffeId.for_app(trust_domain, namespace, SENTRY_APP_ID)
     subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, str(sentry_id))])
     builder = (
         _ca_builder(subject, public_key, now=now, ttl=ttl, skew=skew)
         .issuer_name(root_cert.subject)
-        .add_extension(
-            _key_usage(cert_sign=True, crl_sign=True), critical=True
-        )
-        .add_extension(authority_key_identifier(root_cert), critical=False)
+        .add_extension(_key_usage(cert_sign=True, crl_sign=True), critical=True)
     )
     return builder.sign(root_key, signature_hash(root_key))
 
@@ -168,9 +165,7 @@ def workload_certificate(
         .public_key(public_key)
         .not_valid_before(now - skew)
         .not_valid_after(not_after)
-        .add_extension(
-            _key_usage(cert_sign=False, crl_sign=False), critical=True
-        )
+        .add_extension(_key_usage(cert_sign=False, crl_sign=False), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage(_WORKLOAD_EKUS),
             critical=False,

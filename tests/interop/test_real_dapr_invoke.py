@@ -1,0 +1,184 @@
+"""pysentry daprd against Dapr v1.16.0's real Go daprd, through one shared ``sqlite`` resolver.
+
+Both daprds get their SVIDs from the real pysentry ``sentry`` and share ``cluster.nr_db``
+(``nameResolution: {component: sqlite, configuration: {connectionString: <file>}}``). Every
+check runs from both callers: what the app sees, and what the caller's HTTP client gets, must
+be the same whichever implementation sits on each side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from pysentry.testing import TestCA
+from tests.e2e.conftest import Cluster, Daprd
+from tests.interop.cl_app import blob
+from tests.interop.daprbins import DaprBinaries
+from tests.interop.realdapr import cl_app, go_daprd
+
+BODY_200K = bytes(range(256)) * 800  # 204 800 bytes
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop_all()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            print(c.dump())
+
+
+async def _sentry(cluster: Cluster) -> tuple[int, bytes]:
+    ca = TestCA.create("localhost")
+    creds = cluster.tmp / "creds"
+    creds.mkdir(mode=0o700)
+    ca.write_credentials(creds)
+    _, port = await cluster.sentry(creds)
+    return port, ca.anchors_pem()
+
+
+async def _call(
+    caller: Daprd, verb: str, target: str, path: str, *, body: bytes = b"", **headers: str
+) -> tuple[int, dict[str, str], bytes]:
+    url = f"{caller.url}/v1.0/invoke/{target}/method/{path}"
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(verb, url, data=body or None, headers=headers) as r,
+    ):
+        return r.status, {k.lower(): v for k, v in r.headers.items()}, await r.read()
+
+
+@pytest.mark.parametrize("first", ["go", "pysentry"])
+async def test_go_and_pysentry_daprd_find_each_other(
+    dapr_bins: DaprBinaries, cluster: Cluster, first: str
+) -> None:
+    """Whichever starts first, each finds the other in the one sqlite file, and invocation
+    carries verbs, path, query, headers, 200 KB bodies and statuses both ways."""
+    sentry_port, anchors = await _sentry(cluster)
+    _, go_app = await cluster.app("appGo")
+    _, py_app = await cluster.app("appPy")
+    daprds: dict[str, Daprd] = {}
+    for kind in (first, "pysentry" if first == "go" else "go"):
+        if kind == "go":
+            daprds[kind] = await go_daprd(
+                cluster, dapr_bins, "appGo", go_app, sentry_port=sentry_port, anchors_pem=anchors
+            )
+        else:
+            daprds[kind] = await cluster.daprd(
+                "appPy", py_app, sentry_port=sentry_port, anchors_pem=anchors
+            )
+    go, py = daprds["go"], daprds["pysentry"]
+    for caller, callee, caller_id in ((py, "appGo", "appPy"), (go, "appPy", "appGo")):
+        for verb in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            body = BODY_200K if verb in ("POST", "PUT") else b""
+            status, headers, raw = await _call(
+                caller, verb, callee, "echo/sub?a=1&b=two", body=body, **{"X-Interop": "yes"}
+            )
+            assert status == 200, (caller.app_id, verb, raw[:300])
+            echoed: dict[str, Any] = json.loads(raw)
+            assert (echoed["app"], echoed["method"]) == (callee, verb)
+            assert (echoed["path"], echoed["query"]) == ("/echo/sub", "a=1&b=two")
+            assert echoed["length"] == len(body)
+            assert echoed["headers"]["x-interop"] == "yes"
+            assert echoed["headers"]["dapr-caller-app-id"] == caller_id
+            assert echoed["headers"]["dapr-callee-app-id"] == callee
+            assert headers["x-from-app"] == callee
+        status, _, raw = await _call(caller, "GET", callee, "echo?status=404")
+        assert status == 404 and json.loads(raw)["app"] == callee
+        status, _, raw = await _call(caller, "GET", callee, "big?n=200000")
+        assert status == 200 and raw == b"x" * 200_000
+    # An unknown app-id: the same answer from both callers (Dapr's sqlite "no host" error).
+    answers = [await _call(d, "GET", "nobody", "x") for d in (go, py)]
+    assert answers[0][0] == answers[1][0] == 500
+    assert (
+        json.loads(answers[0][2])
+        == json.loads(answers[1][2])
+        == {
+            "errorCode": "ERR_DIRECT_INVOKE",
+            "message": "failed to invoke, id: nobody, err: no host found with the given ID",
+        }
+    )
+
+
+DENY_ALL = "  accessControl:\n    defaultAction: deny\n    trustDomain: public\n"
+
+
+async def test_errors_from_a_go_callee_reach_the_caller_unmasked(
+    dapr_bins: DaprBinaries, cluster: Cluster
+) -> None:
+    """ACL denial (403) and a dead app (500 ``error invoking app channel``) of a Go callee: a
+    pysentry caller answers exactly what a Go caller answers."""
+    sentry_port, anchors = await _sentry(cluster)
+    denied_app, alive = await cluster.app("denier"), await cluster.app("dead")
+    go_deny = await go_daprd(
+        cluster,
+        dapr_bins,
+        "denier",
+        denied_app[1],
+        sentry_port=sentry_port,
+        anchors_pem=anchors,
+        config_extra=DENY_ALL,
+    )
+    go_dead = await go_daprd(
+        cluster, dapr_bins, "dead", alive[1], sentry_port=sentry_port, anchors_pem=anchors
+    )
+    go_caller = await go_daprd(
+        cluster, dapr_bins, "callerGo", None, sentry_port=sentry_port, anchors_pem=anchors
+    )
+    py_caller = await cluster.daprd("callerPy", None, sentry_port=sentry_port, anchors_pem=anchors)
+    assert go_deny.proc.alive() and go_dead.proc.alive()
+    alive[0].stop()  # the "dead" callee's app is gone
+    for caller in (go_caller, py_caller):
+        status, headers, raw = await _call(caller, "POST", "denier", "echo", body=b"{}")
+        assert status == 403, raw
+        assert headers["content-type"].startswith("application/json")
+        assert json.loads(raw) == {
+            "errorCode": "ERR_DIRECT_INVOKE",
+            "message": "failed to invoke, id: denier, err: rpc error: code = PermissionDenied "
+            "desc = access control policy has denied access to id: "
+            f"spiffe://public/ns/default/{caller.app_id} operation: echo verb: POST",
+        }
+        status, _, raw = await _call(caller, "POST", "dead", "echo", body=b"{}")
+        assert status == 500, raw
+        err = json.loads(raw)
+        assert err["errorCode"] == "ERR_DIRECT_INVOKE"
+        assert err["message"].startswith(
+            "failed to invoke, id: dead, err: rpc error: code = Internal desc = "
+            "error invoking app channel: "
+        ), err
+        assert "connection refused" in err["message"]
+
+
+async def test_content_length_reaches_apps_that_read_only_content_length(
+    dapr_bins: DaprBinaries, cluster: Cluster
+) -> None:
+    """A 200 KB body and its Content-Length cross the internal hop both ways (no chunking), and
+    a 200 KB response comes back whole."""
+    sentry_port, anchors = await _sentry(cluster)
+    _, go_app = await cl_app(cluster, "go")
+    _, py_app = await cl_app(cluster, "py")
+    go = await go_daprd(
+        cluster, dapr_bins, "clGo", go_app, sentry_port=sentry_port, anchors_pem=anchors
+    )
+    py = await cluster.daprd("clPy", py_app, sentry_port=sentry_port, anchors_pem=anchors)
+    digest = hashlib.sha256(BODY_200K).hexdigest()
+    for caller, callee in ((py, "clGo"), (go, "clPy"), (py, "clPy"), (go, "clGo")):
+        status, _, raw = await _call(caller, "POST", callee, "len?x=1", body=BODY_200K)
+        assert status == 200, (caller.app_id, callee, raw[:300])
+        seen = json.loads(raw)
+        assert seen["content_length"] == str(len(BODY_200K)), (caller.app_id, callee, seen)
+        assert seen["transfer_encoding"] is None
+        assert (seen["received"], seen["sha256"]) == (len(BODY_200K), digest)
+        status, headers, raw = await _call(caller, "GET", callee, "blob?n=200000")
+        assert status == 200 and raw == blob(200_000)
+        assert headers["content-length"] == "200000"
