@@ -15,11 +15,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(PY) -m pysentry.demo
 
+# Builds the Go caches first (needs the Go module proxy), then runs pytest inside a private
+# network namespace with only loopback (tests/prebuild.py; needs root for `unshare --net`).
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m tests.prebuild -q -p no:cacheprovider
 
 soak: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -m soak
+	$(PY) -m tests.prebuild -q -p no:cacheprovider -m soak
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
