@@ -25,14 +25,21 @@ from tests.unit.pki.factory import make_cert
 SERVER_ID = SpiffeId.parse("spiffe://public/ns/default/server")
 CLIENT_ID = SpiffeId.parse("spiffe://public/ns/default/client")
 NOW = datetime.now(UTC)
-WINDOW = {"not_before": NOW - timedelta(days=1), "not_after": NOW + timedelta(days=30)}
+BEFORE, AFTER = NOW - timedelta(days=1), NOW + timedelta(days=30)
 
 
 def step_ca() -> tuple[x509.Certificate, x509.Certificate, PrivateKey]:
     """(root, issuer, issuer key): same subject, issuer without AKI, as ``step`` makes them."""
     root_key, issuer_key = generate_key(), generate_key()
-    root = make_cert("cluster.local", root_key, pathlen=1, **WINDOW)
-    issuer = make_cert("cluster.local", issuer_key, (root, root_key), pathlen=0, **WINDOW)
+    root = make_cert("cluster.local", root_key, pathlen=1, not_before=BEFORE, not_after=AFTER)
+    issuer = make_cert(
+        "cluster.local",
+        issuer_key,
+        (root, root_key),
+        pathlen=0,
+        not_before=BEFORE,
+        not_after=AFTER,
+    )
     return root, issuer, issuer_key
 
 
