@@ -8,6 +8,7 @@ be the same whichever implementation sits on each side.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -182,3 +183,39 @@ async def test_content_length_reaches_apps_that_read_only_content_length(
         status, headers, raw = await _call(caller, "GET", callee, "blob?n=200000")
         assert status == 200 and raw == blob(200_000)
         assert headers["content-length"] == "200000"
+
+
+async def test_rotation_with_a_short_ttl_costs_no_call(
+    dapr_bins: DaprBinaries, cluster: Cluster
+) -> None:
+    """A 10 s TTL: both daprds renew several times during 12 s of calls both ways; none fails."""
+    ca = TestCA.create("localhost")
+    creds = cluster.tmp / "creds"
+    creds.mkdir(mode=0o700)
+    ca.write_credentials(creds)
+    _, sentry_port = await cluster.sentry(creds, ttl="10s", skew="1s")
+    anchors = ca.anchors_pem()
+    _, go_app = await cluster.app("rotGo")
+    _, py_app = await cluster.app("rotPy")
+    go = await go_daprd(
+        cluster, dapr_bins, "rotGo", go_app, sentry_port=sentry_port, anchors_pem=anchors
+    )
+    py = await cluster.daprd("rotPy", py_app, sentry_port=sentry_port, anchors_pem=anchors)
+    failures: list[str] = []
+    ok = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 12
+    async with aiohttp.ClientSession() as s:
+        while loop.time() < deadline and ok < 5000:
+            for caller, callee in ((py, "rotGo"), (go, "rotPy")):
+                url = f"{caller.url}/v1.0/invoke/{callee}/method/echo"
+                async with s.post(url, data=b"r") as r:
+                    if r.status == 200:
+                        ok += 1
+                    else:
+                        failures.append(f"{caller.app_id}->{callee}: {r.status} {await r.text()}")
+        rotated = await py.metric(s, "dapr_runtime_mtls_workload_cert_rotated_total")
+    renewed_go = go.proc.text().count("Successfully renewed workload identity")
+    print(f"short-TTL rotation: ok={ok} failures={len(failures)} py={rotated:.0f} go={renewed_go}")
+    assert failures == [], failures[:5]
+    assert rotated >= 1 and renewed_go >= 1
