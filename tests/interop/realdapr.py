@@ -68,9 +68,12 @@ async def go_daprd(
     sentry_port: int,
     anchors_pem: bytes,
     config_extra: str = "",
+    config: Path | None = None,
     control_plane_trust_domain: str = "localhost",
 ) -> Daprd:
-    """Dapr's Go daprd with mTLS through ``sentry_port``, ready when ``healthz/outbound`` is 204."""
+    """Dapr's Go daprd with mTLS through ``sentry_port``, ready when ``healthz/outbound`` is 204.
+
+    ``config`` replaces the shared sqlite configuration (``cluster.daprd_config``)."""
     http, grpc, internal, metrics = free_port(), free_port(), free_port(), free_port()
     resources = cluster.tmp / f"resources-{app_id}"
     resources.mkdir(exist_ok=True)
@@ -95,7 +98,7 @@ async def go_daprd(
         "--metrics-listen-address",
         "127.0.0.1",
         "--config",
-        str(cluster.daprd_config(config_extra)),
+        str(config or cluster.daprd_config(config_extra)),
         "--resources-path",
         str(resources),
         "--enable-mtls",
@@ -125,3 +128,14 @@ async def cl_app(cluster: Cluster, name: str) -> tuple[Proc, int]:
     proc = cluster.spawn(f"cl-app-{name}", [sys.executable, str(CL_APP), str(port)])
     await wait_http(proc, f"http://127.0.0.1:{port}/health", (200,))
     return proc, port
+
+
+def kubernetes_config(cluster: Cluster, name: str, template: str) -> Path:
+    """A daprd Configuration with the ``kubernetes`` resolver and ``template``."""
+    path = cluster.tmp / f"k8s-nr-{name}.yaml"
+    path.write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: k8snr\n"
+        "spec:\n  nameResolution:\n    component: kubernetes\n    configuration:\n"
+        f"      template: {template!r}\n"
+    )
+    return path

@@ -22,7 +22,7 @@ from pysentry.testing import TestCA
 from tests.e2e.conftest import Cluster, Daprd
 from tests.interop.cl_app import blob
 from tests.interop.daprbins import DaprBinaries
-from tests.interop.realdapr import cl_app, go_daprd
+from tests.interop.realdapr import cl_app, go_daprd, kubernetes_config
 
 BODY_200K = bytes(range(256)) * 800  # 204 800 bytes
 
@@ -219,3 +219,44 @@ async def test_rotation_with_a_short_ttl_costs_no_call(
     print(f"short-TTL rotation: ok={ok} failures={len(failures)} py={rotated:.0f} go={renewed_go}")
     assert failures == [], failures[:5]
     assert rotated >= 1 and renewed_go >= 1
+
+
+async def test_kubernetes_resolver_template_pins_addresses_both_ways(
+    dapr_bins: DaprBinaries, cluster: Cluster
+) -> None:
+    """``nameResolution: {component: kubernetes, configuration: {template: 127.0.0.1:PORT}}``
+    in a pysentry daprd reaches a Go daprd, and the same in a Go daprd reaches ours."""
+    sentry_port, anchors = await _sentry(cluster)
+    _, go_app = await cluster.app("pinGo")
+    _, py_app = await cluster.app("pinPy")
+    go_callee = await go_daprd(
+        cluster, dapr_bins, "pinGo", go_app, sentry_port=sentry_port, anchors_pem=anchors
+    )
+    py_callee = await cluster.daprd("pinPy", py_app, sentry_port=sentry_port, anchors_pem=anchors)
+    to_go = kubernetes_config(cluster, "to-go", f"127.0.0.1:{go_callee.internal_port}")
+    to_py = kubernetes_config(cluster, "to-py", f"127.0.0.1:{py_callee.internal_port}")
+    py_caller = await cluster.daprd(
+        "pinCallerPy",
+        None,
+        sentry_port=sentry_port,
+        anchors_pem=anchors,
+        args=["--config", str(to_go)],
+    )
+    go_caller = await go_daprd(
+        cluster,
+        dapr_bins,
+        "pinCallerGo",
+        None,
+        sentry_port=sentry_port,
+        anchors_pem=anchors,
+        config=to_py,
+    )
+    for caller, callee in ((py_caller, "pinGo"), (go_caller, "pinPy")):
+        status, _, raw = await _call(caller, "POST", callee, "echo", body=b"pinned")
+        assert status == 200, (caller.app_id, raw[:300])
+        assert json.loads(raw)["app"] == callee
+    # The template gives one address for every app-id: the wrong app behind it is refused by
+    # the mTLS authorizer (/ns/default/<app-id>), not reached.
+    status, _, raw = await _call(py_caller, "POST", "someoneElse", "echo", body=b"x")
+    assert status == 500 and b"someoneElse" in raw, raw
+    assert b"no host found" not in raw and b"pinGo" in raw, raw
