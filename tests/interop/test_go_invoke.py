@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pysentry.sidecar.resolver import Registration, SqliteResolver, SqliteSettings
+from pysentry.nameresolution import Registration, SqliteResolver, SqliteSettings
 from pysentry.testing import TestCA
 from tests.e2e.conftest import Cluster, Daprd
 from tests.interop.goprograms import GoBinaries, GoServer, expect_ok, go_invoke_server, run_go
@@ -212,7 +212,7 @@ async def test_pysentry_acl_sees_the_go_callers_spiffe_id(
 @contextlib.contextmanager
 def registered(cluster: Cluster, app_id: str, address: str) -> Iterator[SqliteResolver]:
     """Register a Go peer in daprd's sqlite name resolution, as a sidecar would."""
-    resolver = SqliteResolver(SqliteSettings(cluster.nr_db, update_interval=timedelta(seconds=1)))
+    resolver = SqliteResolver(SqliteSettings(cluster.nr_db, update_interval=timedelta(seconds=2)))
     resolver.register(Registration(app_id, "default", address))
     try:
         yield resolver

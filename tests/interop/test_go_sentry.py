@@ -92,7 +92,7 @@ def test_dapr_request_gets_a_verified_svid(
     assert svid["uris"] == ["spiffe://public/ns/default/myapp"]
     assert svid["dns_names"] == []
     assert svid["public_key_algorithm"] == "ECDSA"  # kit's P-256 key
-    assert svid["key_usage"] == 1  # x509.KeyUsageDigitalSignature only (master profile)
+    assert svid["key_usage"] == 5  # DigitalSignature|KeyEncipherment (Dapr v1.16 profile)
     assert sorted(svid["ext_key_usage"]) == [1, 2]  # ServerAuth, ClientAuth
     assert _lifetime(out) == timedelta(hours=24, minutes=15)  # default TTL + clock skew
 
