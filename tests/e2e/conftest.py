@@ -73,6 +73,7 @@ class Daprd:
     http_port: int
     internal_port: int
     metrics_port: int
+    grpc_port: int = 0
 
     @property
     def url(self) -> str:
@@ -159,7 +160,8 @@ class Cluster:
         path.write_text(
             "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: appconfig\n"
             "spec:\n  nameResolution:\n    component: sqlite\n    configuration:\n"
-            f"      connectionString: {self.nr_db}\n      updateInterval: 4s\n      timeout: 2s\n" + extra
+            f"      connectionString: {self.nr_db}\n      updateInterval: 4s\n      timeout: 2s\n"
+            + extra
         )
         return path
 
@@ -176,13 +178,15 @@ class Cluster:
         args: list[str] | None = None,
         wait: bool = True,
     ) -> Daprd:
-        http, internal, metrics = free_port(), free_port(), free_port()
+        http, internal, metrics, grpc = free_port(), free_port(), free_port(), free_port()
         cmd = [
             str(BIN / "daprd"),
             "--app-id",
             app_id,
             "--dapr-http-port",
             str(http),
+            "--dapr-grpc-port",
+            str(grpc),
             "--dapr-internal-grpc-port",
             str(internal),
             "--metrics-port",
@@ -203,7 +207,7 @@ class Cluster:
         if anchors_pem:
             full_env["DAPR_TRUST_ANCHORS"] = anchors_pem.decode()
         proc = self.spawn(f"daprd-{app_id}", cmd, full_env)
-        d = Daprd(proc, app_id, http, internal, metrics)
+        d = Daprd(proc, app_id, http, internal, metrics, grpc)
         if wait:
             await wait_http(proc, f"{d.url}/v1.0/healthz/outbound", (204,))
         return d

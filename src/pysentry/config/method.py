@@ -128,11 +128,14 @@ def decode_method(raw: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def canonical_method(raw: str) -> str:
+def canonical_method(raw: str, *, encoded: bool = True) -> str:
     """The one normalization of an invoked method (see the module docstring): decode once,
     refuse forbidden characters, ``path.Clean``, keep a trailing slash. Raises
-    :class:`InvalidMethod`."""
-    decoded = decode_method(raw)
+    :class:`InvalidMethod`.
+
+    ``encoded=False`` is for a method that never was a URL path (the gRPC API's
+    ``InvokeRequest.method``): it is taken as it is, without percent-decoding."""
+    decoded = decode_method(raw) if encoded else raw
     cleaned = normalize_method(decoded).lstrip("/")
     if decoded.endswith("/") and cleaned and not cleaned.endswith("/"):
         cleaned += "/"

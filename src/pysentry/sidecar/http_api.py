@@ -94,6 +94,7 @@ class HttpApi:
         identity: IdentityInfo = lambda: None,
         ready: Callable[[], bool] = lambda: True,
         outbound_ready: Callable[[], bool] = lambda: True,
+        extended: dict[str, str] | None = None,
     ) -> None:
         self._s = settings
         self._invoker = invoker
@@ -101,7 +102,7 @@ class HttpApi:
         self._ready = ready
         self._outbound_ready = outbound_ready
         self._budget = BodyBudget(budget_for(settings.max_body_size))
-        self._extended: dict[str, str] = {}
+        self._extended: dict[str, str] = {} if extended is None else extended
 
     def app(self) -> web.Application:
         cap = self._s.max_body_size

@@ -13,7 +13,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-#: The budget is this many maximum-size bodies (each costs several copies on its way out), and never less than :data:`MIN_BUDGET`.
+#: The budget is this many maximum-size bodies (each costs several copies on its way out),
+#: and never less than :data:`MIN_BUDGET`.
 BODIES_IN_FLIGHT = 2
 MIN_BUDGET = 32 << 20
 

@@ -25,12 +25,18 @@ from pysentry.errors import ConfigError, PysentryError, SentryUnavailable
 from pysentry.procname import set_process_name
 from pysentry.sidecar.app_channel import HttpAppChannel
 from pysentry.sidecar.direct import DirectMessaging
+from pysentry.sidecar.grpc_api import DaprApi, api_server
 from pysentry.sidecar.http_api import ApiSettings, HttpApi
 from pysentry.sidecar.internal_client import InternalClient, plaintext_channel
 from pysentry.sidecar.internal_server import ServiceInvocation
 from pysentry.sidecar.invocation import AppChannel, InvocationError, InvokeRequest, InvokeResponse
 from pysentry.sidecar.metrics import SidecarMetrics
-from pysentry.sidecar.options import Options, parse_options, stable_random_port
+from pysentry.sidecar.options import (
+    DEFAULT_GRPC_PORT,
+    Options,
+    parse_options,
+    stable_random_port,
+)
 from pysentry.sidecar.resolver import (
     Registration,
     SidecarResolver,
@@ -83,6 +89,26 @@ def bind_internal(opts: Options) -> socket.socket:
     return bind(host, 0, "--dapr-internal-grpc-port")
 
 
+def bind_api_grpc(opts: Options) -> socket.socket:
+    """``--dapr-grpc-port``. Left at its default (50001, also Sentry's default port), a taken
+    port moves the API to a free one with a warning instead of failing (docs/choices.md)."""
+    host = opts.dapr_listen_address
+    if opts.dapr_grpc_port is not None:
+        return bind(host, opts.dapr_grpc_port, "--dapr-grpc-port")
+    try:
+        return bind(host, DEFAULT_GRPC_PORT, "--dapr-grpc-port")
+    except StartupError:
+        sock = bind(host, 0, "--dapr-grpc-port")
+        log.warning(
+            "gRPC API port %d is in use (Sentry listens there by default): serving the gRPC API "
+            "on port %d instead; give the app DAPR_GRPC_PORT=%d, or pass --dapr-grpc-port",
+            DEFAULT_GRPC_PORT,
+            sock.getsockname()[1],
+            sock.getsockname()[1],
+        )
+        return sock
+
+
 def load_config(opts: Options) -> Configuration:
     if opts.config is None:
         return Configuration.model_validate({})
@@ -126,6 +152,7 @@ async def run(opts: Options) -> None:
 
     http_sock = bind(opts.dapr_listen_address, opts.dapr_http_port, "--dapr-http-port")
     internal_sock = bind_internal(opts)
+    api_grpc_sock = bind_api_grpc(opts)
     internal_port = internal_sock.getsockname()[1]
     metrics_sock = (
         bind(opts.metrics_listen_address, opts.metrics_port, "--metrics-port")
@@ -182,6 +209,20 @@ async def run(opts: Options) -> None:
     await grpc_server.start(sock=internal_sock, ssl=security.server_context if security else None)
     log.info("Internal gRPC server is running on port %d", internal_port)
 
+    extended: dict[str, str] = {}
+    api_grpc = api_server(
+        DaprApi(
+            app_id=opts.app_id,
+            namespace=opts.namespace,
+            invoker=direct,
+            extended=extended,
+            app_connection=lambda: (opts.app_port or 0, "http", opts.app_channel_address),
+            api_token=opts.api_token,
+            max_body_size=opts.max_body_size,
+        )
+    )
+    await api_grpc.start(sock=api_grpc_sock)
+    log.info("gRPC server listening on TCP address: :%d", api_grpc_sock.getsockname()[1])
     api = HttpApi(
         ApiSettings(
             app_id=opts.app_id,
@@ -195,6 +236,7 @@ async def run(opts: Options) -> None:
         ),
         direct,
         identity=security.identity_info if security else (lambda: None),
+        extended=extended,
     )
     runners: list[web.AppRunner] = []
     for app, sock in ((api.app(), http_sock), (metrics.app(), metrics_sock)):
@@ -259,6 +301,7 @@ async def run(opts: Options) -> None:
             )
         resolver.close()
         grpc_server.close()
+        api_grpc.close()
         for runner in runners:
             await runner.cleanup()
         client.close()

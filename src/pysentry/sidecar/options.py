@@ -24,6 +24,7 @@ from pysentry.errors import ConfigError, InvalidDuration
 
 DEFAULT_HTTP_PORT = 3500
 DEFAULT_METRICS_PORT = 9090
+DEFAULT_GRPC_PORT = 50001
 DEFAULT_MAX_BODY_SIZE = 4 << 20  # Dapr's runtime.DefaultMaxRequestBodySize
 STABLE_PORT_BASE = 47300
 
@@ -75,6 +76,7 @@ class Options:
     internal_connection_max_age: timedelta | None
     max_body_size: int  # bytes; 0 = no limit (Dapr's --max-body-size)
     metrics_listen_address: str
+    dapr_grpc_port: int | None  # None: the default, 50001, or a free port if that is taken
     print_version: bool
     # from the environment
     namespace: str
@@ -185,6 +187,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"Deprecated: use '--max-body-size {DEFAULT_MAX_BODY_SIZE >> 20}Mi'. "
         "Max size of request body in MB",
     )
+    a(
+        "--dapr-grpc-port",
+        default=None,
+        help=f"gRPC port for the Dapr API to listen on (default {DEFAULT_GRPC_PORT})",
+    )
     a("--metrics-listen-address", default="0.0.0.0", help="The address for the metrics server")
     a("--version", action="store_true", help="Prints the runtime version")
     a("--build-info", action="store_true", help="Prints the build info")
@@ -196,6 +203,15 @@ def _parser() -> argparse.ArgumentParser:
         else:
             a(flag, default=None, help=argparse.SUPPRESS)
     return p
+
+
+def _flag_port(value: str | None, flag: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return _port(value)
+    except argparse.ArgumentTypeError as err:
+        raise ConfigError(f"{flag}: {err}") from err
 
 
 def _max_body_size(quantity: str | None, legacy_mb: int | None) -> int:
@@ -212,7 +228,6 @@ def _max_body_size(quantity: str | None, legacy_mb: int | None) -> int:
 #: (``None``: any value is worth a warning). The real ``dapr run`` always passes some of these
 #: (``--read-buffer-size 4Ki --profile-port -1``): their defaults stay silent.
 UNSUPPORTED_FLAGS: tuple[tuple[str, str | None], ...] = (
-    ("--dapr-grpc-port", None),
     ("--dapr-public-port", ""),
     ("--dapr-public-listen-address", ""),
     ("--profile-port", "-1"),
@@ -344,6 +359,7 @@ def parse_options(
         internal_connection_max_age=max_age or None,
         max_body_size=_max_body_size(ns.max_body_size, ns.dapr_http_max_request_size),
         metrics_listen_address=ns.metrics_listen_address,
+        dapr_grpc_port=_flag_port(ns.dapr_grpc_port, "--dapr-grpc-port"),
         print_version=ns.version or ns.build_info,
         namespace=env.get("NAMESPACE") or "default",
         trust_anchors_pem=anchors.encode() if anchors else None,

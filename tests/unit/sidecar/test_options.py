@@ -129,10 +129,8 @@ def test_every_flag_the_real_cli_passes_is_accepted() -> None:
     assert opts.app_id == "myapp"
     assert opts.max_body_size == 4 << 20
     # only values that ask for something pysentry lacks are reported
-    assert opts.ignored_flags == (
-        "--dapr-grpc-port=50001",
-        "--resources-path=/root/.dapr/components",
-    )
+    assert opts.dapr_grpc_port == 50001
+    assert opts.ignored_flags == ("--resources-path=/root/.dapr/components",)
 
 
 @pytest.mark.parametrize(
