@@ -19,7 +19,6 @@ from aiohttp import web
 from prometheus_client import disable_created_metrics
 
 from pysentry import __version__, logs
-from pysentry.clock import system_clock
 from pysentry.config import (
     Configuration,
     format_duration,
@@ -28,7 +27,6 @@ from pysentry.config import (
     sentry_validators,
 )
 from pysentry.errors import ConfigError, PysentryError
-from pysentry.pki.bundle import CaBundle
 from pysentry.sentry.ca import CaSettings, CertificateAuthority
 from pysentry.sentry.identity import ServingIdentity
 from pysentry.sentry.jwks import JwksOptions, JwksValidator
@@ -42,7 +40,7 @@ from pysentry.sentry.monitoring import (
 from pysentry.sentry.options import DEFAULT_CONFIG, OptionsError, SentryOptions, parse_options
 from pysentry.sentry.reload import CredentialsReloader
 from pysentry.sentry.server import build_server
-from pysentry.sentry.store import CredentialPaths, FileStore, Fingerprint
+from pysentry.sentry.store import file_store, load_or_generate
 from pysentry.sentry.validators import InsecureValidator, TokenValidator, Validator
 from pysentry.spiffe import TrustDomain
 
@@ -79,26 +77,6 @@ def build_validators(
     return validators, default
 
 
-def load_or_generate(
-    store: FileStore, options: SentryOptions, settings: CaSettings
-) -> tuple[CaBundle, Fingerprint]:
-    """The bundle to start with, and the files' fingerprint it corresponds to (taken before
-    loading, so a change racing with the load is seen again by the watcher)."""
-    if store.check_complete():
-        log.info("Root and issuer certs found: using credentials from store")
-        fingerprint = store.fingerprint()
-        return store.load(now=system_clock()), fingerprint
-    log.info("Root and issuer certs not found: generating self signed CA")
-    bundle = CaBundle.generate(
-        settings.trust_domain, options.namespace, now=system_clock(),
-        algorithm=options.ca_key_algorithm, skew=settings.clock_skew,
-    )
-    log.info("Generating self-signed CA certs and persisting to store")
-    store.save(bundle)
-    log.info("Self-signed certs and JWT root key generated and persisted successfully")
-    return bundle, store.fingerprint()
-
-
 async def _start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -127,9 +105,9 @@ async def run(options: SentryOptions) -> None:
     metrics = SentryMetrics()
     health = Health()
     log.info("Using local file system for trust bundle storage")
-    store = FileStore(CredentialPaths(options.ca_path, options.issuer_cert_path,
-                                      options.issuer_key_path))
-    bundle, fingerprint = await asyncio.to_thread(load_or_generate, store, options, settings)
+    store = file_store(options)
+    loaded = await asyncio.to_thread(load_or_generate, store, options, settings)
+    bundle = loaded.bundle
     metrics.ca_loaded(issuer_not_after=bundle.issuer_not_after,
                       root_not_after=bundle.root_not_after)
     log.info("CA certificate key pair ready")
@@ -158,7 +136,7 @@ async def run(options: SentryOptions) -> None:
     log.info("Running gRPC server on port %d", options.port)
     reloader = CredentialsReloader(store, ca, on_swap=identity.reissue, metrics=metrics,
                                    health=health, quiet_period=options.reload_quiet_period,
-                                   loaded_fingerprint=fingerprint)
+                                   loaded_version=loaded.version)
     expiry = ExpiryWarnings(lambda: (ca.bundle.root_not_after, ca.bundle.issuer_not_after))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,118 +1,92 @@
-"""The standalone (file) store for Sentry's CA credentials (spec §5.3, anchors.md §4).
+"""Sentry's CA credentials at start: load them from the store, or generate and save a CA.
 
-Three files: trust anchors (``ca.crt``), issuer chain (``issuer.crt``), issuer key (``issuer.key``).
-
-- none exists: the caller may generate a CA and :meth:`FileStore.save` it (directory created 0700
-  when missing, files written atomically with mode 0600);
-- all exist: :meth:`FileStore.load` validates them with ``CaBundle.from_pem`` (spec §5.2);
-- some exist: :class:`IncompleteCredentials`, naming the missing files. Sentry never writes over a
-  user's CA, unlike Dapr (dapr/dapr#9563, dapr/cli#1448).
+The store itself (files, crash-atomic generation, the change stream) is
+:mod:`pysentry.credentials`; this module adds Dapr's log lines and names Sentry's flags in
+errors about the location.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+import logging
 from pathlib import Path
 
-from pysentry.errors import InvalidBundle
-from pysentry.fileio import ensure_private_dir, write_atomic
+from pysentry.clock import system_clock
+from pysentry.credentials import (
+    CredentialPaths,
+    CredentialStore,
+    FileStore,
+    IncompleteCredentials,
+    StoredCredentials,
+    StoreLocationError,
+    StoreState,
+)
 from pysentry.pki.bundle import CaBundle
+from pysentry.sentry.ca import CaSettings
+from pysentry.sentry.options import SentryOptions
 
-Fingerprint = tuple[tuple[int, int, int] | None, ...]
-"""(inode, size, mtime_ns) of each credential file, None for a missing one."""
-
-
-class IncompleteCredentials(InvalidBundle):
-    """Some but not all of the three credential files exist."""
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class CredentialPaths:
-    ca: Path
-    issuer_cert: Path
-    issuer_key: Path
-
-    def all(self) -> tuple[Path, Path, Path]:
-        return (self.ca, self.issuer_cert, self.issuer_key)
-
-    def directories(self) -> tuple[Path, ...]:
-        """Parent directories to watch, deduplicated, in order."""
-        return tuple(dict.fromkeys(p.parent for p in self.all()))
+def file_store(options: SentryOptions) -> FileStore:
+    return FileStore(
+        CredentialPaths(options.ca_path, options.issuer_cert_path, options.issuer_key_path)
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class FileStore:
-    paths: CredentialPaths
+def _flag_for(options: SentryOptions, blocker: Path) -> str:
+    """The flag whose value leads through ``blocker`` (a path that should be a directory)."""
+    for flag, name in (
+        ("--issuer-ca-filename", options.issuer_ca_filename),
+        ("--issuer-certificate-filename", options.issuer_certificate_filename),
+        ("--issuer-key-filename", options.issuer_key_filename),
+    ):
+        path = Path(name)
+        if path.is_absolute() and (blocker == path.parent or blocker in path.parents):
+            return f"{flag} {name!r}"
+    return f"--issuer-credentials {str(options.issuer_credentials)!r}"
 
-    def fingerprint(self) -> Fingerprint:
-        """(inode, size, mtime) of each file, None when missing: tells whether anything changed."""
-        out: list[tuple[int, int, int] | None] = []
-        for path in self.paths.all():
-            try:
-                st = path.stat()
-            except OSError:
-                out.append(None)
-                continue
-            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-        return tuple(out)
 
-    def missing(self) -> tuple[Path, ...]:
-        return tuple(p for p in self.paths.all() if not p.exists())
+def location_error(options: SentryOptions, err: StoreLocationError) -> StoreLocationError:
+    """``err`` reworded for Sentry's command line: the flag, what is wrong, and the fix."""
+    flag = _flag_for(options, err.blocker)
+    if flag.startswith("--issuer-credentials"):
+        names = f"{options.ca_path.name}, {options.issuer_cert_path.name} and "
+        fix = f"pass a directory that holds (or may hold) {names}{options.issuer_key_path.name}"
+    else:
+        fix = "pass a file path whose directory exists (or may be created)"
+    return StoreLocationError(
+        f"{flag}: {str(err.blocker)!r} is a file, not a directory; {fix}, or move the file out "
+        "of the way",
+        blocker=err.blocker,
+    )
 
-    def check_complete(self) -> bool:
-        """True if all three files exist, False if none does; raise if only some do."""
-        missing = self.missing()
-        if not missing:
-            return True
-        if len(missing) == len(self.paths.all()):
-            return False
-        present = [p for p in self.paths.all() if p not in missing]
-        raise IncompleteCredentials(
-            "incomplete issuer credentials: found "
-            + ", ".join(repr(str(p)) for p in present)
-            + " but missing "
-            + ", ".join(repr(str(p)) for p in missing)
-            + "; restore the missing files from your CA, or, to let Sentry generate a new "
-            "self-signed CA, remove all three files (workloads will then need the new trust "
-            "anchors)"
+
+def load_or_generate(
+    store: CredentialStore, options: SentryOptions, settings: CaSettings
+) -> StoredCredentials:
+    """The bundle to start with, and the store version it corresponds to (taken before loading,
+    so a change racing with the load is seen again by the watcher). Blocking: run in a thread."""
+    try:
+        for note in store.prepare():
+            log.warning("Issuer credentials: %s", note)
+        state = store.state()
+        if state is StoreState.COMPLETE:
+            log.info("Root and issuer certs found: using credentials from store")
+            return store.load(now=system_clock())
+        if state is StoreState.PARTIAL:
+            store.load(now=system_clock())  # raises, naming what is missing
+            raise IncompleteCredentials(f"incomplete issuer credentials in {store.location}")
+        log.info("Root and issuer certs not found: generating self signed CA")
+        bundle = CaBundle.generate(
+            settings.trust_domain,
+            options.namespace,
+            now=system_clock(),
+            algorithm=options.ca_key_algorithm,
+            skew=settings.clock_skew,
         )
-
-    def _read(self, path: Path) -> bytes:
-        try:
-            return path.read_bytes()
-        except OSError as err:
-            raise InvalidBundle(f"failed to read {str(path)!r}: {err.strerror or err}") from err
-
-    def load(self, *, now: datetime) -> CaBundle:
-        """Load and validate the three files; every problem is an :class:`InvalidBundle`."""
-        if not self.check_complete():
-            raise IncompleteCredentials(
-                "issuer credentials not found: "
-                + ", ".join(repr(str(p)) for p in self.paths.all())
-                + " do not exist"
-            )
-        ca_pem = self._read(self.paths.ca)
-        issuer_pem = self._read(self.paths.issuer_cert)
-        key_pem = self._read(self.paths.issuer_key)
-        try:
-            return CaBundle.from_pem(ca_pem, issuer_pem, key_pem, now=now)
-        except ValueError as err:  # InvalidBundle included
-            raise InvalidBundle(f"failed to verify CA bundle: {err}") from err
-
-    def save(self, bundle: CaBundle) -> None:
-        """Persist a generated bundle: 0700 directories, 0600 files, atomic writes.
-
-        Refuses if any of the files exists (never overwrite credentials on disk).
-        """
-        existing = [p for p in self.paths.all() if p.exists()]
-        if existing:
-            raise InvalidBundle(
-                "refusing to overwrite existing issuer credentials: "
-                + ", ".join(repr(str(p)) for p in existing)
-            )
-        for directory in self.paths.directories():
-            ensure_private_dir(directory)
-        write_atomic(self.paths.issuer_key, bundle.issuer_key_pem(), mode=0o600)
-        write_atomic(self.paths.issuer_cert, bundle.issuer_chain_pem(), mode=0o600)
-        write_atomic(self.paths.ca, bundle.anchors_pem(), mode=0o600)
+        log.info("Generating self-signed CA certs and persisting to store")
+        store.save(bundle)
+        log.info("Self-signed certs and JWT root key generated and persisted successfully")
+        return StoredCredentials(bundle, store.version())
+    except StoreLocationError as err:
+        raise location_error(options, err) from err
