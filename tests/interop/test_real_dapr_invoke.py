@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -114,50 +115,65 @@ async def test_go_and_pysentry_daprd_find_each_other(
 DENY_ALL = "  accessControl:\n    defaultAction: deny\n    trustDomain: public\n"
 
 
-async def test_errors_from_a_go_callee_reach_the_caller_unmasked(
+async def test_callee_errors_reach_the_caller_unmasked(
     dapr_bins: DaprBinaries, cluster: Cluster
 ) -> None:
-    """ACL denial (403) and a dead app (500 ``error invoking app channel``) of a Go callee: a
-    pysentry caller answers exactly what a Go caller answers."""
+    """ACL denial (403) and a dead app (500 ``error invoking app channel``), on a Go callee and on
+    a pysentry callee: a pysentry caller answers exactly what a Go caller answers."""
     sentry_port, anchors = await _sentry(cluster)
-    denied_app, alive = await cluster.app("denier"), await cluster.app("dead")
-    go_deny = await go_daprd(
-        cluster,
-        dapr_bins,
-        "denier",
-        denied_app[1],
-        sentry_port=sentry_port,
-        anchors_pem=anchors,
-        config_extra=DENY_ALL,
-    )
-    go_dead = await go_daprd(
-        cluster, dapr_bins, "dead", alive[1], sentry_port=sentry_port, anchors_pem=anchors
-    )
+    apps = {name: await cluster.app(name) for name in ("denyGo", "deadGo", "denyPy", "deadPy")}
+    for name, (_, port) in apps.items():
+        extra = DENY_ALL if name.startswith("deny") else ""
+        if name.endswith("Go"):
+            await go_daprd(
+                cluster,
+                dapr_bins,
+                name,
+                port,
+                sentry_port=sentry_port,
+                anchors_pem=anchors,
+                config_extra=extra,
+            )
+        else:
+            await cluster.daprd(
+                name, port, sentry_port=sentry_port, anchors_pem=anchors, config_extra=extra
+            )
     go_caller = await go_daprd(
         cluster, dapr_bins, "callerGo", None, sentry_port=sentry_port, anchors_pem=anchors
     )
     py_caller = await cluster.daprd("callerPy", None, sentry_port=sentry_port, anchors_pem=anchors)
-    assert go_deny.proc.alive() and go_dead.proc.alive()
-    alive[0].stop()  # the "dead" callee's app is gone
-    for caller in (go_caller, py_caller):
-        status, headers, raw = await _call(caller, "POST", "denier", "echo", body=b"{}")
-        assert status == 403, raw
-        assert headers["content-type"].startswith("application/json")
-        assert json.loads(raw) == {
-            "errorCode": "ERR_DIRECT_INVOKE",
-            "message": "failed to invoke, id: denier, err: rpc error: code = PermissionDenied "
-            "desc = access control policy has denied access to id: "
-            f"spiffe://public/ns/default/{caller.app_id} operation: echo verb: POST",
-        }
-        status, _, raw = await _call(caller, "POST", "dead", "echo", body=b"{}")
-        assert status == 500, raw
-        err = json.loads(raw)
-        assert err["errorCode"] == "ERR_DIRECT_INVOKE"
-        assert err["message"].startswith(
-            "failed to invoke, id: dead, err: rpc error: code = Internal desc = "
-            "error invoking app channel: "
-        ), err
-        assert "connection refused" in err["message"]
+    for name in ("deadGo", "deadPy"):
+        apps[name][0].stop()  # the callee's app is gone
+    for callee in ("denyGo", "denyPy"):
+        for caller in (go_caller, py_caller):
+            status, headers, raw = await _call(caller, "POST", callee, "echo", body=b"{}")
+            assert status == 403, (caller.app_id, callee, raw)
+            assert headers["content-type"].startswith("application/json")
+            assert json.loads(raw) == {
+                "errorCode": "ERR_DIRECT_INVOKE",
+                "message": f"failed to invoke, id: {callee}, err: rpc error: code = "
+                "PermissionDenied desc = access control policy has denied access to id: "
+                f"spiffe://public/ns/default/{caller.app_id} operation: echo verb: POST",
+            }
+    for callee in ("deadGo", "deadPy"):
+        answers = []
+        for caller in (go_caller, py_caller):
+            status, _, raw = await _call(caller, "POST", callee, "echo", body=b"{}")
+            assert status == 500, (caller.app_id, callee, raw)
+            err = json.loads(raw)
+            assert err["errorCode"] == "ERR_DIRECT_INVOKE"
+            assert err["message"].startswith(
+                f"failed to invoke, id: {callee}, err: rpc error: code = Internal desc = "
+                "error invoking app channel: "
+            ), err
+            answers.append(err["message"])
+        assert answers[0] == answers[1], answers  # the callee's text, passed through as is
+        # Go's *url.Error text, from either callee.
+        assert re.search(
+            r'app channel: Post "http://127\.0\.0\.1:\d+/echo": dial tcp 127\.0\.0\.1:\d+: '
+            r"connect: connection refused$",
+            answers[0],
+        ), answers
 
 
 async def test_content_length_reaches_apps_that_read_only_content_length(

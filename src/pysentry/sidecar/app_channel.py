@@ -8,6 +8,7 @@ access control decided on.
 from __future__ import annotations
 
 import logging
+import os
 
 import aiohttp
 from multidict import CIMultiDict
@@ -26,6 +27,18 @@ log = logging.getLogger(__name__)
 
 #: Response headers the app sets that the sidecar recomputes.
 _SKIP_RESPONSE = HOP_BY_HOP | {"content-type", "date", "server"}
+
+
+def _go_dial_error(verb: str, url: str, err: aiohttp.ClientConnectorError) -> str:
+    """Go's ``*url.Error`` text for a failed dial, as Dapr's callee reports it:
+    ``Post "http://127.0.0.1:8080/m": dial tcp 127.0.0.1:8080: connect: connection refused``."""
+    errno = getattr(err.os_error, "errno", None)
+    if not errno:
+        return ""
+    reason = os.strerror(errno)
+    reason = reason[:1].lower() + reason[1:]
+    op = verb[:1] + verb[1:].lower()
+    return f'{op} "{url}": dial tcp {err.host}:{err.port}: connect: {reason}'
 
 
 class HttpAppChannel:
@@ -90,7 +103,9 @@ class HttpAppChannel:
         except (aiohttp.ClientError, TimeoutError) as err:
             log.debug("app channel call failed: method=%s err=%s", request.method, err)
             raise InvocationError(
-                f"error invoking app channel: {err or type(err).__name__}"
+                f"error invoking app channel: {_go_dial_error(request.verb, url, err) or err}"
+                if isinstance(err, aiohttp.ClientConnectorError)
+                else f"error invoking app channel: {err or type(err).__name__}"
             ) from err
 
     async def close(self) -> None:
