@@ -58,7 +58,8 @@ class SentryMetrics:
             registry=r)
         self.reload_failed = Counter(
             "dapr_sentry_issuercert_reload_failed",
-            "The number of issuer credential reloads rejected because the new files are invalid.",
+            "The number of issuer credential reloads rejected because the files are invalid or "
+            "unreadable.",
             registry=r)
 
     def sign_request_received(self) -> None:
