@@ -2,9 +2,11 @@
 
 Go's ``encoding/pem`` (and ``pysentry.pki.pem.decode_pem``) skips a block it cannot decode, so a
 truncated or damaged ``ca.crt`` reads as a shorter bundle. A command that rewrites a file from
-what it read would then drop the damaged root for good. Here every ``-----BEGIN`` must start a
-complete, decodable block, every ``CERTIFICATE`` must parse, and any failure is a
-:class:`CliError` ``<label>: <why>; <fix>``, raised before anything is written.
+what it read would then drop the damaged root for good. The strict reader of
+:mod:`pysentry.pki.pem` (``scan_pem``, ``strict_certificates``) requires every ``-----BEGIN`` to
+start a complete, decodable block and every ``CERTIFICATE`` to parse; here any failure becomes a
+:class:`CliError` ``<label>: <why>; <fix>``, raised before anything is written. This module adds
+the file part: FIFOs, devices and directories are refused without blocking.
 
 ``label`` names the file as the user knows it: ``ca.crt '/home/me/.dapr/certs/ca.crt'`` or
 ``--ca-root-certificate 'root.pem'``.
@@ -14,9 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -24,9 +24,8 @@ from cryptography import x509
 from pysentry.cli.console import CliError
 from pysentry.errors import InvalidKey
 from pysentry.pki.keys import PrivateKey, load_private_key
-from pysentry.pki.pem import decode_pem
+from pysentry.pki.pem import PemError, PemProblem, PemScan, scan_pem, strict_certificates
 
-_BEGIN = re.compile(rb"-----BEGIN ([^\r\n-]*)-----")
 _MAX_BYTES = 1 << 20  # credentials are a few KiB; anything larger is not one of ours
 REPAIR = "restore the file from a backup or remove the damaged block, then run the command again"
 
@@ -67,51 +66,23 @@ def read_regular(path: Path, label: str) -> bytes:
     return data
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
-    type: str
-    der: bytes
+def _cli_error(err: PemError, label: str) -> CliError:
+    if err.kind is PemProblem.DAMAGED:
+        return CliError(f"{label}: {err.problem}; {REPAIR}")
+    if err.kind is PemProblem.NOT_A_CERTIFICATE:
+        return CliError(
+            f"{label}: {err.problem}; this file must hold only certificates: move that block to "
+            "another file, then run the command again"
+        )
+    return CliError(f"{label}: {err.problem}")
 
 
-@dataclass(frozen=True, slots=True)
-class Scan:
-    blocks: tuple[Block, ...]
-    stray_text: bool  # something other than whitespace outside the blocks (comments, -text dumps)
-
-
-def scan(data: bytes, label: str) -> Scan:
+def scan(data: bytes, label: str) -> PemScan:
     """Every PEM block of ``data``; a block without its END line or with bad base64 is an error."""
-    blocks: list[Block] = []
-    outside: list[bytes] = []
-    pos = 0
-    while (begin := _BEGIN.search(data, pos)) is not None:
-        outside.append(data[pos : begin.start()])
-        index = len(blocks) + 1
-        type_ = begin.group(1).decode("ascii", errors="replace")
-        end_marker = b"-----END " + begin.group(1) + b"-----"
-        end = data.find(end_marker, begin.end())
-        following = _BEGIN.search(data, begin.end())
-        if end < 0 or (following is not None and following.start() < end):
-            raise CliError(
-                f"{label}: PEM block #{index} ({type_!r}) has no END line: the file is truncated "
-                f"or the block is damaged; {REPAIR}"
-            )
-        stop = end + len(end_marker)
-        decoded = decode_pem(data[begin.start() : stop])
-        if len(decoded) != 1:
-            raise CliError(
-                f"{label}: PEM block #{index} ({type_!r}) is damaged (its body is not valid "
-                f"base64); {REPAIR}"
-            )
-        blocks.append(Block(decoded[0].type, decoded[0].der))
-        pos = stop
-    outside.append(data[pos:])
-    rest = b"".join(outside)
-    if b"-----BEGIN" in rest:
-        raise CliError(f"{label}: a PEM BEGIN line is cut short: the file is damaged; {REPAIR}")
-    if b"-----END " in rest:
-        raise CliError(f"{label}: a PEM END line has no BEGIN line: the file is damaged; {REPAIR}")
-    return Scan(tuple(blocks), stray_text=bool(rest.strip()))
+    try:
+        return scan_pem(data, "file")
+    except PemError as err:
+        raise _cli_error(err, label) from None
 
 
 def certificates(
@@ -119,27 +90,10 @@ def certificates(
 ) -> tuple[x509.Certificate, ...]:
     """Every certificate of ``data`` (at least one). ``only_certificates`` refuses other blocks,
     for a file the command rewrites from the certificates alone."""
-    if not data.strip():
-        raise CliError(f"{label}: the file is empty, expected PEM 'CERTIFICATE' blocks")
-    certs = []
-    for index, block in enumerate(scan(data, label).blocks, start=1):
-        if block.type != "CERTIFICATE":
-            if only_certificates:
-                raise CliError(
-                    f"{label}: PEM block #{index} is a {block.type!r}, not a 'CERTIFICATE'; this "
-                    "file must hold only certificates: move that block to another file, then run "
-                    "the command again"
-                )
-            continue
-        try:
-            certs.append(x509.load_der_x509_certificate(block.der))
-        except ValueError as err:
-            raise CliError(
-                f"{label}: PEM block #{index} is not a valid certificate ({err}); {REPAIR}"
-            ) from err
-    if not certs:
-        raise CliError(f"{label}: no PEM 'CERTIFICATE' block found")
-    return tuple(certs)
+    try:
+        return strict_certificates(data, "file", only_certificates=only_certificates)
+    except PemError as err:
+        raise _cli_error(err, label) from None
 
 
 def private_key(data: bytes, label: str) -> PrivateKey:

@@ -4,7 +4,9 @@
 ``CaBundle.from_pem(ca_pem, issuer_pem, key_pem, now=...)`` applies Dapr's
 ``verifyX509Bundle`` rules (§5.2), collecting every problem into one :class:`InvalidBundle`.
 Each problem names the file (``ca.crt``, ``issuer.crt``, ``issuer.key``), keeps Dapr's
-own text, and says how to fix it.
+own text, and says how to fix it. The files are read strictly (``pysentry.pki.pem.scan_pem``):
+where Go's decoder skips a cut or corrupt block, so a damaged ``ca.crt`` loads as fewer roots,
+that block is an error here. Only certificates may be in ``ca.crt`` and ``issuer.crt``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from pysentry.pki.keys import (
     load_private_key,
     same_public_key,
 )
-from pysentry.pki.pem import dump_certificates, encode_chain, is_self_signed, load_certificates
+from pysentry.pki.pem import (
+    PemError,
+    PemProblem,
+    dump_certificates,
+    encode_chain,
+    is_self_signed,
+    scan_pem,
+    strict_certificates,
+)
 from pysentry.pki.profiles import (
     DEFAULT_CA_TTL,
     DEFAULT_CLOCK_SKEW,
@@ -56,17 +66,20 @@ def _subject(cert: x509.Certificate) -> str:
 
 
 def _certs(pem: bytes, file: str, role: str, problems: list[str]) -> tuple[x509.Certificate, ...]:
-    if not pem.strip():
-        problems.append(f"{file}: no certificates found (the file is empty); {role}")
-        return ()
+    """Strict read (:func:`strict_certificates`): a damaged block is a problem, never skipped."""
     try:
-        certs = load_certificates(pem)
-    except InvalidBundle as err:
-        problems.append(f"{file}: {err}; {role}")
+        return strict_certificates(pem, "file")
+    except PemError as err:
+        if err.kind is PemProblem.EMPTY:
+            problems.append(f"{file}: no certificates found (the file is empty); {role}")
+        elif err.kind is PemProblem.NO_CERTIFICATE:
+            problems.append(f"{file}: no certificates found (no PEM 'CERTIFICATE' block); {role}")
+        elif err.kind is PemProblem.NOT_A_CERTIFICATE:
+            fix = f"{file} must hold only certificates: move that block to its own file"
+            problems.append(f"{file}: {err.problem}; {fix}")
+        else:
+            problems.append(f"{file}: {err}")
         return ()
-    if not certs:
-        problems.append(f"{file}: no certificates found (no PEM 'CERTIFICATE' block); {role}")
-    return certs
 
 
 def _anchors(pem: bytes, problems: list[str]) -> tuple[x509.Certificate, ...]:
@@ -144,8 +157,9 @@ def _signing_problem(cert: x509.Certificate) -> str | None:
 
 def _issuer_key(pem: bytes, problems: list[str]) -> PrivateKey | None:
     try:
+        scan_pem(pem, "file")  # a cut or corrupt block anywhere is an error, as for certificates
         return load_private_key(pem)
-    except InvalidKey as err:
+    except (PemError, InvalidKey) as err:
         problems.append(f"{KEY_FILE}: {err}")
         return None
 

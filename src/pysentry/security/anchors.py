@@ -6,6 +6,10 @@
   event there, reloading only if its bytes changed. A broken file keeps the last good bundle, logs
   the reason and sets :attr:`FileAnchors.last_error`. Subscribers are called with the new anchors.
 
+Both are read strictly (:func:`pysentry.pki.pem.strict_certificates`): where Go's decoder skips a
+cut or corrupt block, so a damaged bundle would silently trust fewer roots, here it is an error
+naming the source (``DAPR_TRUST_ANCHORS`` or the file), the block and the fix.
+
 A bundle may hold several roots, which is how a root is replaced without downtime. As in Dapr,
 one anchor set serves every trust domain.
 """
@@ -23,7 +27,8 @@ from typing import Protocol
 from cryptography import x509
 
 from pysentry.errors import ConfigError, InvalidBundle
-from pysentry.pki.pem import dump_certificates, load_certificates
+from pysentry.fileio import read_file
+from pysentry.pki.pem import PemError, PemProblem, dump_certificates, strict_certificates
 from pysentry.watch import watch_directories
 
 log = logging.getLogger(__name__)
@@ -45,18 +50,20 @@ class TrustAnchors(Protocol):
     def subscribe(self, callback: AnchorsCallback) -> Callable[[], None]: ...
 
 
-def parse_anchors(pem: bytes, source: str) -> Anchors:
-    """Every certificate of ``pem``; ``InvalidBundle`` naming ``source`` if none or broken."""
+def parse_anchors(pem: bytes, source: str, *, what: str = "file") -> Anchors:
+    """Every certificate of ``pem``, read strictly; ``InvalidBundle`` naming ``source`` if none
+    or if any block is damaged (Go's decoder would skip it and trust fewer roots)."""
     try:
-        certs = load_certificates(pem)
-    except InvalidBundle as err:
-        raise InvalidBundle(f"invalid trust anchors in {source}: {err}") from err
-    if not certs:
-        raise InvalidBundle(
-            f"invalid trust anchors in {source}: no PEM 'CERTIFICATE' block found; "
-            "expected the CA certificate(s), e.g. the contents of ca.crt"
-        )
-    return certs
+        return strict_certificates(pem, what)
+    except PemError as err:
+        fix = err.fix
+        if err.kind in (PemProblem.EMPTY, PemProblem.NO_CERTIFICATE):
+            fix = "expected the CA certificate(s), e.g. the contents of ca.crt"
+        elif err.kind is PemProblem.DAMAGED and what == "value":
+            fix = f"set {source} to the complete CA bundle (ca.crt) again, keeping its newlines"
+        elif err.kind is PemProblem.DAMAGED:
+            fix = "copy the complete CA bundle (ca.crt) into it again"
+        raise InvalidBundle(f"invalid trust anchors in {source}: {err.problem}; {fix}") from err
 
 
 class _Subscribers:
@@ -92,7 +99,7 @@ class StaticAnchors:
     @classmethod
     def from_pem(cls, pem: bytes | str, *, source: str = TRUST_ANCHORS_ENV) -> StaticAnchors:
         data = pem.encode() if isinstance(pem, str) else pem
-        return cls(parse_anchors(data, source))
+        return cls(parse_anchors(data, source, what="value"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> StaticAnchors | None:
@@ -128,17 +135,16 @@ class FileAnchors:
         self._pem = dump_certificates(self._anchors)
 
     def _read(self) -> bytes:
+        """The file's bytes; a FIFO, device or directory is refused without blocking."""
         try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            raise ConfigError(
-                f"trust anchors file {str(self.path)!r} not found: "
-                "give the path of the CA certificate bundle (ca.crt)"
-            ) from None
-        except OSError as err:
-            raise ConfigError(
-                f"trust anchors file {str(self.path)!r} cannot be read: {err.strerror}"
-            ) from err
+            return read_file(self.path, "trust anchors file")
+        except ConfigError as err:
+            if isinstance(err.__cause__, FileNotFoundError):
+                raise ConfigError(
+                    f"trust anchors file {str(self.path)!r} not found: "
+                    "give the path of the CA certificate bundle (ca.crt)"
+                ) from None
+            raise
 
     def current(self) -> Anchors:
         return self._anchors

@@ -156,7 +156,7 @@ def _matrix() -> list[tuple[str, object, str]]:
         (
             "corrupt-cert-der",
             lambda c: {"ca": encode_pem("CERTIFICATE", b"\x30\x03\x02\x01\x00")},
-            r"^ca\.crt: failed to parse certificate #1: ",
+            r"^ca\.crt: PEM block #1 is not a valid certificate \(.*\); restore it from a backup",
         ),
         (
             "garbage-key",
@@ -356,3 +356,51 @@ def test_key_and_chain_problems_are_both_reported(creds: Creds) -> None:
     assert len(lines) == 2
     assert lines[0].startswith("issuer.key: issuer key does not match issuer certificate")
     assert lines[1].startswith("issuer.crt: issuer chain does not belong to trust anchors: x509: ")
+
+
+def test_cut_second_root_in_ca_crt_is_refused_not_dropped(creds: Creds) -> None:
+    """Go's decoder would skip the cut root and load a one-root bundle with no warning."""
+    other = make_cert("Other Root CA", generate_key(), pathlen=1)
+    whole = _pem(creds.root) + _pem(other)
+    assert len(creds.load(ca=whole).trust_anchors) == 2
+    cut = whole[: len(_pem(creds.root)) + len(_pem(other)) // 2]
+    with pytest.raises(
+        InvalidBundle,
+        match=r"^ca\.crt: PEM block #2 \('CERTIFICATE'\) has no END line: the file is truncated "
+        r"or the block is damaged; restore it from a backup",
+    ):
+        creds.load(ca=cut)
+
+
+@pytest.mark.parametrize(
+    ("field", "damage", "message"),
+    [
+        (
+            "issuer",
+            lambda pem: pem.replace(b"\n", b"\n!", 3),
+            r"^issuer\.crt: PEM block #1 \('CERTIFICATE'\) is damaged \(its body is not valid",
+        ),
+        (
+            "key",
+            lambda pem: pem + b"-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n",
+            r"^issuer\.key: PEM block #2 \('EC PARAMETERS'\) has no END line",
+        ),
+        (
+            "ca",
+            lambda pem: pem + dump_private_key(generate_key()),
+            r"^ca\.crt: PEM block #2 is a 'PRIVATE KEY', not a 'CERTIFICATE'; ca\.crt must hold "
+            r"only certificates",
+        ),
+    ],
+    ids=["issuer-bad-base64", "key-trailing-cut-block", "key-in-ca"],
+)
+def test_damaged_blocks_name_the_file(
+    creds: Creds, field: str, damage: object, message: str
+) -> None:
+    good = {
+        "ca": _pem(creds.root),
+        "issuer": _pem(creds.issuer),
+        "key": dump_private_key(creds.issuer_key),
+    }
+    with pytest.raises(InvalidBundle, match=message):
+        creds.load(**{field: damage(good[field])})  # type: ignore[operator]

@@ -36,7 +36,7 @@ def test_static_from_pem_with_several_roots() -> None:
 @pytest.mark.parametrize(
     ("pem", "message"),
     [
-        (b"", r"invalid trust anchors in DAPR_TRUST_ANCHORS: no PEM 'CERTIFICATE' block found"),
+        (b"", r"invalid trust anchors in DAPR_TRUST_ANCHORS: the value is empty, expected PEM"),
         (b"hello", r"no PEM 'CERTIFICATE' block found"),
         (GARBAGE, r"invalid trust anchors in DAPR_TRUST_ANCHORS: "),
     ],
@@ -45,6 +45,48 @@ def test_static_from_pem_with_several_roots() -> None:
 def test_static_bad_pem_is_a_clear_error(pem: bytes, message: str) -> None:
     with pytest.raises(InvalidBundle, match=message):
         StaticAnchors.from_pem(pem)
+
+
+def _cut_second(pem: bytes) -> bytes:
+    second = pem.index(b"-----BEGIN", 1)
+    return pem[: second + (len(pem) - second) // 2]
+
+
+def test_static_cut_second_root_is_refused_not_dropped() -> None:
+    """Go's decoder would skip the cut root and trust only the first one, silently."""
+    a, b = TestCA.create("public"), TestCA.create("public")
+    cut = _cut_second(a.anchors_pem() + b.anchors_pem())
+    with pytest.raises(
+        InvalidBundle,
+        match=r"^invalid trust anchors in DAPR_TRUST_ANCHORS: PEM block #2 \('CERTIFICATE'\) has "
+        r"no END line: the value is truncated or the block is damaged; set DAPR_TRUST_ANCHORS "
+        r"to the complete CA bundle \(ca\.crt\) again, keeping its newlines$",
+    ):
+        StaticAnchors.from_env({"DAPR_TRUST_ANCHORS": cut.decode()})
+    flat = a.anchors_pem().replace(b"\n", b" ")  # newlines lost by quoting
+    with pytest.raises(InvalidBundle, match=r"text follows the dashes of its BEGIN line"):
+        StaticAnchors.from_pem(flat)
+    key = a.anchors_pem() + b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+    with pytest.raises(InvalidBundle, match=r"PEM block #2 is a 'PRIVATE KEY', not a"):
+        StaticAnchors.from_pem(key)
+
+
+def test_file_damaged_or_not_regular_at_start(tmp_path: Path) -> None:
+    a, b = TestCA.create("public"), TestCA.create("public")
+    path = tmp_path / "ca.crt"
+    path.write_bytes(_cut_second(a.anchors_pem() + b.anchors_pem()))
+    with pytest.raises(
+        InvalidBundle,
+        match=r"^invalid trust anchors in file '.*/ca\.crt': PEM block #2 \('CERTIFICATE'\) has "
+        r"no END line: the file is truncated .*; copy the complete CA bundle \(ca\.crt\) into it",
+    ):
+        FileAnchors(path)
+    path.unlink()
+    os.mkfifo(path)  # would block a plain read() forever
+    with pytest.raises(
+        ConfigError, match=r"^trust anchors file '.*/ca\.crt': is a named pipe \(FIFO\)"
+    ):
+        FileAnchors(path)
 
 
 def test_file_missing_or_broken_at_start(tmp_path: Path) -> None:
@@ -98,6 +140,14 @@ async def test_file_hot_reload_keeps_last_good_and_recovers(
         r.getMessage().startswith("Failed to reload trust anchors, keeping the previous ones")
         for r in caplog.records
     )
+    assert updates.empty()
+
+    caplog.clear()
+    _write(anchors.path, _cut_second(new_ca.anchors_pem() + extra.anchors_pem()))
+    await _until(lambda: "PEM block #2" in (anchors.last_error or ""))
+    assert "PEM block #2 ('CERTIFICATE') has no END line" in (anchors.last_error or "")
+    assert anchors.current() == got  # not the one-root bundle Go's decoder would read
+    assert any("PEM block #2" in r.getMessage() for r in caplog.records)
     assert updates.empty()
 
     _write(anchors.path, new_ca.anchors_pem())  # fixed
