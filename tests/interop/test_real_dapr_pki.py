@@ -25,6 +25,7 @@ from pysentry.pki.pem import load_certificates
 from pysentry.testing import TestCA
 from tests.e2e.conftest import Cluster, Daprd
 from tests.interop.daprbins import DaprBinaries
+from tests.interop.goprograms import GoBinaries, run_go
 from tests.interop.realdapr import go_daprd, go_sentry
 
 
@@ -153,3 +154,39 @@ async def _invoke_all(*daprds: Daprd) -> None:
                     text = await r.text()
                     assert r.status == 200, (caller.app_id, callee.app_id, text)
                     assert json.loads(text)["headers"]["dapr-caller-app-id"] == caller.app_id
+
+
+async def test_go_sentry_v1_16_0_signs_only_ecdsa_csrs_with_an_ecdsa_issuer(
+    dapr_bins: DaprBinaries, go_bins_light: GoBinaries, cluster: Cluster
+) -> None:
+    """What docs/choices.md says about CSR key types, measured on the real v1.16.0 Sentry: the
+    leaf template copies the CSR's signature algorithm, so with a P-256 issuer an Ed25519 or RSA
+    CSR fails (``Internal``, ``failed to sign certificate``). pysentry's Sentry signs all three."""
+    creds, anchors = _ca(cluster, "creds")
+    anchors_file = cluster.tmp / "anchors.pem"
+    anchors_file.write_bytes(anchors)
+    _, port = await go_sentry(cluster, dapr_bins, creds)
+    outcomes = {}
+    for key in ("p256", "ed25519", "rsa"):
+        run = await asyncio.to_thread(
+            run_go,
+            go_bins_light,
+            "sentry-client",
+            "-sentry-address",
+            f"127.0.0.1:{port}",
+            "-trust-anchors-file",
+            str(anchors_file),
+            "-control-plane-trust-domain",
+            "localhost",
+            "-app-id",
+            "myapp",
+            "-key",
+            key,
+        )
+        err = run.result.get("error")
+        outcomes[key] = (run.returncode, err["code"] if err else "", err["message"] if err else "")
+    assert outcomes == {
+        "p256": (0, "", ""),
+        "ed25519": (3, "Internal", "failed to sign certificate"),
+        "rsa": (3, "Internal", "failed to sign certificate"),
+    }
