@@ -6,6 +6,7 @@ process (its generated protos share file names with ours).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import sys
 import aiohttp
 
 from pysentry.testing import TestCA
-from tests.e2e.conftest import APPS, Cluster
+from tests.e2e.conftest import APPS, Cluster, free_port
 
 
 async def test_sdk_grpc_client_invokes_and_reads_metadata(cluster: Cluster) -> None:
@@ -68,3 +69,56 @@ async def test_sdk_grpc_client_invokes_and_reads_metadata(cluster: Cluster) -> N
     # the HTTP API sees what the gRPC API set
     async with aiohttp.ClientSession() as s, s.get(f"{a.url}/v1.0/metadata") as r:
         assert (await r.json())["extended"]["cliPID"] == "1234"
+
+
+async def _wait_tcp(port: int, timeout: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def test_grpc_app_behind_the_callee(cluster: Cluster) -> None:
+    """``--app-protocol grpc``: the callee calls ``AppCallback/OnInvoke`` on an SDK gRPC app."""
+    ca = TestCA.create("localhost")
+    creds = cluster.tmp / "creds"
+    creds.mkdir(mode=0o700)
+    ca.write_credentials(creds)
+    anchors = cluster.tmp / "anchors.pem"
+    anchors.write_bytes(ca.anchors_pem())
+    _, sentry_port = await cluster.sentry(creds)
+    port = free_port()
+    cluster.spawn("app-grpc", [sys.executable, str(APPS / "grpc_app.py"), str(port)])
+    await _wait_tcp(port)
+    await cluster.daprd(
+        "appG",
+        port,
+        sentry_port=sentry_port,
+        anchors_file=anchors,
+        args=["--app-protocol", "grpc"],
+    )
+    a = await cluster.daprd("appA", sentry_port=sentry_port, anchors_file=anchors)
+    async with aiohttp.ClientSession() as s:
+        url = f"{a.url}/v1.0/invoke/appG/method/echo"
+        async with s.post(url, data=b"hi", headers={"Content-Type": "text/plain"}) as r:
+            assert r.status == 200, await r.text()
+            assert r.headers["x-from-grpc-app"] == "yes"
+            got = await r.json()
+        assert got["data"] == "hi"
+        assert got["content_type"] == "text/plain"
+        assert got["metadata"]["dapr-caller-app-id"] == ["appA"]
+        async with s.post(f"{a.url}/v1.0/invoke/appG/method/fail", data=b"") as r:
+            assert r.status == 500
+            err = await r.json()
+        assert err["code"] == 2  # UNKNOWN, as the SDK reports an exception
+        async with s.post(f"{a.url}/v1.0/invoke/appG/method/nope", data=b"") as r:
+            assert r.status == 501
+            assert "nope method not implemented" in (await r.json())["message"]
+        async with s.get(f"{a.url}/v1.0/metadata") as r:
+            assert (await r.json())["appConnectionProperties"]["protocol"] == "http"

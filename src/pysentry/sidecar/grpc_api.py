@@ -31,6 +31,7 @@ from pysentry.errors import InvalidMethod
 from pysentry.proto.dapr.proto.common.v1 import common_pb2
 from pysentry.proto.dapr.proto.runtime.v1 import dapr_pb2
 from pysentry.proto.dapr.proto.runtime.v1.dapr_grpc import DaprBase
+from pysentry.sidecar.grpc_proxy import CallerProxy, with_fallback
 from pysentry.sidecar.invocation import (
     HOP_BY_HOP,
     InvocationError,
@@ -207,21 +208,13 @@ class DaprApi(DaprBase):
         return Handler(refuse, Cardinality.UNARY_UNARY, empty_pb2.Empty, empty_pb2.Empty)
 
 
-class _Mapping(dict[str, Handler]):
-    """grpclib's method table, answering every other ``Dapr`` RPC with a clear UNIMPLEMENTED."""
+def api_server(api: DaprApi, proxy: CallerProxy | None = None) -> Server:
+    """The gRPC API server: Dapr's RPCs, a clear UNIMPLEMENTED for the ones pysentry lacks, and
+    every other method proxied to the app named by ``dapr-app-id``."""
 
-    def __init__(self, base: Mapping[str, Handler], api: DaprApi) -> None:
-        super().__init__(base)
-        self._api = api
+    def fallback(path: str) -> Handler | None:
+        if path.startswith(SERVICE):
+            return api.unimplemented(path)
+        return proxy.handler(path) if proxy is not None else None
 
-    def get(self, key: str, default: Any = None) -> Any:
-        found = super().get(key)
-        if found is None and key.startswith(SERVICE):
-            return self._api.unimplemented(key)
-        return found if found is not None else default
-
-
-def api_server(api: DaprApi) -> Server:
-    server = Server([api])
-    server._mapping = _Mapping(server._mapping, api)  # grpclib looks methods up with .get()
-    return server
+    return with_fallback(Server([api]), fallback)

@@ -62,6 +62,7 @@ class ApiSettings:
     trust_domain: str = "public"
     api_token: str | None = None
     max_body_size: int = DEFAULT_MAX_BODY_SIZE  # bytes, 0 = no limit
+    app_protocol: str = "http"
 
 
 def _basic_auth_app_id(request: web.Request) -> str | None:
@@ -219,7 +220,7 @@ class HttpApi:
             },
             "appConnectionProperties": {
                 "port": s.app_port or 0,
-                "protocol": "http",
+                "protocol": s.app_protocol,
                 "channelAddress": "127.0.0.1",
             },
             "mtls": {

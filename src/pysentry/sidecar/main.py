@@ -26,6 +26,8 @@ from pysentry.procname import set_process_name
 from pysentry.sidecar.app_channel import HttpAppChannel
 from pysentry.sidecar.direct import DirectMessaging
 from pysentry.sidecar.grpc_api import DaprApi, api_server
+from pysentry.sidecar.grpc_app_channel import GrpcAppChannel
+from pysentry.sidecar.grpc_proxy import CalleeProxy, CallerProxy, with_fallback
 from pysentry.sidecar.http_api import ApiSettings, HttpApi
 from pysentry.sidecar.internal_client import InternalClient, plaintext_channel
 from pysentry.sidecar.internal_server import ServiceInvocation
@@ -172,14 +174,16 @@ async def run(opts: Options) -> None:
     else:
         log.info("mTLS is disabled. Skipping certificate request and tls validation")
 
-    acl = AccessControlList.from_spec(cfg.spec.access_control, http=True)
-    app_channel = (
-        HttpAppChannel(
-            opts.app_port or 0, address=opts.app_channel_address, app_api_token=opts.app_api_token
+    acl = AccessControlList.from_spec(cfg.spec.access_control, http=opts.app_protocol == "http")
+    app_channel: HttpAppChannel | GrpcAppChannel | None = None
+    if opts.app_port and opts.app_protocol == "grpc":
+        app_channel = GrpcAppChannel(
+            opts.app_port, address=opts.app_channel_address, app_api_token=opts.app_api_token
         )
-        if opts.app_port
-        else None
-    )
+    elif opts.app_port:
+        app_channel = HttpAppChannel(
+            opts.app_port, address=opts.app_channel_address, app_api_token=opts.app_api_token
+        )
     resolver = resolver_from_config(cfg, internal_port=internal_port)
     client = InternalClient(
         channel_factory=security.channel_factory() if security else plaintext_channel,
@@ -199,28 +203,46 @@ async def run(opts: Options) -> None:
         acl=acl if acl.configured else None,
         on_decision=metrics.acl_decision,
     )
+    local_grpc = app_channel.channel if isinstance(app_channel, GrpcAppChannel) else None
+    callee_proxy = CalleeProxy(
+        app_id=opts.app_id,
+        local=local_grpc,
+        identify=None,
+        acl=acl if acl.configured else None,
+        app_api_token=opts.app_api_token,
+    )
     grpc_server: Server
     if security is not None:
         from pysentry.sidecar.mtls import internal_server
 
-        grpc_server = internal_server(service, security.anchors)
+        spiffe_server = internal_server(service, security.anchors)
+        callee_proxy.set_identifier(spiffe_server.peer_id)
+        grpc_server = spiffe_server
     else:
         grpc_server = Server([service])
+    with_fallback(grpc_server, callee_proxy.handler)
     await grpc_server.start(sock=internal_sock, ssl=security.server_context if security else None)
     log.info("Internal gRPC server is running on port %d", internal_port)
 
     extended: dict[str, str] = {}
-    api_grpc = api_server(
-        DaprApi(
-            app_id=opts.app_id,
-            namespace=opts.namespace,
-            invoker=direct,
-            extended=extended,
-            app_connection=lambda: (opts.app_port or 0, "http", opts.app_channel_address),
-            api_token=opts.api_token,
-            max_body_size=opts.max_body_size,
-        )
+    dapr_api = DaprApi(
+        app_id=opts.app_id,
+        namespace=opts.namespace,
+        invoker=direct,
+        extended=extended,
+        app_connection=lambda: (opts.app_port or 0, opts.app_protocol, opts.app_channel_address),
+        api_token=opts.api_token,
+        max_body_size=opts.max_body_size,
     )
+    caller_proxy = CallerProxy(
+        app_id=opts.app_id,
+        namespace=opts.namespace,
+        resolver=resolver,
+        dial=security.channel_factory() if security else plaintext_channel,
+        local=local_grpc,
+        check_token=dapr_api.check_token,
+    )
+    api_grpc = api_server(dapr_api, caller_proxy)
     await api_grpc.start(sock=api_grpc_sock)
     log.info("gRPC server listening on TCP address: :%d", api_grpc_sock.getsockname()[1])
     api = HttpApi(
@@ -233,6 +255,7 @@ async def run(opts: Options) -> None:
             mtls_enabled=mtls,
             api_token=opts.api_token,
             max_body_size=opts.max_body_size,
+            app_protocol=opts.app_protocol,
         ),
         direct,
         identity=security.identity_info if security else (lambda: None),
@@ -302,6 +325,7 @@ async def run(opts: Options) -> None:
         resolver.close()
         grpc_server.close()
         api_grpc.close()
+        caller_proxy.close()
         for runner in runners:
             await runner.cleanup()
         client.close()

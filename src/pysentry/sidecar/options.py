@@ -25,6 +25,7 @@ from pysentry.errors import ConfigError, InvalidDuration
 DEFAULT_HTTP_PORT = 3500
 DEFAULT_METRICS_PORT = 9090
 DEFAULT_GRPC_PORT = 50001
+APP_PROTOCOLS = ("http", "grpc")
 DEFAULT_MAX_BODY_SIZE = 4 << 20  # Dapr's runtime.DefaultMaxRequestBodySize
 STABLE_PORT_BASE = 47300
 
@@ -56,6 +57,7 @@ def _port(value: str) -> int:
 class Options:
     app_id: str
     app_port: int | None
+    app_protocol: str
     app_channel_address: str
     dapr_http_port: int
     dapr_listen_address: str
@@ -98,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--app-id", default="", help="A unique ID for Dapr. Used for service discovery and identity")
     a("--app-port", type=_port, default=None, help="The port the application is listening on")
-    a("--app-protocol", default="http", help="Protocol for the app: http (only http is supported)")
+    a("--app-protocol", default="http", help="Protocol for the app: http or grpc")
     a("--app-channel-address", default="127.0.0.1", help="The network address the app listens on")
     a("--dapr-http-port", type=_port, default=DEFAULT_HTTP_PORT, help="HTTP port for Dapr API")
     a(
@@ -306,8 +308,12 @@ def parse_options(
     # The real CLI (v1.16.5) may pass a stray empty argument: it means nothing.
     if rest := [r for r in rest if r != ""]:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if ns.app_protocol != "http":
-        raise ConfigError(f"--app-protocol: only 'http' is supported: {ns.app_protocol!r}")
+    if ns.app_protocol not in APP_PROTOCOLS:
+        raise ConfigError(
+            f"--app-protocol: {ns.app_protocol!r} is not supported: use "
+            + " or ".join(repr(p) for p in APP_PROTOCOLS)
+            + " (https, grpcs and h2c are Dapr protocols pysentry does not speak)"
+        )
     internal: int | None = None
     if ns.dapr_internal_grpc_port not in ("", "0"):
         try:
@@ -339,6 +345,7 @@ def parse_options(
     return Options(
         app_id=ns.app_id,
         app_port=ns.app_port or None,
+        app_protocol=ns.app_protocol,
         app_channel_address=ns.app_channel_address,
         dapr_http_port=ns.dapr_http_port,
         dapr_listen_address=ns.dapr_listen_addresses.split(",")[0].strip("[] ") or "127.0.0.1",
