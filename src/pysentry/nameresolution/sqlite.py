@@ -75,12 +75,16 @@ class SqliteResolver:
         # the connection is shared across threads behind a lock; lookups have their own.
         self._lock = threading.Lock()
         self._db = self._connect()
-        self._migrate()
-        self._db.execute(
-            f"CREATE TABLE IF NOT EXISTS {side} (registration_id TEXT NOT NULL PRIMARY KEY,"
-            " namespace TEXT NOT NULL, pid INTEGER, http_port INTEGER, metrics_port INTEGER,"
-            " app_port INTEGER, spiffe_id TEXT, cert_expiry REAL)"
-        )
+        try:
+            self._migrate()
+            self._db.execute(
+                f"CREATE TABLE IF NOT EXISTS {side} (registration_id TEXT NOT NULL PRIMARY KEY,"
+                " namespace TEXT NOT NULL, pid INTEGER, http_port INTEGER, metrics_port INTEGER,"
+                " app_port INTEGER, spiffe_id TEXT, cert_expiry REAL)"
+            )
+        except BaseException:
+            self._db.close()  # leaves no -wal/-shm behind a damaged file
+            raise
         self._read_lock = threading.Lock()
         self._reader = self._connect()
 
