@@ -7,6 +7,7 @@ reads like the real CLI. Errors are not printed here: commands raise :class:`Cli
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, datetime
 
@@ -28,25 +29,39 @@ class CliError(PysentryError):
         self.exit_code = exit_code
 
 
-def _emit(prefix: str, message: str) -> None:
-    sys.stdout.write(prefix + message + "\n")
+_json = False
+
+
+def enable_json() -> None:
+    """``--log-as-json``: status lines as Dapr's ``{"time":…,"status":…,"msg":…}``."""
+    global _json
+    _json = True
+
+
+def _emit(prefix: str, message: str, status: str) -> None:
+    if _json:
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        line = json.dumps({"time": now, "status": status, "msg": message}, ensure_ascii=False)
+    else:
+        line = prefix + message
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
 
 def success(message: str) -> None:
-    _emit(SUCCESS, message)
+    _emit(SUCCESS, message, "success")
 
 
 def info(message: str) -> None:
-    _emit(INFO, message)
+    _emit(INFO, message, "info")
 
 
 def warning(message: str) -> None:
-    _emit(WARNING, message)
+    _emit(WARNING, message, "warning")
 
 
 def pending(message: str) -> None:
-    _emit(PENDING, message)
+    _emit(PENDING, message, "pending")
 
 
 def table_console() -> Console:

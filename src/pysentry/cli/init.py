@@ -1,22 +1,149 @@
 """``dapr init`` (self-hosted): create ``~/.dapr`` with ``certs/`` (0700) and a default config.
 
 Unlike Dapr's CLI it downloads nothing and starts no containers: the ``sentry`` and ``daprd``
-commands come with this package. Running it again keeps existing files.
+commands come with this package. Running it again keeps existing files. Dapr's flags are all
+accepted: ``--enable-mtls`` writes the configuration with mTLS on (an untouched default
+configuration is switched over), ``--ca-root-certificate``/``--issuer-private-key``/
+``--issuer-public-certificate`` install those credentials for Sentry (validated as
+``dapr mtls renew-certificate`` does), ``-k`` gives the Kubernetes message; the container and
+Kubernetes options are named in one warning.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from typing import Annotated
 
 import typer
 
+from pysentry import __version__
 from pysentry.cli import console
+from pysentry.cli.backend import CA_FILE, ISSUER_CERT_FILE, ISSUER_KEY_FILE, self_hosted
+from pysentry.cli.console import CliError
 from pysentry.cli.home import DEFAULT_CONFIG, DaprHome
+from pysentry.cli.mtls import KubernetesOption, refuse_kubernetes
+from pysentry.clock import system_clock
 from pysentry.fileio import ensure_private_dir, write_atomic
 
+MTLS_CONFIG = DEFAULT_CONFIG.replace("    enabled: false\n", "    enabled: true\n")
 
-def init_command(ctx: typer.Context) -> None:
+
+def _opt(name: str, help_: str, short: str = "") -> object:
+    return typer.Option(f"--{name}", *([f"-{short}"] if short else []), help=help_)
+
+
+def _ignored(**flags: object) -> list[str]:
+    """Flags that only mean something for containers or Kubernetes, when set."""
+    defaults: dict[str, object] = {
+        "dev": False,
+        "wait": False,
+        "timeout": 300,
+        "dashboard_version": "latest",
+        "namespace": "dapr-system",
+        "enable_ha": False,
+        "network": "",
+        "from_dir": "",
+        "image_variant": "",
+        "scheduler_volume": "dapr_scheduler",
+        "scheduler_override_broadcast_host_port": "",
+        "set_values": [],
+        "image_registry": "",
+        "container_runtime": "docker",
+    }
+    names = {"set_values": "set"}
+    return [
+        "--" + names.get(k, k.replace("_", "-"))
+        for k, v in flags.items()
+        if v not in (None, defaults[k])
+    ]
+
+
+def _config(home: DaprHome, enable_mtls: bool | None) -> None:
+    path = home.config_file
+    wanted = MTLS_CONFIG if enable_mtls else DEFAULT_CONFIG
+    if not path.exists():
+        write_atomic(path, wanted.encode(), mode=0o644)
+        state = "enabled" if enable_mtls else "disabled"
+        console.info(f"Wrote default configuration {path} (mTLS {state})")
+        return
+    if enable_mtls and path.read_text(errors="replace") == DEFAULT_CONFIG:
+        write_atomic(path, MTLS_CONFIG.encode(), mode=0o644)
+        console.info(f"Enabled mTLS in the default configuration {path}")
+        return
+    console.info(f"Kept existing configuration {path}")
+    if enable_mtls and "enabled: true" not in path.read_text(errors="replace"):
+        console.warning(
+            f"--enable-mtls: {path} is yours, so it is kept: set spec.mtls.enabled to true in it"
+        )
+
+
+def _certs(home: DaprHome, ca: str | None, key: str | None, cert: str | None) -> None:
+    given = {
+        "ca-root-certificate": ca,
+        "issuer-private-key": key,
+        "issuer-public-certificate": cert,
+    }
+    for name, value in given.items():
+        if value is not None and not value.strip():
+            raise CliError(f"non empty value of --{name} must be provided")
+    if not any(given.values()):
+        return
+    if not all(given.values()):
+        raise CliError(
+            "--ca-root-certificate, --issuer-private-key and --issuer-public-certificate go "
+            "together: give all three"
+        )
+    from pysentry.cli.renew import _provided  # the same checks as renew-certificate
+
+    creds = self_hosted(None, home.certs_dir)
+    if any(creds.has(n) for n in (CA_FILE, ISSUER_CERT_FILE, ISSUER_KEY_FILE)):
+        raise CliError(
+            f"{home.certs_dir} already holds credentials, kept as they are: replace them with "
+            "'dapr mtls renew-certificate --ca-root-certificate ... --issuer-private-key ... "
+            "--issuer-public-certificate ...'"
+        )
+    renewal = _provided(creds, str(ca), str(key), str(cert), now=system_clock())
+    creds.write(renewal.credentials)
+    console.info(f"Installed the provided root and issuer credentials in {home.certs_dir}")
+
+
+def init_command(
+    ctx: typer.Context,
+    kubernetes: KubernetesOption = False,
+    slim: Annotated[bool, _opt("slim", "Self-hosted pysentry is always slim", "s")] = False,
+    runtime_version: Annotated[str, _opt("runtime-version", "Must be pysentry's")] = "latest",
+    enable_mtls: Annotated[
+        bool | None, _opt("enable-mtls", "Write the configuration with mTLS enabled")
+    ] = None,
+    ca_root_certificate: Annotated[
+        str | None, _opt("ca-root-certificate", "The root certificate file")
+    ] = None,
+    issuer_private_key: Annotated[
+        str | None, _opt("issuer-private-key", "The issuer certificate private key")
+    ] = None,
+    issuer_public_certificate: Annotated[
+        str | None, _opt("issuer-public-certificate", "The issuer certificate")
+    ] = None,
+    dev: Annotated[bool, _opt("dev", "Kubernetes only")] = False,
+    wait: Annotated[bool, _opt("wait", "Kubernetes only")] = False,
+    timeout: Annotated[int, _opt("timeout", "Kubernetes only")] = 300,
+    dashboard_version: Annotated[str, _opt("dashboard-version", "Not used")] = "latest",
+    namespace: Annotated[str, _opt("namespace", "Kubernetes only", "n")] = "dapr-system",
+    enable_ha: Annotated[bool, _opt("enable-ha", "Kubernetes only")] = False,
+    network: Annotated[str, _opt("network", "Containers only")] = "",
+    from_dir: Annotated[str, _opt("from-dir", "Not used")] = "",
+    image_variant: Annotated[str, _opt("image-variant", "Containers only")] = "",
+    scheduler_volume: Annotated[
+        str, _opt("scheduler-volume", "Containers only")
+    ] = "dapr_scheduler",
+    scheduler_override_broadcast_host_port: Annotated[
+        str, _opt("scheduler-override-broadcast-host-port", "Containers only")
+    ] = "",
+    set_values: Annotated[list[str] | None, _opt("set", "Kubernetes only")] = None,
+    image_registry: Annotated[str, _opt("image-registry", "Containers only")] = "",
+    container_runtime: Annotated[str, _opt("container-runtime", "Containers only")] = "docker",
+) -> None:
     """Set up $HOME/.dapr (config.yaml, certs/) for self-hosted mode.
 
     Nothing is downloaded and no containers are started: sentry and daprd ship with this
@@ -24,7 +151,35 @@ def init_command(ctx: typer.Context) -> None:
     """
     home: DaprHome = ctx.obj
     console.pending("Making the jump to hyperspace...")
+    refuse_kubernetes(kubernetes)
+    ignored = _ignored(
+        dev=dev,
+        wait=wait,
+        timeout=timeout,
+        dashboard_version=dashboard_version,
+        namespace=namespace,
+        enable_ha=enable_ha,
+        network=network,
+        from_dir=from_dir,
+        image_variant=image_variant,
+        scheduler_volume=scheduler_volume,
+        scheduler_override_broadcast_host_port=scheduler_override_broadcast_host_port,
+        set_values=set_values or [],
+        image_registry=image_registry,
+        container_runtime=container_runtime,
+    )
+    if ignored:
+        console.warning(
+            "These flags apply to Dapr's containers or Kubernetes, not to pysentry's "
+            f"self-hosted init, and are ignored: {', '.join(ignored)}"
+        )
+    if runtime_version not in ("latest", __version__, f"v{__version__}"):
+        console.warning(
+            f"--runtime-version {runtime_version} is ignored: pysentry ships daprd {__version__}"
+        )
     console.info("Self-hosted mode: nothing to download, sentry and daprd ship with pysentry")
+    if slim:
+        console.info("--slim: pysentry never starts placement, scheduler, Redis or Zipkin")
     home.root.mkdir(parents=True, exist_ok=True)
 
     certs = home.certs_dir
@@ -38,19 +193,21 @@ def init_command(ctx: typer.Context) -> None:
     else:
         ensure_private_dir(certs)
         console.info(f"Created credentials directory {certs} (0700)")
-
-    if home.config_file.exists():
-        console.info(f"Kept existing configuration {home.config_file}")
-    else:
-        write_atomic(home.config_file, DEFAULT_CONFIG.encode(), mode=0o644)
-        console.info(f"Wrote default configuration {home.config_file} (mTLS disabled)")
+    _certs(home, ca_root_certificate, issuer_private_key, issuer_public_certificate)
+    _config(home, enable_mtls)
 
     console.success(
         f"Success! Dapr is initialized in {home.root} (self-hosted). "
         "To get started, go here: https://aka.ms/dapr-getting-started"
     )
-    console.info(
-        "To enable mTLS: set spec.mtls.enabled to true in "
-        f"{home.config_file}, then run "
-        f"'sentry --issuer-credentials {certs} --trust-domain cluster.local'"
-    )
+    if not enable_mtls:
+        console.info(
+            "To enable mTLS: run 'dapr init --enable-mtls' (or set spec.mtls.enabled to true in "
+            f"{home.config_file}), then run "
+            f"'sentry --issuer-credentials {certs} --trust-domain cluster.local'"
+        )
+    else:
+        console.info(
+            f"mTLS is enabled: start Sentry with 'sentry --issuer-credentials {certs} "
+            "--trust-domain cluster.local', then 'dapr run'"
+        )

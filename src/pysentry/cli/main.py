@@ -16,15 +16,17 @@ from typing import Annotated
 
 import typer
 
-from pysentry.cli import check, droproots, init, mtls, renew, run, status
+from pysentry.cli import check, console, droproots, init, invoke, mtls, renew, run, status, stop
+from pysentry.cli import version as version_cmd
 from pysentry.cli.console import CliError
-from pysentry.cli.home import DaprHome
+from pysentry.cli.home import DAPR_DIR_NAME, DaprHome
+from pysentry.cli.runflags import parse_run_args
 from pysentry.errors import ConfigError, PysentryError
 
 app = typer.Typer(
     name="dapr",
     help="Dapr CLI (pysentry, self-hosted): run apps with mTLS, inspect and renew certificates.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -39,7 +41,16 @@ def _root(
         Path | None,
         typer.Option("--home", hidden=True, help="Dapr directory instead of $HOME/.dapr."),
     ] = None,
+    show_version: Annotated[
+        bool, typer.Option("--version", "-v", help="version for dapr", is_eager=True)
+    ] = False,
 ) -> None:
+    if show_version:
+        version_cmd.print_version()
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
+        raise typer.Exit(0)
     ctx.obj = DaprHome.resolve(home)
 
 
@@ -50,10 +61,15 @@ app.command(
         "allow_extra_args": True,
         "ignore_unknown_options": True,
         "allow_interspersed_args": False,
+        "help_option_names": [],
     },
+    help="Run Dapr and (optionally) your application side by side (see 'dapr run --help').",
 )(run.run_command)
 app.command("list")(status.list_command)
 app.command("status")(status.status_command)
+app.command("stop")(stop.stop_command)
+app.command("invoke")(invoke.invoke_command)
+app.command("version")(version_cmd.version_command)
 app.add_typer(mtls.mtls_app, name="mtls")
 mtls.mtls_app.command("renew-certificate")(renew.renew_command)
 mtls.mtls_app.command("renew-cert", hidden=True)(renew.renew_command)
@@ -62,32 +78,87 @@ mtls.mtls_app.command("drop-old-roots")(droproots.drop_old_roots_command)
 mtls.mtls_app.command("check")(check.check_command)
 
 
-def _app_command_start(argv: list[str]) -> int:
-    """Index where ``dapr run``'s app command starts (every ``run`` option takes a value)."""
-    if "--" in argv:
-        return argv.index("--")
-    if "run" not in argv:
-        return len(argv)
-    i = argv.index("run") + 1
-    while i < len(argv) and argv[i].startswith("-"):
-        i += 1 if (argv[i] == "--debug" or "=" in argv[i]) else 2
-    return min(i, len(argv))
+#: Root options (Dapr's persistent ``--log-as-json`` and ``--runtime-path`` included) and
+#: whether they take a value.
+_ROOT_OPTIONS = {"--debug": False, "--log-as-json": False, "--home": True, "--runtime-path": True}
 
 
-def _split_debug(argv: list[str]) -> tuple[list[str], bool]:
-    """Remove ``--debug`` anywhere before the app command of ``dapr run`` (or ``--``)."""
-    end = _app_command_start(argv)
-    head = [arg for arg in argv[:end] if arg != "--debug"]
-    return head + argv[end:], len(head) != end
+def _subcommand_index(argv: list[str]) -> int:
+    """Index of the subcommand, past the root options."""
+    i = 0
+    while i < len(argv):
+        name, eq, _ = argv[i].partition("=")
+        if name not in _ROOT_OPTIONS:
+            return i
+        i += 2 if _ROOT_OPTIONS[name] and not eq else 1
+    return i
+
+
+def _persistent(argv: list[str]) -> tuple[list[str], bool, bool, str | None]:
+    """Take ``--debug``, ``--log-as-json``, ``--runtime-path X`` and ``--home X`` out of
+    ``argv`` (anywhere before ``--``): (rest, debug, json, home directory)."""
+    rest: list[str] = []
+    debug = as_json = False
+    home: str | None = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        name, eq, value = arg.partition("=")
+        if name not in _ROOT_OPTIONS:
+            rest.append(arg)
+            i += 1
+            continue
+        if _ROOT_OPTIONS[name] and not eq:
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+            i += 1
+        if name == "--debug":
+            debug = True
+        elif name == "--log-as-json":
+            as_json = True
+        elif name == "--home" or (name == "--runtime-path" and value and home is None):
+            # Dapr's --runtime-path DIR means the installation in DIR/.dapr
+            home = value if name == "--home" else str(Path(value) / DAPR_DIR_NAME)
+        i += 1
+    return rest, debug, as_json, home
+
+
+def _dispatch(args: list[str]) -> None:
+    """``dapr run`` is parsed by Dapr's flag rules (:mod:`pysentry.cli.runflags`), every other
+    command by typer."""
+    i = _subcommand_index(args)
+    if i < len(args) and args[i] == "run":
+        _, _, as_json, home = _persistent(args[:i])
+        if as_json:
+            console.enable_json()
+        home_dir = DaprHome.resolve(Path(home) if home else None)
+        sys.exit(run.run_main(home_dir, args[i + 1 :]))
+    rest, debug, as_json, home = _persistent(args)
+    if as_json:
+        console.enable_json()
+    rest = (["--debug"] if debug else []) + (["--home", home] if home else []) + rest
+    app(args=rest, prog_name="dapr")  # standalone: usage errors print and exit 2
+
+
+def _wants_debug(args: list[str]) -> bool:
+    """``--debug`` before ``--`` (for ``dapr run``: before its app command)."""
+    i = _subcommand_index(args)
+    if i < len(args) and args[i] == "run":
+        return "--debug" in args[:i] or parse_run_args(args[i + 1 :]).bool_("debug")
+    return "--debug" in (args[: args.index("--")] if "--" in args else args)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
-    if debug:
-        args = ["--debug", *args]
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        debug = _wants_debug(args)
+    except CliError:
+        debug = False  # the usage error is reported below
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
     try:
-        app(args=args, prog_name="dapr")  # standalone: usage errors print and exit 2
+        _dispatch(args)
     except KeyboardInterrupt:
         sys.exit(130)
     except (PysentryError, OSError) as err:

@@ -9,16 +9,39 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TextIO
 
 STOP_GRACE_S = 5.0
 
 
-def free_port() -> int:
+#: Ports a free port is never taken from: Sentry's gRPC, healthz and metrics ports (50001, 8080,
+#: 9090), daprd's defaults (3500, 50001, 50002, 9090) and Dapr's placement and scheduler ports, so a
+#: sidecar started first never takes a port a control-plane process starts on later.
+RESERVED_PORTS = frozenset({3500, 6050, 6060, 8080, 9090, 50001, 50002, 50005, 50006})
+
+
+def free_port(avoid: Container[int] = ()) -> int:
+    """A port free on 127.0.0.1 now, never one of :data:`RESERVED_PORTS` or ``avoid``."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in RESERVED_PORTS and port not in avoid:
+            return port
+    raise OSError("no free port found on 127.0.0.1 after 100 tries")
+
+
+def port_available(port: int) -> bool:
+    """True if nothing listens on 127.0.0.1:``port`` (Dapr's ``portExists`` test)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def exit_code(returncode: int) -> int:
@@ -42,18 +65,30 @@ class Child:
 
     @classmethod
     async def start(
-        cls, name: str, argv: Sequence[str], env: Mapping[str, str], prefix: str
+        cls,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        prefix: str,
+        *,
+        cwd: str | None = None,
+        console: bool = True,
+        log_file: TextIO | None = None,
     ) -> Child:
+        """Start ``argv``; each output line goes, after ``prefix``, to stdout (unless not
+        ``console``) and to ``log_file``."""
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=dict(env),
+            cwd=cwd,
             start_new_session=True,
         )
         assert proc.stdout is not None
-        pump = asyncio.create_task(_copy_lines(proc.stdout, prefix))
+        sinks = ([sys.stdout] if console else []) + ([log_file] if log_file is not None else [])
+        pump = asyncio.create_task(_copy_lines(proc.stdout, prefix, sinks))
         return cls(name, proc, pump)
 
     @property
@@ -76,8 +111,7 @@ class Child:
         return exit_code(self.proc.returncode or 0)
 
 
-async def _copy_lines(stream: asyncio.StreamReader, prefix: str) -> None:
-    out = sys.stdout
+async def _copy_lines(stream: asyncio.StreamReader, prefix: str, sinks: list[TextIO]) -> None:
     while True:
         try:
             line = await stream.readline()
@@ -85,9 +119,11 @@ async def _copy_lines(stream: asyncio.StreamReader, prefix: str) -> None:
             line = await stream.read(65536)
         if not line:
             return
-        text = line.decode(errors="replace").rstrip("\r\n")
-        out.write(prefix + text + "\n")
-        out.flush()
+        text = prefix + line.decode(errors="replace").rstrip("\r\n") + "\n"
+        for out in sinks:
+            with contextlib.suppress(OSError, ValueError):
+                out.write(text)
+                out.flush()
 
 
 async def _metadata_id(port: int) -> str | None:

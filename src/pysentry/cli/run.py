@@ -1,11 +1,14 @@
-"""``dapr run``: start daprd and the app side by side (self-hosted).
+"""``dapr run``: start daprd and the app side by side (self-hosted), as Dapr 1.16's CLI does.
 
-When the configuration enables mTLS, daprd gets ``--enable-mtls``, ``--sentry-address
-localhost:50001`` (unless given) and ``--trust-anchors-file <credentials>/ca.crt`` (watched, so a
-root rotation needs no restart), unless ``DAPR_TRUST_ANCHORS`` is already exported. The app gets
-``APP_ID``, ``APP_PORT``, ``DAPR_HTTP_PORT`` and ``DAPR_METRICS_PORT``. App output is prefixed
-``== APP == ``; daprd's log lines are copied as they are, as Dapr's CLI does. SIGINT/SIGTERM are
-forwarded; when either process ends the other is stopped. The exit code is the app's.
+The command line is parsed with Dapr's flag table (:mod:`pysentry.cli.runflags`); the plan
+(:mod:`pysentry.cli.runplan`) picks the ports and the app-id. When the configuration enables
+mTLS, daprd gets ``--enable-mtls``, ``--sentry-address localhost:50001`` (unless given) and
+``--trust-anchors-file <credentials>/ca.crt`` (watched), unless ``DAPR_TRUST_ANCHORS`` is set.
+Once daprd answers and the app started, the CLI stores ``cliPID``, ``appPID`` and
+``appCommand`` in daprd's metadata (``PUT /v1.0/metadata/<key>``), as Dapr's CLI does, which is
+what ``dapr list`` and ``dapr stop`` read. App output is prefixed ``== APP == ``; daprd's lines
+are copied as they are. SIGINT/SIGTERM are forwarded; when either process ends the other is
+stopped. The exit code is the app's.
 """
 
 from __future__ import annotations
@@ -13,95 +16,97 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TextIO
 
 import typer
 
-from pysentry.cli import console
-from pysentry.cli.configfile import read_mtls
+from pysentry.cli import console, metaclient
 from pysentry.cli.console import CliError
-from pysentry.cli.home import DEFAULT_SENTRY_ADDRESS, DaprHome
-from pysentry.cli.procs import Child, exit_code, free_port, wait_daprd
+from pysentry.cli.home import DAPR_DIR_NAME, DaprHome
+from pysentry.cli.mtls import refuse_kubernetes
+from pysentry.cli.procs import Child, exit_code, wait_daprd
+from pysentry.cli.runflags import RUN_FILE_FLAGS, RunArgs, help_text, parse_run_args
+from pysentry.cli.runplan import InUse, Plan, ignored_warning, plan
+from pysentry.cli.sidecars import discover
+from pysentry.errors import ConfigError
 
 APP_PREFIX = "== APP == "
 DAPRD_READY_TIMEOUT_S = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
-    daprd_argv: tuple[str, ...]
-    daprd_env: dict[str, str]
-    app_argv: tuple[str, ...]
-    app_env: dict[str, str]
-    http_port: int
-    internal_port: int
-    mtls: bool
+def in_use(home: DaprHome, config: str) -> InUse:
+    """App-ids and ports of the running sidecars (a broken nr.db is ignored here)."""
+    path = Path(config).expanduser() if config else home.config_file
+    try:
+        found = discover(path, home.root, with_metadata=False)
+    except (CliError, ConfigError):
+        return InUse()
+    ports = {p for s in found for p in (s.http_port, s.grpc_port, s.app_port) if p > 0}
+    return InUse(frozenset(s.app_id for s in found), frozenset(ports))
 
 
-def plan(
-    home: DaprHome,
-    *,
-    app_id: str,
-    app_port: int | None,
-    http_port: int | None,
-    internal_port: int | None,
-    metrics_port: int | None,
-    config: Path | None,
-    sentry_address: str | None,
-    issuer_credentials: Path | None,
-    log_level: str,
-    command: list[str],
-) -> Plan:
-    """Everything ``dapr run`` will start, computed before anything starts."""
-    config_path = (config or home.config_file).expanduser().absolute()
-    settings = read_mtls(config_path, required=config is not None)
-    http = http_port or free_port()
-    internal = internal_port or free_port()
-    metrics = metrics_port or free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "pysentry.sidecar.main",
-        "--app-id",
-        app_id,
-        "--dapr-http-port",
-        str(http),
-        "--dapr-internal-grpc-port",
-        str(internal),
-        "--metrics-port",
-        str(metrics),
-        "--log-level",
-        log_level,
-    ]
-    if app_port:
-        argv += ["--app-port", str(app_port)]
-    if config_path.exists():
-        argv += ["--config", str(config_path)]
-    env = dict(os.environ)
-    if settings.enabled:
-        argv += ["--enable-mtls", "--sentry-address", sentry_address or DEFAULT_SENTRY_ADDRESS]
-        if not env.get("DAPR_TRUST_ANCHORS"):
-            anchors = (issuer_credentials or home.certs_dir).expanduser().absolute() / "ca.crt"
-            if not anchors.is_file():
-                raise CliError(
-                    f"mTLS is enabled in {str(config_path)!r} but the trust anchors file "
-                    f"{str(anchors)!r} does not exist: start Sentry first, e.g. 'sentry "
-                    f"--issuer-credentials {anchors.parent} --trust-domain cluster.local'"
-                )
-            argv += ["--trust-anchors-file", str(anchors)]
-    elif sentry_address:
-        argv += ["--sentry-address", sentry_address]
-    app_env = dict(os.environ)
-    app_env.update(APP_ID=app_id, DAPR_HTTP_PORT=str(http), DAPR_METRICS_PORT=str(metrics))
-    if app_port:
-        app_env["APP_PORT"] = str(app_port)
-    return Plan(tuple(argv), env, tuple(command), app_env, http, internal, settings.enabled)
+def put_metadata(p: Plan, key: str, value: str, label: str) -> bool:
+    try:
+        metaclient.put(p.http_port, key, value)
+    except metaclient.MetadataError as err:
+        console.warning(f"Could not update sidecar metadata for {label}: {err}")
+        return False
+    return True
 
 
-async def supervise(p: Plan, app_id: str) -> int:
+async def store_run_metadata(p: Plan, app: Child | None, extra: dict[str, str]) -> bool:
+    """cliPID, appPID and appCommand (plus ``extra``, e.g. the run template path)."""
+    ok = await asyncio.to_thread(put_metadata, p, "cliPID", str(os.getpid()), "cliPID")
+    for key, value in extra.items():
+        ok = await asyncio.to_thread(put_metadata, p, key, value, key) and ok
+    if app is None:
+        return ok
+    console.info(f"Updating metadata for appPID: {app.pid}")
+    ok = await asyncio.to_thread(put_metadata, p, "appPID", str(app.pid), "appPID") and ok
+    command = " ".join(p.app_argv)
+    console.info(f"Updating metadata for app command: {command}")
+    return await asyncio.to_thread(put_metadata, p, "appCommand", command, "appCommand") and ok
+
+
+def starting_line(p: Plan) -> str:
+    return f"Starting Dapr with id {p.app_id}. HTTP Port: {p.http_port}. gRPC Port: {p.grpc_port}"
+
+
+async def start_app(
+    p: Plan, prefix: str, *, console_out: bool = True, log_file: TextIO | None = None
+) -> Child:
+    cwd = str(p.cwd) if p.cwd is not None else None
+    try:
+        return await Child.start(
+            "app", p.app_argv, p.app_env, prefix, cwd=cwd, console=console_out, log_file=log_file
+        )
+    except OSError as err:
+        raise CliError(f"cannot start app command {p.app_argv[0]!r}: {err.strerror}") from err
+
+
+async def wait_ready(p: Plan, daprd: Child, stop: asyncio.Event) -> bool:
+    """True once daprd answers; False if a signal came first; CliError if daprd failed."""
+    ready = asyncio.create_task(wait_daprd(p.http_port, p.app_id, daprd, DAPRD_READY_TIMEOUT_S))
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({ready, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if stop.is_set():
+        ready.cancel()
+        return False
+    if not ready.result():
+        code = daprd.proc.returncode
+        reason = (
+            f"exited with code {code}"
+            if code is not None
+            else f"did not answer on port {p.http_port} within {DAPRD_READY_TIMEOUT_S:.0f}s"
+        )
+        raise CliError(f"daprd {reason}; see its log lines above")
+    return True
+
+
+async def supervise(p: Plan) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[int] = []
@@ -112,39 +117,19 @@ async def supervise(p: Plan, app_id: str) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
-    console.info(
-        f"Starting Dapr with id {app_id}. HTTP Port: {p.http_port}. "
-        f"Internal gRPC Port: {p.internal_port}" + (". mTLS: enabled" if p.mtls else "")
-    )
+    console.info(starting_line(p))
+    if p.mtls:
+        console.info("mTLS is enabled: daprd gets its certificate from Sentry")
     daprd = await Child.start("daprd", p.daprd_argv, p.daprd_env, "")
     app: Child | None = None
     try:
-        ready = asyncio.create_task(wait_daprd(p.http_port, app_id, daprd, DAPRD_READY_TIMEOUT_S))
-        await asyncio.wait(
-            {ready, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
-        )
-        if stop.is_set():
-            ready.cancel()
+        if not await wait_ready(p, daprd, stop):
             return exit_code(await daprd.stop(received[0]))
-        if not ready.result():
-            code = daprd.proc.returncode
-            reason = (
-                f"exited with code {code}"
-                if code is not None
-                else (f"did not answer on port {p.http_port} within {DAPRD_READY_TIMEOUT_S:.0f}s")
-            )
-            raise CliError(f"daprd {reason}; see its log lines above")
-        if not p.app_argv:
-            console.success("You're up and running! Dapr logs will appear here.")
-        else:
-            console.info(f"Updating metadata for app command: {' '.join(p.app_argv)}")
-            try:
-                app = await Child.start("app", p.app_argv, p.app_env, APP_PREFIX)
-            except OSError as err:
-                raise CliError(
-                    f"cannot start app command {p.app_argv[0]!r}: {err.strerror}"
-                ) from err
-            console.success("You're up and running! Both Dapr and your app logs will appear here.")
+        if p.app_argv:
+            app = await start_app(p, APP_PREFIX)
+        if await store_run_metadata(p, app, {}) or app is None:
+            both = "Both Dapr and your app logs" if app is not None else "Dapr logs"
+            console.success(f"You're up and running! {both} will appear here.\n")
         waits = {asyncio.create_task(daprd.proc.wait()), asyncio.create_task(stop.wait())}
         if app is not None:
             waits.add(asyncio.create_task(app.proc.wait()))
@@ -164,6 +149,7 @@ async def _finish(daprd: Child, app: Child | None, received: list[int]) -> int:
     if received:
         sig = received[0]
         console.info(f"Received signal {signal.Signals(sig).name}: stopping the app and daprd")
+        console.info("\nterminated signal received: shutting down")
         app_code = await app.stop(sig) if app is not None else None
         daprd_code = await daprd.stop()
         console.success(
@@ -171,6 +157,8 @@ async def _finish(daprd: Child, app: Child | None, received: list[int]) -> int:
             if daprd_code in (0, 128 + signal.SIGTERM)
             else f"Exited Dapr with code {daprd_code}"
         )
+        if app is not None:
+            console.success("Exited App successfully")
         return app_code if app_code is not None else 0
     if app is not None and app.proc.returncode is not None:
         app_code = exit_code(app.proc.returncode)
@@ -188,85 +176,42 @@ async def _finish(daprd: Child, app: Child | None, received: list[int]) -> int:
     raise CliError(f"The daprd process exited with error code: {daprd_code}")
 
 
-def run_command(
-    ctx: typer.Context,
-    app_id: Annotated[
-        str,
-        typer.Option(
-            "--app-id", "-a", help="The id for your application, used for service discovery"
-        ),
-    ],
-    app_port: Annotated[
-        int | None,
-        typer.Option("--app-port", "-p", help="The port your application is listening on"),
-    ] = None,
-    dapr_http_port: Annotated[
-        int | None,
-        typer.Option(
-            "--dapr-http-port",
-            "-H",
-            help="The HTTP port for Dapr to listen on (default: a free port)",
-        ),
-    ] = None,
-    dapr_internal_grpc_port: Annotated[
-        int | None,
-        typer.Option(
-            "--dapr-internal-grpc-port",
-            "-I",
-            help="The gRPC port for the Dapr internal API (default: a free port)",
-        ),
-    ] = None,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            "--metrics-port", "-M", help="The port of metrics on dapr (default: a free port)"
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config", "-c", help="Dapr configuration file (default: $HOME/.dapr/config.yaml)"
-        ),
-    ] = None,
-    sentry_address: Annotated[
-        str | None,
-        typer.Option(
-            "--sentry-address",
-            help="Address of Sentry when mTLS is enabled (default: localhost:50001)",
-        ),
-    ] = None,
-    issuer_credentials: Annotated[
-        Path | None,
-        typer.Option(
-            "--issuer-credentials",
-            help="Credentials directory whose ca.crt daprd trusts (default: $HOME/.dapr/certs)",
-        ),
-    ] = None,
-    log_level: Annotated[
-        str,
-        typer.Option("--log-level", help="The log verbosity of daprd: debug, info, warn, error"),
-    ] = "info",
-    command: Annotated[
-        list[str] | None,
-        typer.Argument(help="The app command, after '--' (or without it, as Dapr accepts)"),
-    ] = None,
-) -> None:
-    """Run Dapr and (optionally) your application side by side."""
-    home: DaprHome = ctx.find_root().obj
-    argv = list(command or []) + list(ctx.args)
-    if argv and argv[0] == "--":
-        argv = argv[1:]
-    p = plan(
-        home,
-        app_id=app_id,
-        app_port=app_port,
-        http_port=dapr_http_port,
-        internal_port=dapr_internal_grpc_port,
-        metrics_port=metrics_port,
-        config=config,
-        sentry_address=sentry_address,
-        issuer_credentials=issuer_credentials,
-        log_level=log_level,
-        command=argv,
-    )
-    raise typer.Exit(asyncio.run(supervise(p, app_id)))
+def run_main(home: DaprHome, argv: Sequence[str]) -> int:
+    """``dapr run <argv>``: returns the exit code."""
+    args = parse_run_args(argv)
+    if args.bool_("help"):
+        print(help_text())
+        return 0
+    if args.bool_("log-as-json"):
+        console.enable_json()
+    if args.str_("runtime-path"):  # Dapr: the installation in <runtime-path>/.dapr
+        home = DaprHome.resolve(Path(args.str_("runtime-path")) / DAPR_DIR_NAME)
+    if args.str_("run-file"):
+        return _run_file(home, args)
+    refuse_kubernetes(args.bool_("kubernetes"))
+    if not args.command:
+        print("WARNING: no application command found.")
+    p = plan(home, args, in_use=in_use(home, args.str_("config")))
+    if p.ignored:
+        console.warning(ignored_warning(p.ignored))
+    return asyncio.run(supervise(p))
+
+
+def _run_file(home: DaprHome, args: RunArgs) -> int:
+    from pysentry.cli.multirun import run_template
+
+    ignored = [name for name in args.given if name not in RUN_FILE_FLAGS]
+    if ignored:
+        console.warning(
+            "The following flags are ignored when using --run-file and should be configured in "
+            "the run file instead: " + ", ".join(ignored)
+        )
+    if args.bool_("kubernetes"):
+        refuse_kubernetes(True)
+    return run_template(home, args.str_("run-file"))
+
+
+def run_command(ctx: typer.Context) -> None:
+    """Run Dapr and (optionally) your application side by side (see 'dapr run --help')."""
+    # main() hands ``dapr run`` its raw arguments; this serves callers of the typer app itself.
+    raise typer.Exit(run_main(ctx.find_root().obj, ctx.args))

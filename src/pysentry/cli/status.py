@@ -1,36 +1,56 @@
-"""``dapr list`` and ``dapr status``: the running sidecars, from self-hosted name resolution.
+"""``dapr list`` and ``dapr status``: the running sidecars, found as Dapr's CLI finds them.
 
-Each daprd registers in SQLite (``pysentry.nameresolution``): app-id, ports, PID, SPIFFE ID and
-certificate expiry. ``status`` adds the CA's expiry and warns when the root expires within 30 days.
+``dapr list -o json|yaml`` prints Dapr's ``ListOutput`` keys (``appId``, ``httpPort``,
+``grpcPort``, ``appPort``, ``metricsEnabled``, ``command``, ``age``, ``created``, ``daprdPid``,
+``cliPid``, ``appPid``, ``maxRequestBodySize``, ``httpReadBufferSize``, ``runTemplatePath``,
+``appLogPath``, ``daprdLogPath``, ``runTemplateName``); pysentry's extras (namespace, SPIFFE ID,
+certificate expiry, metrics port, internal address) are under ``pysentry``. ``status`` adds the
+CA's expiry and warns when the root expires within 30 days.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
-from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.table import Table
 
 from pysentry.cli import console
 from pysentry.cli.backend import CA_FILE, ISSUER_CERT_FILE
-from pysentry.cli.configfile import name_resolution_metadata
 from pysentry.cli.console import CliError
 from pysentry.cli.home import DaprHome
-from pysentry.cli.mtls import ConfigOption, CredentialsOption, credentials_of, expiry_warning
+from pysentry.cli.mtls import (
+    ConfigOption,
+    CredentialsOption,
+    KubernetesOption,
+    credentials_of,
+    expiry_warning,
+    refuse_kubernetes,
+)
+from pysentry.cli.nrread import read_registrations, settings_for
 from pysentry.cli.pemfile import certificates
+from pysentry.cli.sidecars import Sidecar, discover
 from pysentry.clock import system_clock
-from pysentry.nameresolution import Registration, SqliteResolver, SqliteSettings
+from pysentry.nameresolution import Registration
 
-NR_DB_NAME = "nr.db"
 OutputOption = Annotated[
-    str, typer.Option("--output", "-o", help="The output format: table or json")
+    str,
+    typer.Option(
+        "--output",
+        "-o",
+        help="The output format of the list. Valid values are: json, yaml, or table (default)",
+    ),
 ]
+AllNamespacesOption = Annotated[
+    bool, typer.Option("--all-namespaces", "-A", help="Kubernetes mode only")
+]
+NamespaceOption = Annotated[str, typer.Option("--namespace", help="Kubernetes mode only")]
+COMMAND_WIDTH = 20  # Dapr truncates the app command to 20 characters
 
 
 def _alive(pid: int) -> bool:
@@ -46,52 +66,58 @@ def _alive(pid: int) -> bool:
 
 
 def running_sidecars(config: Path, dapr_root: Path) -> tuple[Registration, ...]:
-    """Fresh registrations whose daprd process is still alive (``<dapr_root>/nr.db`` by default)."""
-    metadata = name_resolution_metadata(config)
-    settings = SqliteSettings.from_metadata(metadata)
-    if not metadata.get("connectionString"):
-        settings = replace(settings, path=dapr_root / NR_DB_NAME)
-    path = settings.path
-    try:
-        if not os.path.lexists(path):
-            return ()
-        resolver = SqliteResolver(settings)
-        try:
-            rows = resolver.list_registrations()
-        finally:
-            resolver.close()
-    except sqlite3.Error as err:
-        raise CliError(_database_problem(path, err)) from err
-    except OSError as err:
-        raise CliError(
-            f"name resolution database {str(path)!r}: cannot open: {err.strerror}"
-        ) from err
+    """Fresh registrations whose daprd process is still alive (``<dapr_root>/nr.db`` by default),
+    read without writing to the database."""
+    rows = read_registrations(settings_for(config, dapr_root))
     return tuple(r for r in rows if _alive(r.pid))
 
 
-_CORRUPT = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
-_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
-_ACCESS = ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY", "SQLITE_AUTH", "SQLITE_IOERR")
+def age(created: datetime, now: datetime) -> str:
+    """Dapr's ``age.GetAge``: ``45s``, ``12m``, ``3h``, ``2d``."""
+    seconds = (now - created).total_seconds()
+    if seconds <= 60:
+        return f"{int(seconds)}s"
+    if seconds <= 3600:
+        return f"{int(seconds / 60)}m"
+    if seconds <= 86400:
+        return f"{int(seconds / 3600)}h"
+    return f"{int(seconds / 86400)}d"
 
 
-def _database_problem(path: Path, err: sqlite3.Error) -> str:
-    """``<file>: <what sqlite said>; <fix>`` for the self-hosted name resolution database."""
-    what = f"name resolution database {str(path)!r}"
-    code = getattr(err, "sqlite_errorname", "")
-    if any(code.startswith(c) for c in _CORRUPT):
-        return (
-            f"{what} is damaged ({err}); stop every sidecar started with 'dapr run', then "
-            f"delete {path.name} and its {path.name}-wal and {path.name}-shm files: sidecars "
-            "create a new one and register again when they start"
-        )
-    if any(code.startswith(c) for c in _BUSY):
-        return f"{what} is locked by another process ({err}); try again in a few seconds"
-    if any(code.startswith(c) for c in _ACCESS):
-        return (
-            f"{what} cannot be opened ({err}); it must be a file you can read and write "
-            "(sidecars keep it next to config.yaml), in a directory you can write"
-        )
-    return f"{what}: {err}"
+def truncate(text: str, width: int = COMMAND_WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def row(s: Sidecar, now: datetime) -> dict[str, object]:
+    """One sidecar as Dapr's ``ListOutput``, plus ``pysentry``."""
+    reg = s.registration
+    ext = s.extended
+    return {
+        "appId": s.app_id,
+        "httpPort": s.http_port,
+        "grpcPort": s.grpc_port,
+        "appPort": s.app_port,
+        "metricsEnabled": s.metrics_enabled,
+        "command": truncate(ext.get("appCommand", "")),
+        "age": age(s.created, now),
+        "created": s.created.astimezone().strftime("%Y-%m-%d %H:%M.%S"),
+        "daprdPid": s.daprd_pid,
+        "cliPid": s.cli_pid,
+        "appPid": s.app_pid,
+        "maxRequestBodySize": s.max_request_body_size,
+        "httpReadBufferSize": s.http_read_buffer_size,
+        "runTemplatePath": ext.get("runTemplatePath", ""),
+        "appLogPath": ext.get("appLogPath", ""),
+        "daprdLogPath": ext.get("daprdLogPath", ""),
+        "runTemplateName": ext.get("runTemplateName", ""),
+        "pysentry": {
+            "namespace": reg.namespace if reg else "",
+            "spiffeId": reg.spiffe_id if reg else "",
+            "certExpiry": reg.cert_expiry_at.isoformat() if reg and reg.cert_expiry_at else "",
+            "metricsPort": reg.metrics_port if reg else 0,
+            "internalAddress": reg.address if reg else "",
+        },
+    }
 
 
 def _when(value: datetime | None, now: datetime) -> str:
@@ -101,78 +127,83 @@ def _when(value: datetime | None, now: datetime) -> str:
     return f"{console.go_time(value)} ({hours}h)"
 
 
-def _table(rows: tuple[Registration, ...], now: datetime) -> Table:
+_COLUMNS = (
+    ("APP ID", "appId"),
+    ("HTTP PORT", "httpPort"),
+    ("GRPC PORT", "grpcPort"),
+    ("APP PORT", "appPort"),
+    ("COMMAND", "command"),
+    ("AGE", "age"),
+    ("CREATED", "created"),
+    ("DAPRD PID", "daprdPid"),
+    ("CLI PID", "cliPid"),
+    ("APP PID", "appPid"),
+)
+
+
+def _table(sidecars: list[Sidecar], rows: list[dict[str, object]], now: datetime) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in (
-        "APP ID",
-        "NAMESPACE",
-        "HTTP PORT",
-        "INTERNAL GRPC",
-        "APP PORT",
-        "METRICS PORT",
-        "DAPRD PID",
-        "IDENTITY",
-        "CERT EXPIRES",
-    ):
-        table.add_column(column, no_wrap=True)
-    for r in rows:
+    for title, _ in _COLUMNS:
+        table.add_column(title, no_wrap=True)
+    table.add_column("IDENTITY", no_wrap=True)
+    table.add_column("CERT EXPIRES", no_wrap=True)
+    for s, r in zip(sidecars, rows, strict=True):
+        reg = s.registration
+        identity = (reg.spiffe_id or "(mTLS off)") if reg else "-"
         table.add_row(
-            r.app_id,
-            r.namespace,
-            str(r.http_port or "-"),
-            r.address.rpartition(":")[2],
-            str(r.app_port or "-"),
-            str(r.metrics_port or "-"),
-            str(r.pid or "-"),
-            r.spiffe_id or "(mTLS off)",
-            _when(r.cert_expiry_at, now),
+            *(str(r[key]) for _, key in _COLUMNS),
+            identity,
+            _when(reg.cert_expiry_at if reg else None, now),
         )
     return table
 
 
-def _json(rows: tuple[Registration, ...]) -> str:
-    def encode(r: Registration) -> dict[str, object]:
-        data = asdict(r)
-        for key in ("cert_expiry_at", "last_update_at"):
-            value = data[key]
-            data[key] = value.isoformat() if value is not None else None
-        return data
-
-    return json.dumps([encode(r) for r in rows], indent=2)
+def check_output(output: str) -> None:
+    if output not in ("", "table", "json", "yaml"):
+        raise CliError("An invalid output format was specified.")
 
 
-def _show(rows: tuple[Registration, ...], output: str, now: datetime) -> None:
+def show(home: DaprHome, config: Path | None, output: str, now: datetime) -> None:
+    check_output(output)
+    sidecars = discover((config or home.config_file).expanduser(), home.root)
+    rows = [row(s, now) for s in sidecars]
     if output == "json":
-        print(_json(rows))
-    elif output != "table":
-        raise CliError(f"--output {output!r} is not supported: use table or json", exit_code=2)
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif output == "yaml":
+        print(yaml.safe_dump(rows, sort_keys=False, allow_unicode=True), end="")
     elif not rows:
-        console.info("No Dapr instances found.")
+        print("No Dapr instances found.")
     else:
-        console.table_console().print(_table(rows, now))
+        console.table_console().print(_table(sidecars, rows, now))
 
 
 def list_command(
-    ctx: typer.Context, config: ConfigOption = None, output: OutputOption = "table"
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    output: OutputOption = "",
+    kubernetes: KubernetesOption = False,
+    all_namespaces: AllNamespacesOption = False,
+    namespace: NamespaceOption = "",
 ) -> None:
-    """List the running sidecars (from self-hosted name resolution)."""
+    """List all Dapr instances (self-hosted)."""
+    refuse_kubernetes(kubernetes)
     home: DaprHome = ctx.find_root().obj
-    rows = running_sidecars((config or home.config_file).expanduser(), home.root)
-    _show(rows, output, system_clock())
+    show(home, config, output, system_clock())
 
 
 def status_command(
     ctx: typer.Context,
     config: ConfigOption = None,
     issuer_credentials: CredentialsOption = None,
-    output: OutputOption = "table",
+    output: OutputOption = "",
+    kubernetes: KubernetesOption = False,
 ) -> None:
     """Show the running sidecars and the expiry of the CA; warns 30 days before the root expires."""
+    refuse_kubernetes(kubernetes)
     home: DaprHome = ctx.find_root().obj
     now = system_clock()
-    rows = running_sidecars((config or home.config_file).expanduser(), home.root)
-    _show(rows, output, now)
-    if output == "json":
+    show(home, config, output, now)
+    if output in ("json", "yaml"):
         return
     creds = credentials_of(ctx, issuer_credentials)
     if not any(creds.has(name) for name in (CA_FILE, ISSUER_CERT_FILE)):

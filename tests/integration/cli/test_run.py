@@ -94,7 +94,7 @@ def test_sigint_stops_app_daprd_and_grandchildren(home: Path) -> None:
             break
         assert time.monotonic() < deadline, "app never became ready"
     listed = json.loads(run_dapr(home, "list", "-o", "json").stdout)
-    daprd_pid = next(r["pid"] for r in listed if r["app_id"] == "sleepy")
+    daprd_pid = next(r["daprdPid"] for r in listed if r["appId"] == "sleepy")
     pids.append(daprd_pid)
     assert all(_alive(pid) for pid in pids)
     proc.send_signal(signal.SIGINT)
@@ -108,7 +108,7 @@ def test_sigint_stops_app_daprd_and_grandchildren(home: Path) -> None:
     assert json.loads(run_dapr(home, "list", "-o", "json").stdout) == []
 
 
-def test_daprd_failure_is_reported(dapr: Dapr) -> None:
+def test_a_taken_port_is_refused_before_anything_starts(dapr: Dapr) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -125,8 +125,20 @@ def test_daprd_failure_is_reported(dapr: Dapr) -> None:
             "print('never')",
         )
     assert result.returncode == 1, result.output
-    assert result.stderr.startswith("error: daprd ")
-    assert "== APP == never" not in result.stdout
+    assert result.stderr.startswith(
+        f"error: invalid configuration for HTTPPort. Port {port} is not available: choose "
+        "another --dapr-http-port"
+    ), result.stderr
+    assert "Starting Dapr" not in result.stdout and "never" not in result.stdout
+
+
+def test_daprd_failure_is_reported(dapr: Dapr) -> None:
+    result = dapr(
+        "run", "--app-id", "bad", "--log-level", "verbose", "--", sys.executable, "-c", "1"
+    )
+    assert result.returncode == 1, result.output
+    assert result.stderr.startswith("error: daprd exited with code 2; see its log lines above")
+    assert "invalid choice: 'verbose'" in result.output
 
 
 def test_mtls_config_without_credentials_fails_early(dapr: Dapr, tmp_path: Path) -> None:
