@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import sqlite3
 import threading
 import uuid
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 NO_HOST = "no host found with the given ID"
 MIGRATIONS_KEY = "nr-migrations"
 _CACHE_TTL = timedelta(seconds=1)
+_BEAT_PHASE_S = 0.05  # heartbeats fire this long after a whole Unix second
 
 
 class RegistrationLost(ResolutionError):
@@ -293,15 +295,30 @@ class SqliteResolver:
             for r in rows
         )
 
+    def next_heartbeat_delay(self, next_at: float) -> tuple[float, float]:
+        """(seconds to wait, the beat after) for a ticker due at Unix time ``next_at``.
+
+        Beats keep a fixed cadence (a late beat does not push the next ones, as Go's ticker) and
+        start just after a whole second: ``last_update`` is whole seconds and a row is fresh
+        while ``now - last_update < updateInterval``, so with a 1 s period a beat must never
+        slip past a second boundary. Missed beats are skipped, not bunched.
+        """
+        period = self._settings.heartbeat_period.total_seconds()
+        now = self._clock().timestamp()
+        while next_at <= now:
+            next_at += period
+        return next_at - now, next_at + period
+
     async def run(self) -> None:
         """Heartbeat every ``updateInterval - timeout`` and clean up every ``cleanupInterval``
         until cancelled; raises :class:`RegistrationLost` (fatal, as in Dapr)."""
-        period = self._settings.heartbeat_period.total_seconds()
         cleanup_every = self._settings.cleanup_interval.total_seconds()
         loop = asyncio.get_running_loop()
         next_cleanup = loop.time() + cleanup_every
+        next_at = math.floor(self._clock().timestamp()) + 1 + _BEAT_PHASE_S
         while True:
-            await asyncio.sleep(period)
+            delay, next_at = self.next_heartbeat_delay(next_at)
+            await asyncio.sleep(delay)
             try:
                 await asyncio.to_thread(self.heartbeat)
             except RegistrationLost:

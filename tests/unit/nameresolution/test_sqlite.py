@@ -235,3 +235,33 @@ def test_lookup_does_not_wait_behind_a_blocked_heartbeat(tmp_path: Path) -> None
         other.close()
         r.close()
     assert not beat.is_alive()
+
+
+def test_fixed_cadence_heartbeats_keep_a_row_fresh_despite_late_beats(tmp_path: Path) -> None:
+    """updateInterval 2s, timeout 1s: a beat every second, due just after a whole second, so a
+    beat up to 0.9 s late never lets ``now - last_update`` reach 2 (as happens with drifting
+    sleeps across a second boundary)."""
+    clock = FakeClock()
+    clock.now = datetime.fromtimestamp(1_800_000_000.7, UTC)
+    settings = SqliteSettings(tmp_path / "nr.db", timedelta(seconds=2))
+    mine, caller = SqliteResolver(settings, clock=clock), SqliteResolver(settings, clock=clock)
+    mine.register(Registration("b", "default", "127.0.0.1:1001"))
+    delay, following = mine.next_heartbeat_delay(1_800_000_001.05)
+    assert (round(delay, 6), following) == (0.35, 1_800_000_002.05)
+    events: list[tuple[float, str]] = []
+    due = 1_800_000_001.05
+    for k in range(20):
+        late = (k * 0.37) % 0.9  # up to 0.9 s late, never bunching
+        events.append((due + late, "beat"))
+        due += 1
+    events += [(1_800_000_000.7 + i * 0.05, "look") for i in range(1, 400)]
+    for at, what in sorted(events):
+        clock.now = datetime.fromtimestamp(at, UTC)
+        if what == "beat":
+            mine.heartbeat()
+        elif at < events[19][0]:
+            assert caller.addresses("b", "default") == ("127.0.0.1:1001",), at
+    # A beat that is more than a whole period late is skipped, not bunched.
+    clock.now = datetime.fromtimestamp(1_800_000_010.5, UTC)
+    delay, following = mine.next_heartbeat_delay(1_800_000_008.05)
+    assert (round(delay, 6), following) == (0.55, 1_800_000_012.05)
