@@ -49,7 +49,7 @@ def parse_csr(pem: bytes) -> PublicKey:
     except UnsupportedAlgorithm as err:
         # Go parses a key of an unknown algorithm as nil; its CheckSignature then fails.
         raise InvalidCsr("invalid signature") from err
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, x509.InvalidVersion) as err:  # InvalidVersion: not a ValueError
         raise InvalidCsr(f"failed to parse certificate signing request: {err}") from err
     try:
         valid = csr.is_signature_valid

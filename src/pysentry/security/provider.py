@@ -2,7 +2,9 @@
 
 As Dapr's kit ``crypto/spiffe`` (§9.5): every (re)issue uses a new key and CSR; the loop wakes at
 least once a minute; a failed renewal is logged (``Error renewing identity, trying again in 10
-seconds: ...``) and retried after 10 s while the old SVID stays in use. Subscribers are called
+seconds: ...``) and retried after 10 s while the old SVID stays in use. When Sentry refused it to
+shed load (RESOURCE_EXHAUSTED), the retry comes after 5 to 15 s, at random: sidecars refused
+together do not come back together. Subscribers are called
 with each new SVID (not the initial one: read :meth:`SecurityProvider.current` after ``start``).
 A small jitter (default up to 5% of the lifetime, at most 5 minutes) moves each renewal earlier
 so that many sidecars started together do not renew together.
@@ -76,6 +78,7 @@ class SecurityProvider:
         on_rotate: IdentityCallback | None = None,
         retry_interval: timedelta = RETRY_INTERVAL,
         max_wake_interval: timedelta = MAX_WAKE_INTERVAL,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self._requester = requester
         self.app_id = app_id
@@ -86,6 +89,7 @@ class SecurityProvider:
         self._metrics = metrics
         self._retry_interval = retry_interval
         self._max_wake = max_wake_interval
+        self._rand = rand
         self._svid: X509Svid | None = None
         self._renew_at: datetime | None = None
         self._next_attempt_at: datetime | None = None
@@ -211,10 +215,11 @@ class SecurityProvider:
         self.failures += 1
         if self._metrics:
             self._metrics.cert_rotation_failed(_reason(err))
+        retry = self._retry_interval
+        if getattr(err, "status", None) == "RESOURCE_EXHAUSTED":
+            retry = retry * (0.5 + self._rand())
         log.error(
-            "Error renewing identity, trying again in %d seconds: %s",
-            self._retry_interval.total_seconds(),
-            err,
+            "Error renewing identity, trying again in %d seconds: %s", retry.total_seconds(), err
         )
         svid = self.current()
         if now > svid.not_after:
@@ -223,4 +228,4 @@ class SecurityProvider:
                 svid.spiffe_id,
                 go_time(svid.not_after),
             )
-        self._next_attempt_at = self._clock() + self._retry_interval
+        self._next_attempt_at = self._clock() + retry

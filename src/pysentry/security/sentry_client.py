@@ -4,8 +4,11 @@ Before the request (and its token) is sent, Sentry's certificate must chain to t
 (no hostname check) and carry Sentry's SPIFFE ID: exactly
 ``spiffe://<cp-td>/ns/<cp-ns>/dapr-sentry`` when a control-plane trust domain is given, else by
 path ``/ns/<cp-ns>/dapr-sentry`` in any trust domain. Each attempt uses a new connection, closed
-afterwards. Retries follow Dapr: 5 attempts, 3 s each, on UNAVAILABLE, RESOURCE_EXHAUSTED,
-timeouts and connection errors, with a 50 ms (+-10%) pause. The returned chain must verify against
+afterwards. Retries follow Dapr: 5 attempts, 3 s each, on UNAVAILABLE, timeouts and connection
+errors, with a 50 ms (+-10%) pause. RESOURCE_EXHAUSTED (Sentry shedding load) is answered at once,
+so it is retried apart from those: with exponential backoff and full jitter (:func:`shed_pause`),
+for as long as Dapr's 5 attempts could last (15 s), so that sidecars started together spread their
+retries and none gives up sooner than a Go sidecar would. The returned chain must verify against
 the anchors, carry the requested identity and the CSR's key.
 
 Protobuf stays here: callers get certificates. Failures are :class:`SentryRequestFailed`, whose
@@ -35,8 +38,15 @@ from pysentry.pki.csr import parse_csr
 from pysentry.pki.keys import same_public_key
 from pysentry.pki.pem import load_certificates
 from pysentry.pki.profiles import SENTRY_APP_ID as SENTRY_APP_ID  # public here too
-from pysentry.pki.svid import Authorizer, authorize_id, authorize_path, verify_svid
+from pysentry.pki.svid import Authorizer, UntrustedChain, authorize_id, authorize_path, verify_svid
 from pysentry.proto.dapr.proto.sentry.v1 import sentry_grpc, sentry_pb2
+from pysentry.security.backoff import (
+    MAX_SHED_RETRIES,
+    RETRY_BACKOFF,
+    Random,
+    retry_pause,
+    shed_pause,
+)
 from pysentry.security.channel import SpiffeChannel
 from pysentry.security.tls import AnchorsLike, anchor_certs, client_context
 from pysentry.spiffe import SpiffeId, TrustDomain, dapr_path
@@ -48,7 +58,8 @@ CONTROL_PLANE_APP_IDS = frozenset(
 )
 MAX_ATTEMPTS = 5
 ATTEMPT_TIMEOUT = timedelta(seconds=3)
-RETRY_BACKOFF = timedelta(milliseconds=50)
+SHED_PATIENCE = MAX_ATTEMPTS * ATTEMPT_TIMEOUT
+"""How long RESOURCE_EXHAUSTED is retried: as long as Dapr's attempts could last."""
 _RETRYABLE = frozenset({Status.UNAVAILABLE, Status.RESOURCE_EXHAUSTED})
 _MIN_TS, _MAX_TS = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31 (CheckValid)
 
@@ -142,6 +153,8 @@ class SentryClient:
         attempts: int = MAX_ATTEMPTS,
         attempt_timeout: timedelta = ATTEMPT_TIMEOUT,
         backoff: timedelta = RETRY_BACKOFF,
+        shed_patience: timedelta = SHED_PATIENCE,
+        rand: Random = random.random,
     ) -> None:
         self.address = address
         self.host, self.port = split_address(address)
@@ -152,12 +165,15 @@ class SentryClient:
         self._attempts = attempts
         self._timeout = attempt_timeout
         self._backoff = backoff
+        self._shed_patience = shed_patience
+        self._rand = rand
         self._context: tuple[tuple[x509.Certificate, ...], ssl.SSLContext] | None = None
 
     def _ssl_context(self) -> ssl.SSLContext:
         anchors = anchor_certs(self._anchors)
         if self._context is None or self._context[0] is not anchors:
-            self._context = (anchors, client_context(None, anchors))
+            # SpiffeChannel verifies Sentry's chain (go-spiffe rules) before the request.
+            self._context = (anchors, client_context(None, anchors, verify_after_handshake=True))
         return self._context[1]
 
     async def sign(
@@ -210,16 +226,12 @@ class SentryClient:
     async def _call_with_retries(
         self, request: sentry_pb2.SignCertificateRequest
     ) -> sentry_pb2.SignCertificateResponse:
-        last: SentryRequestFailed | None = None
-        for attempt in range(1, self._attempts + 1):
+        started = self._clock()
+        attempt = sheds = 0
+        while True:
             try:
                 async with asyncio.timeout(self._timeout.total_seconds()):
                     return await self._attempt(request)
-            except TimeoutError:
-                last = self._fail(
-                    f"no answer within {self._timeout.total_seconds():g}s "
-                    f"({self._attempts} attempts); is sentry running and reachable?"
-                )
             except GRPCError as err:
                 failure = SentryRequestFailed(
                     f"error from sentry SignCertificate: {rpc_error_text(err.status, err.message)}",
@@ -228,28 +240,55 @@ class SentryClient:
                 )
                 if err.status not in _RETRYABLE:
                     raise failure from err
+                if err.status == Status.RESOURCE_EXHAUSTED:
+                    sheds += 1
+                    pause = shed_pause(sheds, self._rand)
+                    waited = self._clock() - started + timedelta(seconds=pause)
+                    if waited > self._shed_patience or sheds > MAX_SHED_RETRIES:
+                        raise failure from err
+                    log.debug("Sentry is shedding load, retrying in %.2fs: %s", pause, failure)
+                    await self._sleep(pause)
+                    continue
                 last = failure
-            except PeerRejected as err:
-                raise self._fail(f"Sentry's certificate is not accepted: {err}") from err
-            except ssl.SSLCertVerificationError as err:
-                raise self._fail(
-                    f"Sentry's certificate does not verify against the trust anchors: "
-                    f"{err.verify_message}; check that DAPR_TRUST_ANCHORS holds Sentry's CA"
-                ) from err
-            except ssl.SSLError as err:
-                raise self._fail(f"TLS handshake failed: {err.reason or err}") from err
-            except socket.gaierror as err:
-                last = self._fail(f"cannot resolve host {self.host!r}: {err.strerror}")
-            except ConnectionRefusedError:
-                last = self._fail("connection refused; is sentry running?")
-            except (OSError, StreamTerminatedError, ProtocolError) as err:
-                why = os_reason(err) if isinstance(err, OSError) else str(err)
-                last = self._fail(f"{why}; is sentry running?")
+            except Exception as err:
+                last = self._connect_failure(err)
+            sheds = 0
+            attempt += 1
             log.debug("Sentry request attempt %d/%d failed: %s", attempt, self._attempts, last)
-            if attempt < self._attempts:
-                await self._sleep(self._backoff.total_seconds() * random.uniform(0.9, 1.1))
-        assert last is not None
-        raise last
+            if attempt >= self._attempts:
+                raise last
+            await self._sleep(retry_pause(self._rand, base=self._backoff))
+
+    def _connect_failure(self, err: Exception) -> SentryRequestFailed:
+        """A retryable failure for ``err``, or raise the final one for a fatal ``err``."""
+        if isinstance(err, TimeoutError):
+            return self._fail(
+                f"no answer within {self._timeout.total_seconds():g}s "
+                f"({self._attempts} attempts); is sentry running and reachable?"
+            )
+        if isinstance(err, UntrustedChain):
+            raise self._fail(
+                f"Sentry's certificate does not verify against the trust anchors: "
+                f"{err}; check that DAPR_TRUST_ANCHORS holds Sentry's CA"
+            ) from err
+        if isinstance(err, PeerRejected):
+            raise self._fail(f"Sentry's certificate is not accepted: {err}") from err
+        if isinstance(err, ssl.SSLCertVerificationError):
+            raise self._fail(
+                f"Sentry's certificate does not verify against the trust anchors: "
+                f"{err.verify_message}; check that DAPR_TRUST_ANCHORS holds Sentry's CA"
+            ) from err
+        if isinstance(err, ssl.SSLError):
+            raise self._fail(f"TLS handshake failed: {err.reason or err}") from err
+        if isinstance(err, socket.gaierror):
+            return self._fail(f"cannot resolve host {self.host!r}: {err.strerror}")
+        if isinstance(err, ConnectionRefusedError):
+            return self._fail("connection refused; is sentry running?")
+        if isinstance(err, OSError):
+            return self._fail(f"{os_reason(err)}; is sentry running?")
+        if isinstance(err, (StreamTerminatedError, ProtocolError)):
+            return self._fail(f"{err}; is sentry running?")
+        raise err
 
     def _check_response(
         self,

@@ -12,8 +12,7 @@ each request works on the bundle it started with, so in-flight requests are neve
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -111,7 +110,6 @@ class CertificateAuthority:
         self._default_validator = default_validator
         self._metrics = metrics
         self._clock = clock
-        self._in_flight = 0
         self._clamp_warned = False
 
     @property
@@ -123,27 +121,11 @@ class CertificateAuthority:
         self._bundle, self._anchors_pem = bundle, bundle.anchors_pem()
         self._clamp_warned = False
 
-    @contextmanager
-    def admission(self) -> Iterator[None]:
-        """Hold one of ``max_concurrent_signs`` slots for a whole request, or RESOURCE_EXHAUSTED.
-
-        The server enters it before reading the request, so a renewal storm queues nowhere.
-        """
-        if self._in_flight >= self.settings.max_concurrent_signs:
-            if self._metrics is not None:
-                self._metrics.sign_request_received()
-            self._failed()
-            log.debug("request rejected: %d signing requests in flight", self._in_flight)
-            raise SignError(
-                Code.RESOURCE_EXHAUSTED,
-                f"too many concurrent signing requests (limit "
-                f"{self.settings.max_concurrent_signs}); retry later",
-            )
-        self._in_flight += 1
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
+    def count_refused(self) -> None:
+        """A request refused before the pipeline (shed, unreadable): received and failed."""
+        if self._metrics is not None:
+            self._metrics.sign_request_received()
+        self._failed()
 
     async def sign(self, request: SignRequest) -> SignedCertificate:
         if self._metrics is not None:
@@ -187,6 +169,11 @@ class CertificateAuthority:
         except InvalidCsr as err:
             log.debug("invalid CSR: ns=%r app-id=%r: %s", request.namespace, request.app_id, err)
             raise SignError(Code.INVALID_ARGUMENT, str(err)) from err
+        except Exception as err:  # any parser failure on the client's bytes is the client's
+            log.debug("invalid CSR: ns=%r app-id=%r: %r", request.namespace, request.app_id, err)
+            raise SignError(
+                Code.INVALID_ARGUMENT, f"failed to parse certificate signing request: {err}"
+            ) from err
         try:
             spiffe_id = SpiffeId.for_app(trust_domain, request.namespace, request.app_id)
         except InvalidSpiffeId as err:

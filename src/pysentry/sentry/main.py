@@ -9,7 +9,9 @@ log ``Sentry shut down gracefully``. Fatal startup problems log the reason and e
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -77,10 +79,35 @@ def build_validators(
     return validators, default
 
 
-async def _start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
+class ListenError(PysentryError):
+    """A port Sentry cannot listen on; the message names the flag and the fix."""
+
+
+def listen_error(
+    flag: str, host: str, port: int, err: OSError, address_flag: str | None = None
+) -> ListenError:
+    """Name the flag and the fix: ``--port: port 50001 is already in use on 127.0.0.1: ...``."""
+    where = host or "all interfaces"
+    reason = os.strerror(err.errno) if err.errno else str(err)
+    if err.errno == errno.EADDRINUSE:
+        return ListenError(
+            f"{flag}: port {port} is already in use on {where}: {reason}; "
+            f"stop the process that holds it or pass another port with {flag}"
+        )
+    given = f"{address_flag} and {flag}" if address_flag else flag
+    return ListenError(f"{flag}: cannot listen on {where} port {port}: {reason}; check {given}")
+
+
+async def _start_site(
+    app: web.Application, host: str, port: int, flags: tuple[str, str | None]
+) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, host or None, port).start()
+    try:
+        await web.TCPSite(runner, host or None, port).start()
+    except OSError as err:
+        await runner.cleanup()
+        raise listen_error(flags[0], host, port, err, flags[1]) from err
     return runner
 
 
@@ -118,10 +145,12 @@ async def run(options: SentryOptions) -> None:
     ca = CertificateAuthority(bundle, settings, validators=validators,
                               default_validator=default, metrics=metrics)
     runners = [await _start_site(healthz_app(health), options.healthz_listen_address,
-                                 options.healthz_port)]
+                                 options.healthz_port,
+                                 ("--healthz-port", "--healthz-listen-address"))]
     health.set_ready("healthz-server")
     if options.enable_metrics:
-        runners.append(await _start_site(metrics_app(metrics), "", options.metrics_port))
+        runners.append(await _start_site(metrics_app(metrics), "", options.metrics_port,
+                                         ("--metrics-port", None)))
     health.set_ready("metrics-exporter")
     for validator in validators.values():
         await validator.start()
@@ -130,9 +159,17 @@ async def run(options: SentryOptions) -> None:
     identity = ServingIdentity(ca, key_algorithm=options.ca_key_algorithm, metrics=metrics)
     await identity.start()
     health.set_ready("security-provider")
-    server = build_server(ca, max_request_bytes=options.max_request_bytes)
-    await server.start(options.listen_address or None, options.port,
-                       ssl=identity.listener_context, reuse_address=True)
+    server = build_server(ca, max_request_bytes=options.max_request_bytes,
+                          max_sign_wait_s=options.max_sign_wait.total_seconds())
+    try:
+        await server.start(options.listen_address or None, options.port,
+                           ssl=identity.listener_context, reuse_address=True)
+    except OSError as err:
+        for runner in runners:
+            await runner.cleanup()
+        raise listen_error(
+            "--port", options.listen_address, options.port, err, "--listen-address"
+        ) from err
     log.info("Running gRPC server on port %d", options.port)
     reloader = CredentialsReloader(store, ca, on_swap=identity.reissue, metrics=metrics,
                                    health=health, quiet_period=options.reload_quiet_period,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from pysentry.config.duration import parse_duration
+from pysentry.errors import InvalidDuration
 from pysentry.pki.keys import KeyAlgorithm
 from pysentry.pki.profiles import SENTRY_APP_ID
 from pysentry.spiffe import SpiffeId, TrustDomain
@@ -27,6 +29,7 @@ DEFAULT_TRUST_DOMAIN = "localhost"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_MAX_CONCURRENT_SIGNS = 64
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
+DEFAULT_MAX_SIGN_WAIT = timedelta(seconds=1)
 DEFAULT_RELOAD_QUIET_PERIOD = timedelta(seconds=2)
 RELOAD_QUIET_PERIOD_ENV = "PYSENTRY_RELOAD_QUIET_PERIOD"
 """Seconds (float). Undocumented in --help: lets tests shorten Dapr's 2 s reload batching wait."""
@@ -60,6 +63,7 @@ class SentryOptions:
     ca_key_algorithm: KeyAlgorithm = KeyAlgorithm.EC_P256
     max_concurrent_signs: int = DEFAULT_MAX_CONCURRENT_SIGNS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_sign_wait: timedelta = DEFAULT_MAX_SIGN_WAIT
     namespace: str = DEFAULT_NAMESPACE
     reload_quiet_period: timedelta = DEFAULT_RELOAD_QUIET_PERIOD
 
@@ -119,6 +123,16 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _wait(value: str) -> timedelta:
+    try:
+        wait = parse_duration(value)
+    except InvalidDuration as err:
+        raise argparse.ArgumentTypeError(f"invalid duration {value!r}: {err}") from err
+    if wait <= timedelta(0):
+        raise argparse.ArgumentTypeError(f"invalid duration {value!r}: must be more than 0")
+    return wait
+
+
 def _default_kubeconfig() -> str:
     home = Path.home() if "HOME" in os.environ else None
     return str(home / ".kube" / "config") if home else ""
@@ -160,8 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ca-key-algorithm", default="ecdsa-p256", choices=tuple(_CA_KEY_ALGORITHMS),
         help="pysentry: key type of a self-generated root and issuer (default ecdsa-p256)")
     add("--max-concurrent-signs", type=_positive_int, default=DEFAULT_MAX_CONCURRENT_SIGNS,
-        help="pysentry: requests signed at once; more get RESOURCE_EXHAUSTED "
+        help="pysentry: requests validated and signed at once; more wait in a queue "
         f"(default {DEFAULT_MAX_CONCURRENT_SIGNS})")
+    add("--max-sign-wait", type=_wait, default=DEFAULT_MAX_SIGN_WAIT,
+        help="pysentry: longest a request waits to start signing (and never past its own "
+        "deadline); it gets RESOURCE_EXHAUSTED instead, at once when the wait is foreseen "
+        "(default 1s)")
     add("--max-request-bytes", type=_positive_int, default=DEFAULT_MAX_REQUEST_BYTES,
         help="pysentry: largest SignCertificate request accepted, in bytes; larger ones get "
         f"RESOURCE_EXHAUSTED (default {DEFAULT_MAX_REQUEST_BYTES})")
@@ -219,6 +237,7 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         ca_key_algorithm=_CA_KEY_ALGORITHMS[ns.ca_key_algorithm],
         max_concurrent_signs=ns.max_concurrent_signs,
         max_request_bytes=ns.max_request_bytes,
+        max_sign_wait=ns.max_sign_wait,
         namespace=env.get("NAMESPACE") or DEFAULT_NAMESPACE,
         reload_quiet_period=quiet,
     )

@@ -58,6 +58,11 @@ class Requester:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     stop_after: int = 3
     ttl: timedelta = TTL
+    failure: tuple[str, str, str | None] = (
+        "failed to connect to Sentry at 'x:1': connection refused; is sentry running?",
+        "sentry_conn",
+        None,
+    )
 
     async def __call__(self, csr_pem: bytes) -> tuple[x509.Certificate, ...]:
         self.calls.append(self.time.now)
@@ -65,10 +70,8 @@ class Requester:
             self.done.set()
         if self.failing:
             self.failing -= 1
-            raise SentryRequestFailed(
-                "failed to connect to Sentry at 'x:1': connection refused; is sentry running?",
-                reason="sentry_conn",
-            )
+            message, reason, status = self.failure
+            raise SentryRequestFailed(message, reason=reason, status=status)
         signed = self.ca.bundle.sign(
             parse_csr(csr_pem), APP_ID, now=self.time.now, ttl=self.ttl, skew=SKEW
         )
@@ -216,6 +219,34 @@ async def test_failed_renewal_retries_every_ten_seconds_and_keeps_the_old_svid(
         == 2
     )
     assert _value(registry, "dapr_runtime_mtls_workload_cert_rotated_total") == 1
+
+
+async def test_shed_renewal_retries_after_a_jittered_pause(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="pysentry.security")
+    time = FakeTime()
+    shed = (
+        "error from sentry SignCertificate: rpc error: code = ResourceExhausted desc = too many "
+        "certificate signing requests: signing could not start within 1s; retry later",
+        "sign",
+        "RESOURCE_EXHAUSTED",
+    )
+    requester = Requester(time, stop_after=4, failure=shed)
+    draws = iter([0.0, 0.9])
+    provider = _provider(time, requester, rand=lambda: next(draws))
+    await provider.start()
+    requester.failing = 2
+    await _run_until_done(provider, requester)
+
+    due = START - SKEW + (TTL + SKEW) / 2
+    # 10 s x (0.5 + draw): 5 s, then 14 s; sidecars refused together come back apart
+    assert requester.calls[1:4] == [due, due + timedelta(seconds=5), due + timedelta(seconds=19)]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        f"Error renewing identity, trying again in 5 seconds: {shed[0]}",
+        f"Error renewing identity, trying again in 14 seconds: {shed[0]}",
+    ]
 
 
 async def test_expired_certificate_is_reported_while_renewal_fails(

@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -18,6 +19,7 @@ from pysentry.errors import ConfigError
 from pysentry.pki.csr import build_csr, parse_csr
 from pysentry.pki.keys import generate_key
 from pysentry.proto.dapr.proto.sentry.v1 import sentry_grpc, sentry_pb2
+from pysentry.security.backoff import shed_pause
 from pysentry.security.identity import X509Svid
 from pysentry.security.sentry_client import (
     SentryClient,
@@ -46,6 +48,8 @@ class FakeSentry(sentry_grpc.CABase):
     hang: bool = False
     sign_as: str | None = None
     omit_valid_until: bool = False
+    script: list[Status] = field(default_factory=list)
+    """Statuses to answer with, one per request, before signing."""
     requests: list[sentry_pb2.SignCertificateRequest] = field(default_factory=list)
 
     async def SignCertificate(
@@ -59,6 +63,8 @@ class FakeSentry(sentry_grpc.CABase):
             await asyncio.sleep(60)
         if len(self.requests) <= self.fail_first:
             raise GRPCError(self.fail_status, "try later")
+        if len(self.requests) <= len(self.script):
+            raise GRPCError(self.script[len(self.requests) - 1], "try later")
         if self.refuse:
             raise GRPCError(*self.refuse)
         td = request.trust_domain or "public"
@@ -197,19 +203,73 @@ async def test_unavailable_is_retried(servers: list[Server]) -> None:
     assert len(sleeps.calls) == 2
 
 
-async def test_resource_exhausted_gives_up_after_five(servers: list[Server]) -> None:
+class FakeClock:
+    """A wall clock that moves only when the client sleeps."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+        self.calls: list[float] = []
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        self.now += timedelta(seconds=seconds)
+
+
+async def test_resource_exhausted_backs_off_exponentially_with_jitter(
+    servers: list[Server],
+) -> None:
     run = await _start(
         TestCA.create("public"),
         SENTRY_ID,
         servers,
-        fail_first=99,
+        fail_first=3,
         fail_status=Status.RESOURCE_EXHAUSTED,
     )
+    clock = FakeClock()
+    client = _client(run, clock=clock, sleep=clock.sleep, rand=lambda: 0.5)
+    assert await client.sign(build_csr(generate_key()), app_id="a", namespace="default")
+    assert len(run.sentry.requests) == 4
+    assert clock.calls == [0.25, 0.5, 1.0]  # half of 0.5 s, 1 s, 2 s
+
+
+async def test_resource_exhausted_is_retried_as_long_as_daprs_attempts_last(
+    servers: list[Server],
+) -> None:
+    run = await _start(
+        TestCA.create("public"),
+        SENTRY_ID,
+        servers,
+        fail_first=999,
+        fail_status=Status.RESOURCE_EXHAUSTED,
+    )
+    clock = FakeClock()
+    client = _client(run, clock=clock, sleep=clock.sleep, rand=lambda: 0.999)
     with pytest.raises(SentryRequestFailed, match="code = ResourceExhausted desc = try later"):
-        await _client(run, sleep=Sleeps()).sign(
-            build_csr(generate_key()), app_id="a", namespace="default"
-        )
-    assert len(run.sentry.requests) == 5
+        await client.sign(build_csr(generate_key()), app_id="a", namespace="default")
+    # ceilings 0.5, 1, 2, 4, 5 s: 12.5 s; one more 5 s pause would pass the 15 s of 5 x 3 s
+    assert clock.calls == pytest.approx([0.4995, 0.999, 1.998, 3.996, 4.995])
+    assert len(run.sentry.requests) == 6
+
+
+async def test_sheds_do_not_use_up_the_five_attempts(servers: list[Server]) -> None:
+    script = [Status.UNAVAILABLE] * 4 + [Status.RESOURCE_EXHAUSTED] * 3
+    run = await _start(TestCA.create("public"), SENTRY_ID, servers, script=script)
+    clock = FakeClock()
+    client = _client(run, clock=clock, sleep=clock.sleep, rand=lambda: 0.0)
+    assert await client.sign(build_csr(generate_key()), app_id="a", namespace="default")
+    assert len(run.sentry.requests) == 8
+    assert clock.calls == pytest.approx([0.045] * 4 + [0.01] * 3)  # Dapr's 50 ms -10%; 10 ms
+
+
+def test_shed_pause_bounds() -> None:
+    assert [shed_pause(n, lambda: 0.999_999) for n in range(1, 8)] == pytest.approx(
+        [0.5, 1, 2, 4, 5, 5, 5], rel=1e-5
+    )
+    assert shed_pause(1, lambda: 0.0) == 0.01
+    assert shed_pause(10_000, lambda: 0.5) == 2.5
 
 
 async def test_refusal_passes_status_and_message_through(servers: list[Server]) -> None:
@@ -230,8 +290,6 @@ async def test_refusal_passes_status_and_message_through(servers: list[Server]) 
 
 
 async def test_attempt_timeout_is_retried(servers: list[Server]) -> None:
-    from datetime import timedelta
-
     run = await _start(TestCA.create("public"), SENTRY_ID, servers, hang=True)
     client = _client(run, sleep=Sleeps(), attempt_timeout=timedelta(milliseconds=200))
     with pytest.raises(SentryRequestFailed, match=r"no answer within 0.2s \(5 attempts\)"):

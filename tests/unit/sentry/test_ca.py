@@ -94,10 +94,11 @@ def request(
     )
 
 
-async def test_concurrency_cap_gives_resource_exhausted() -> None:
+async def test_past_the_cap_requests_queue_then_get_resource_exhausted() -> None:
     gate = GateValidator()
     ca, metrics = make_ca({TokenValidator.INSECURE: gate})
-    async with ChannelFor([CaService(ca, max_request_bytes=65536)]) as channel:
+    service = CaService(ca, max_request_bytes=65536, max_sign_wait_s=0.2)
+    async with ChannelFor([service]) as channel:
         stub = CAStub(channel)
         first = asyncio.create_task(stub.SignCertificate(request("a")))
         second = asyncio.create_task(stub.SignCertificate(request("b")))
@@ -106,7 +107,10 @@ async def test_concurrency_cap_gives_resource_exhausted() -> None:
         with pytest.raises(GRPCError) as info:
             await stub.SignCertificate(request("c"))
         assert info.value.status == Status.RESOURCE_EXHAUSTED
-        assert info.value.message == "too many concurrent signing requests (limit 2); retry later"
+        assert info.value.message == (
+            "too many certificate signing requests: signing could not start within 0.2s; "
+            "retry later"
+        )
         gate.gate.set()
         results = await asyncio.gather(first, second)
         assert all(r.workload_certificate for r in results)
