@@ -115,7 +115,8 @@ def sentry_rbac(kube: Testbed, namespace: str, *, drop: tuple[str, str] | None =
             rule = json.loads(json.dumps(rule))
             if drop is not None and drop[0] in rule["resources"]:
                 rule["verbs"] = [v for v in rule["verbs"] if v != drop[1]]
-            out.append(rule)
+            if rule["verbs"]:  # a rule left with no verb is dropped (RBAC refuses it)
+                out.append(rule)
         return out
 
     name = f"dapr-sentry-{namespace}"

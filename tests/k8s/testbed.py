@@ -36,7 +36,7 @@ from tests.k8s.build import TestbedBinaries, build_testbed
 from tests.k8s.pki import write_pki
 
 READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 8.0  # open watches can hold a graceful stop for longer: then SIGKILL
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 

@@ -32,6 +32,8 @@ from pysentry.errors import ConfigError, PysentryError
 from pysentry.sentry.ca import CaSettings, CertificateAuthority
 from pysentry.sentry.identity import ServingIdentity
 from pysentry.sentry.jwks import JwksOptions, JwksValidator
+from pysentry.sentry.k8s_mode import KubernetesMode
+from pysentry.sentry.kubernetes import TrustBundleWatcher
 from pysentry.sentry.monitoring import (
     ExpiryWarnings,
     Health,
@@ -61,7 +63,8 @@ def load_config(options: SentryOptions) -> Configuration:
 
 
 def build_validators(
-    config: Configuration, options: SentryOptions
+    config: Configuration, options: SentryOptions, kube: KubernetesMode | None = None,
+    settings: CaSettings | None = None,
 ) -> tuple[dict[TokenValidator, Validator], TokenValidator]:
     choice = sentry_validators(config, options.mode)
     validators: dict[TokenValidator, Validator] = {}
@@ -69,6 +72,9 @@ def build_validators(
         if name == "INSECURE":
             log.info("Adding validator 'insecure'")
             validators[TokenValidator.INSECURE] = InsecureValidator()
+        elif name == "KUBERNETES" and kube is not None and settings is not None:
+            log.info("Adding validator 'kubernetes' with Sentry ID: %s", settings.sentry_id)
+            validators[TokenValidator.KUBERNETES] = kube.validator(settings)
         elif name == "JWKS":
             log.info("Adding validator 'jwks' with Sentry ID: %s", options.sentry_id)
             jwks_options = JwksOptions.from_map(choice.jwks_options or {})
@@ -112,7 +118,22 @@ async def _start_site(
 
 
 async def run(options: SentryOptions) -> None:
-    config = load_config(options)
+    if options.mode != "kubernetes":
+        await _run(options, None)
+        return
+    kube = await KubernetesMode.open(
+        kubeconfig=options.kubeconfig if options.kubeconfig_explicit else None,
+        names=(options.issuer_ca_filename, options.issuer_certificate_filename,
+               options.issuer_key_filename),
+    )
+    try:
+        await _run(options, kube)
+    finally:
+        await kube.close()
+
+
+async def _run(options: SentryOptions, kube: KubernetesMode | None) -> None:
+    config = await kube.load_config(options.config) if kube else load_config(options)
     mtls = config.spec.mtls
     if mtls.workload_cert_ttl <= mtls.allowed_clock_skew:
         log.info(
@@ -131,14 +152,18 @@ async def run(options: SentryOptions) -> None:
     disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = SentryMetrics()
     health = Health()
-    log.info("Using local file system for trust bundle storage")
-    store = file_store(options)
-    loaded = await asyncio.to_thread(load_or_generate, store, options, settings)
-    bundle = loaded.bundle
+    if kube is None:
+        log.info("Using local file system for trust bundle storage")
+        store = file_store(options)
+        loaded = await asyncio.to_thread(load_or_generate, store, options, settings)
+        bundle = loaded.bundle
+    else:
+        log.info("Using kubernetes secret store for trust bundle storage")
+        bundle = await kube.load_bundle(settings, options.ca_key_algorithm)
     metrics.ca_loaded(issuer_not_after=bundle.issuer_not_after,
                       root_not_after=bundle.root_not_after)
     log.info("CA certificate key pair ready")
-    validators, default = build_validators(config, options)
+    validators, default = build_validators(config, options, kube, settings)
     for validator in validators.values():
         if validator.health_target is not None:
             health.add_target(validator.health_target)
@@ -171,9 +196,14 @@ async def run(options: SentryOptions) -> None:
             "--port", options.listen_address, options.port, err, "--listen-address"
         ) from err
     log.info("Running gRPC server on port %d", options.port)
-    reloader = CredentialsReloader(store, ca, on_swap=identity.reissue, metrics=metrics,
-                                   health=health, quiet_period=options.reload_quiet_period,
-                                   loaded_version=loaded.version)
+    reloader: CredentialsReloader | TrustBundleWatcher
+    if kube is None:
+        reloader = CredentialsReloader(store, ca, on_swap=identity.reissue, metrics=metrics,
+                                       health=health, quiet_period=options.reload_quiet_period,
+                                       loaded_version=loaded.version)
+    else:
+        reloader = kube.watcher(ca, on_swap=identity.reissue, metrics=metrics, health=health,
+                                quiet_period=options.reload_quiet_period)
     expiry = ExpiryWarnings(lambda: (ca.bundle.root_not_after, ca.bundle.issuer_not_after))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -60,6 +60,7 @@ class SentryOptions:
     log_as_json: bool = False
     mode: str = "standalone"
     kubeconfig: str = ""
+    kubeconfig_explicit: bool = False
     ca_key_algorithm: KeyAlgorithm = KeyAlgorithm.EC_P256
     max_concurrent_signs: int = DEFAULT_MAX_CONCURRENT_SIGNS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
@@ -169,8 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         "error, or fatal (default info)")
     add("--log-as-json", type=_parse_bool, nargs="?", const=True, default=False,
         help="print log as JSON (default false)")
-    add("--mode", default="standalone", help="Runtime mode for Dapr Sentry (standalone)")
-    add("--kubeconfig", default=_default_kubeconfig(), help="Kubernetes mode only: kubeconfig path")
+    add("--mode", default=None, help="Runtime mode for Dapr Sentry: standalone or kubernetes "
+        "(default: kubernetes when KUBERNETES_SERVICE_HOST is set, else standalone)")
+    add("--kubeconfig", default=None, help="Kubernetes mode only: kubeconfig path (default: "
+        "KUBECONFIG, else the in-cluster service account, else ~/.kube/config)")
     add("--ca-key-algorithm", default="ecdsa-p256", choices=tuple(_CA_KEY_ALGORITHMS),
         help="pysentry: key type of a self-generated root and issuer (default ecdsa-p256)")
     add("--max-concurrent-signs", type=_positive_int, default=DEFAULT_MAX_CONCURRENT_SIGNS,
@@ -200,12 +203,9 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     """Parse flags; argparse exits 2 on unknown flags; bad values raise :class:`OptionsError`."""
     env = os.environ if env is None else env
     ns = build_parser().parse_args(normalize_argv(argv))
-    if ns.mode not in ("standalone", "kubernetes"):
-        raise OptionsError(f"invalid mode: {ns.mode}")
-    if ns.mode == "kubernetes":
-        raise OptionsError(
-            "mode 'kubernetes': not supported by pysentry yet; use --mode standalone"
-        )
+    mode = ns.mode or ("kubernetes" if env.get("KUBERNETES_SERVICE_HOST") else "standalone")
+    if mode not in ("standalone", "kubernetes"):
+        raise OptionsError(f"invalid mode: {mode}")
     quiet = DEFAULT_RELOAD_QUIET_PERIOD
     raw_quiet = env.get(RELOAD_QUIET_PERIOD_ENV, "")
     if raw_quiet:
@@ -232,8 +232,9 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         metrics_listen_address=ns.metrics_listen_address,
         log_level=ns.log_level,
         log_as_json=ns.log_as_json,
-        mode=ns.mode,
-        kubeconfig=ns.kubeconfig,
+        mode=mode,
+        kubeconfig=ns.kubeconfig if ns.kubeconfig is not None else _default_kubeconfig(),
+        kubeconfig_explicit=ns.kubeconfig is not None,
         ca_key_algorithm=_CA_KEY_ALGORITHMS[ns.ca_key_algorithm],
         max_concurrent_signs=ns.max_concurrent_signs,
         max_request_bytes=ns.max_request_bytes,

@@ -91,10 +91,20 @@ def test_bad_flags_exit(argv: list[str]) -> None:
 def test_bad_mode_and_env() -> None:
     with pytest.raises(OptionsError, match="invalid mode: bogus"):
         parse_options(["--mode", "bogus"], env={})
-    with pytest.raises(OptionsError, match="kubernetes"):
-        parse_options(["--mode", "kubernetes"], env={})
     with pytest.raises(OptionsError, match="PYSENTRY_RELOAD_QUIET_PERIOD"):
         parse_options([], env={"PYSENTRY_RELOAD_QUIET_PERIOD": "soon"})
+
+
+def test_mode_kubernetes_is_explicit_or_detected_from_the_service_host() -> None:
+    assert parse_options(["--mode", "kubernetes"], env={}).mode == "kubernetes"
+    assert parse_options([], env={}).mode == "standalone"
+    detected = parse_options([], env={"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+    assert detected.mode == "kubernetes"
+    assert parse_options(["--mode", "standalone"], env={"KUBERNETES_SERVICE_HOST": "x"}).mode == (
+        "standalone"
+    )
+    assert not detected.kubeconfig_explicit
+    assert parse_options(["--kubeconfig", "/k"], env={}).kubeconfig_explicit
 
 
 def test_trust_domain_in_spiffe_form_gives_the_same_sentry_id() -> None:
