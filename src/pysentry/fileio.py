@@ -82,7 +82,8 @@ def remove_stale_temps(path: Path) -> tuple[Path, ...]:
     removed: list[Path] = []
     try:
         entries = list(os.scandir(path.parent))
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError as err:  # missing, or not listable: nothing to find there
+        log.debug("Cannot look for stale temp files in %r: %s", str(path.parent), err)
         return ()
     for entry in entries:
         if not is_temp_of(entry.name, path.name) or not entry.is_file(follow_symlinks=False):

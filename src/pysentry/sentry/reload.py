@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -42,6 +43,32 @@ T = TypeVar("T")
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()  # a read we stopped waiting for: its outcome is not reported again
+
+
+def _in_daemon_thread(read: Callable[[], T]) -> asyncio.Future[T]:
+    """``read()`` in a daemon thread of its own: one stuck on a hung filesystem never holds up
+    the executor other code uses, nor Sentry's exit (asyncio joins its executor's threads)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(result)  # type: ignore[arg-type]
+        else:
+            future.set_exception(error)
+
+    def run() -> None:
+        try:
+            result, error = read(), None
+        except BaseException as err:
+            result, error = None, err
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="credentials-read", daemon=True).start()
+    return future
 
 
 class CredentialsReloader:
@@ -81,24 +108,25 @@ class CredentialsReloader:
         """``read()`` in a worker thread, waited for at most the read timeout."""
         limit = self._read_timeout.total_seconds()
         previous = self._inflight
+        # asyncio.wait, not wait_for: it never cancels the read, and on Python 3.11 wait_for
+        # can swallow a cancellation that comes as the read ends.
         if previous is not None and not previous.done():
-            with contextlib.suppress(TimeoutError, Exception):
-                await asyncio.wait_for(asyncio.shield(previous), limit)
+            await asyncio.wait((previous,), timeout=limit)
             if not previous.done():
                 raise CredentialsUnavailable(
                     f"{what} from {self._store.location}: an earlier read has been blocked for "
                     f"over {limit:g}s (a hung filesystem?); still serving the previous CA"
                 )
-        future: asyncio.Future[T] = asyncio.ensure_future(asyncio.to_thread(read))
+        future = _in_daemon_thread(read)
         future.add_done_callback(_retrieve)
         self._inflight = future  # type: ignore[assignment]
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), limit)
-        except TimeoutError:
+        await asyncio.wait((future,), timeout=limit)
+        if not future.done():
             raise CredentialsUnavailable(
                 f"{what} from {self._store.location}: did not finish within {limit:g}s "
                 "(a hung filesystem?)"
-            ) from None
+            )
+        return future.result()
 
     async def reload(self, *, retry: bool = False) -> bool:
         """Load now; swap if valid. Returns whether the new bundle is in use. ``retry``: a
@@ -175,9 +203,15 @@ class CredentialsReloader:
                         await self._watching()
                     else:
                         self._changed()
-            except OSError as err:
-                reason = f"cannot watch {self._store.location}: {err.strerror or err}"
-                log.error("Issuer credentials: %s; retrying in %s", reason, self._retry_interval)
+            except Exception as err:  # a broken watch must not take the CA down either
+                why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+                reason = f"cannot watch {self._store.location}: {why}"
+                log.error(
+                    "Issuer credentials: %s; retrying in %s",
+                    reason,
+                    self._retry_interval,
+                    exc_info=not isinstance(err, OSError),
+                )
                 if self._health is not None:
                     self._health.set_detail(WATCH_HEALTH_DETAIL, reason)
                 self._ready.set()
@@ -190,7 +224,8 @@ class CredentialsReloader:
             await self._pending.wait()
             return True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._pending.wait(), self._retry_interval.total_seconds())
+            async with asyncio.timeout(self._retry_interval.total_seconds()):
+                await self._pending.wait()
             return True
         return False
 

@@ -196,3 +196,19 @@ def test_sigkill_of_a_normally_started_sentry(start_sentry: StartSentry, tmp_pat
     restarted = start_sentry(creds=creds)
     check_complete_and_clean(creds)
     assert restarted.proc.poll() is None
+
+
+def test_stale_temp_files_of_older_versions_are_removed(prefork: Prefork, tmp_path: Path) -> None:
+    """``.issuer.key.<random>.tmp`` files that a killed write left (with a private key in them)
+    are removed at the next start; files that only look alike are not."""
+    creds = tmp_path / "certs"
+    creds.mkdir(mode=0o700)
+    stale = creds / ".issuer.key.x7kq2m_a.tmp"
+    stale.write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
+    unrelated = creds / ".issuer.key.notes"
+    unrelated.write_text("a user's file")
+    sentry = spawn_sentry(prefork, tmp_path, creds)
+    _wait_healthy(sentry)
+    assert not stale.exists() and unrelated.exists()
+    assert f"Issuer credentials: removed stale temp file {str(stale)!r}" in sentry.log_text()
+    assert sentry.stop() == 0

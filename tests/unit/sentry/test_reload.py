@@ -166,3 +166,33 @@ async def test_recovers_by_retrying_without_a_change_event() -> None:
             await task
     assert store.loads == 3
     assert ca.bundle.issuer_not_after > datetime.now(UTC)
+
+
+async def test_a_watch_that_cannot_be_installed_is_reported_and_retried() -> None:
+    class BrokenWatch(ScriptedStore):
+        attempts = 0
+
+        async def changes(self) -> AsyncIterator[StoreEvent]:
+            self.attempts += 1
+            if self.attempts == 1:
+                raise FileNotFoundError(2, "No such file or directory")
+            async for event in super().changes():
+                yield event
+
+    store = BrokenWatch(lambda: TestCA.create("cluster.local").bundle)
+    reloader, _, _, health = make_reloader(store, retry_interval=timedelta(milliseconds=20))
+    task = asyncio.create_task(reloader.run())
+    try:
+        async with asyncio.timeout(5):
+            await reloader.wait_ready()  # ready even though the first attempt failed
+            detail = health.report()[1]["detail"]
+            assert "cannot watch '/scripted': No such file or directory" in str(detail)
+            while store.attempts < 2 or "issuer-credentials-watch" in str(
+                health.report()[1]["detail"]
+            ):
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert store.loads >= 1  # the files were looked at although no change was reported
