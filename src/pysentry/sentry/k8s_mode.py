@@ -8,6 +8,7 @@ bundle from the ``dapr-trust-bundle`` Secret, the ``kubernetes`` validator is ad
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
@@ -15,6 +16,7 @@ from pathlib import PurePath
 
 from pysentry.config import Configuration
 from pysentry.credentials.kube import TRUST_BUNDLE_NAME, KubeTrustBundle, TrustBundleSnapshot
+from pysentry.credentials.kube_store import DEFAULT_POLL_INTERVAL, KubeSecretStore
 from pysentry.errors import ConfigError
 from pysentry.kube.client import KubeClient
 from pysentry.pki.bundle import CaBundle
@@ -22,7 +24,6 @@ from pysentry.pki.keys import KeyAlgorithm
 from pysentry.sentry.ca import CaSettings, CertificateAuthority
 from pysentry.sentry.k8s_validator import KubernetesValidator
 from pysentry.sentry.kubernetes import (
-    DEFAULT_POLL_INTERVAL,
     POLL_INTERVAL_ENV,
     TrustBundleWatcher,
     check_permissions,
@@ -123,8 +124,11 @@ class KubernetesMode:
     ) -> TrustBundleWatcher:
         if self._snapshot is None:
             raise RuntimeError("load_bundle() must run before watcher()")
+        store = KubeSecretStore(
+            self.store, loop=asyncio.get_running_loop(), poll_interval=self._poll
+        )
         return TrustBundleWatcher(
-            self.store,
+            store,
             ca,
             self.client,
             loaded=self._snapshot,

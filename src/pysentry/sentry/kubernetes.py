@@ -14,10 +14,11 @@ Startup (:func:`connect`, :func:`check_permissions`, :func:`load_kube_configurat
   repaired from the Secret (Dapr would silently generate a new root here: we never re-root);
 - a partial or invalid Secret is fatal, naming the keys and the fix.
 
-Hot reload (:class:`TrustBundleWatcher`): the chart's RBAC grants no ``watch`` on Secrets, so the
-Secret's resourceVersion is polled. A change is loaded after the quiet period; a valid bundle is
-swapped in (and the ConfigMap follows), an invalid one is rejected and the last good one keeps
-serving, exactly as with the file store. The ConfigMap is kept equal to the served ``ca.crt``.
+Hot reload (:class:`TrustBundleWatcher`) is the file store's reloader on the Secret seen as a
+:class:`~pysentry.credentials.kube_store.KubeSecretStore`: the Secret's resourceVersion is polled
+(the chart's RBAC grants no ``watch`` on Secrets), a valid change is swapped in, an invalid one is
+rejected and the last good bundle keeps serving; the ConfigMap is kept equal to the served
+``ca.crt``.
 """
 
 from __future__ import annotations
@@ -33,21 +34,21 @@ from pysentry.clock import Clock, system_clock
 from pysentry.config import Configuration, parse_configuration
 from pysentry.credentials.base import StoreState
 from pysentry.credentials.kube import KubeTrustBundle, TrustBundleSnapshot
-from pysentry.errors import ConfigError, InvalidBundle
+from pysentry.credentials.kube_store import DEFAULT_POLL_INTERVAL, KubeSecretStore
+from pysentry.errors import ConfigError
 from pysentry.kube.access import Permission, missing_permissions
 from pysentry.kube.client import KubeApiError, KubeClient, KubeError
 from pysentry.pki.bundle import CaBundle
 from pysentry.pki.keys import KeyAlgorithm
 from pysentry.sentry.ca import CaSettings, CertificateAuthority
 from pysentry.sentry.monitoring import Health, SentryMetrics
+from pysentry.sentry.reload import CredentialsReloader
 
 log = logging.getLogger("pysentry.sentry")
 
-DEFAULT_POLL_INTERVAL = timedelta(seconds=5)
 POLL_INTERVAL_ENV = "PYSENTRY_TRUST_BUNDLE_POLL"
 """Seconds (float) between two reads of the trust-bundle Secret (default 5)."""
 HEALTH_DETAIL_API = "kubernetes-api"
-HEALTH_DETAIL_BUNDLE = "issuer-credentials"
 _SAVE_ATTEMPTS = 5
 
 
@@ -169,11 +170,12 @@ async def _repair_configmap(store: KubeTrustBundle, snapshot: TrustBundleSnapsho
 
 
 class TrustBundleWatcher:
-    """Polls the Secret; swaps valid changes in, rejects invalid ones (last known good)."""
+    """Hot reload in Kubernetes mode: the file store's :class:`CredentialsReloader` on the
+    Secret (:class:`KubeSecretStore`), plus the API-server status in ``/healthz``."""
 
     def __init__(
         self,
-        store: KubeTrustBundle,
+        store: KubeSecretStore,
         ca: CertificateAuthority,
         client: KubeClient,
         *,
@@ -183,19 +185,21 @@ class TrustBundleWatcher:
         health: Health | None,
         quiet_period: timedelta,
         poll_interval: timedelta = DEFAULT_POLL_INTERVAL,
-        clock: Clock = system_clock,
     ) -> None:
-        self._store = store
-        self._ca = ca
+        store.serving(loaded.ca_pem)
+        self.reloader = CredentialsReloader(
+            store,
+            ca,
+            on_swap=on_swap,
+            metrics=metrics,
+            health=health,
+            quiet_period=quiet_period,
+            loaded_version=loaded.secret_version,
+        )
+        self._location = store.location
         self._client = client
-        self._seen_version = loaded.secret_version
-        self._served_ca = loaded.ca_pem
-        self._on_swap = on_swap
-        self._metrics = metrics
         self._health = health
-        self._quiet = quiet_period
         self._poll = poll_interval
-        self._clock = clock
 
     def _report_api(self) -> None:
         if self._health is None:
@@ -205,71 +209,15 @@ class TrustBundleWatcher:
         else:
             self._health.set_detail(HEALTH_DETAIL_API, f"connected to {self._client.server}")
 
-    def _reject(self, err: Exception) -> None:
-        log.error("Issuer credentials reload rejected, still serving the previous CA: %s", err)
-        if self._metrics is not None:
-            self._metrics.reload_failed.inc()
-        if self._health is not None:
-            self._health.set_detail(HEALTH_DETAIL_BUNDLE, f"reload rejected: {err}")
-
-    async def reload(self) -> bool:
-        """Read and validate the Secret now; swap if valid. Returns whether it is in use."""
-        try:
-            snapshot = await self._store.read()
-            self._seen_version = snapshot.secret_version
-            bundle = self._store.validate(snapshot, now=self._clock())
-        except (InvalidBundle, ConfigError) as err:
-            self._reject(err)
-            return False
-        self._ca.swap(bundle)
-        self._served_ca = snapshot.ca_pem
-        if self._metrics is not None:
-            self._metrics.ca_loaded(
-                issuer_not_after=bundle.issuer_not_after, root_not_after=bundle.root_not_after
-            )
-        if self._health is not None:
-            self._health.set_detail(HEALTH_DETAIL_BUNDLE, None)
-        log.info("CA certificate key pair ready")
-        try:
-            await self._on_swap()
-        except Exception:
-            log.error("Failed to re-issue the serving certificate after a reload", exc_info=True)
-        return True
-
-    async def poll_once(self) -> None:
-        secret = await self._store.read_secret()
-        version = str((secret.get("metadata") or {}).get("resourceVersion", ""))
-        if version != self._seen_version:
-            if self._metrics is not None:
-                self._metrics.issuercert_changed.inc()
-            log.debug("Received issuer credentials changed signal")
-            await asyncio.sleep(self._quiet.total_seconds())
-            log.warning("Issuer credentials changed; reloading")
-            await self.reload()
-        if await self._store.sync_configmap(self._served_ca):
-            log.warning(
-                "ConfigMap %s/%s did not match the served ca.crt: repaired it",
-                self._store.namespace,
-                self._store.name,
-            )
-
     async def wait_ready(self) -> None:
-        """Ready at once: the first poll compares against the version loaded at startup."""
-        return None
+        await self.reloader.wait_ready()
 
     async def run(self) -> None:
         log.info(
-            "Watching %s for changes (every %.1fs)",
-            self._store.location,
-            self._poll.total_seconds(),
+            "Watching %s for changes (every %.1fs)", self._location, self._poll.total_seconds()
         )
-        self._report_api()
-        while True:
-            try:
-                await self.poll_once()
-            except (KubeError, ConfigError) as err:
-                log.warning(
-                    "Reading %s failed, still serving the current CA: %s", self._store.location, err
-                )
-            self._report_api()
-            await asyncio.sleep(self._poll.total_seconds())
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.reloader.run())
+            while True:
+                self._report_api()
+                await asyncio.sleep(self._poll.total_seconds())
