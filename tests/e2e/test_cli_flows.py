@@ -44,6 +44,10 @@ from pysentry.cli.quickstart import peek_chain
 from pysentry.cli.status import running_sidecars
 from pysentry.pki.keys import public_key_bytes
 from pysentry.pki.pem import load_certificates
+from tests.e2e.conftest import APPS
+
+HTTP_APP = APPS / "http_app.py"
+SDK_CLIENT = APPS / "sdk_grpc_client.py"
 
 # Sidecars renew at half of NotAfter - NotBefore, and NotBefore is backdated by the clock skew:
 # a small skew keeps renewals every ~3 s, so new leaves come from the new issuer quickly.
@@ -271,3 +275,77 @@ def test_new_root_key_rotation_under_traffic(mesh: Mesh) -> None:
     assert traffic.ok > 50
     print(f"requests ok={traffic.ok} failed={len(traffic.failures)} across the root change")
     assert mesh.pids() == before
+
+
+def test_dapr_run_gives_the_sdk_grpc_client_its_sidecar(tmp_path: Path) -> None:
+    """``dapr init --enable-mtls``, Sentry, two ``dapr run``: the official SDK's default
+    ``DaprClient()`` (gRPC on the ``DAPR_GRPC_PORT`` our CLI gives it) invokes appB over mTLS,
+    and ``dapr list``/``dapr stop`` see both sidecars."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAPR_", "APP_"))}
+    env.update(HOME=str(home), PYTHONUNBUFFERED="1", COLUMNS="200", DAPR_HEALTH_TIMEOUT="10")
+    procs: list[Proc] = []
+
+    def dapr(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            dapr_argv(*args), env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    try:
+        assert dapr("init", "--enable-mtls").returncode == 0
+        certs, config = home / ".dapr" / "certs", home / ".dapr" / "config.yaml"
+        port, healthz = free_port(), free_port()
+        sentry_address = f"localhost:{port}"
+        sentry = spawn(
+            "sentry", sentry_argv(certs, config, port=port, healthz_port=healthz), env, tmp_path
+        )
+        procs.append(sentry)
+        wait_for("sentry", lambda: http_ok(f"http://127.0.0.1:{healthz}/healthz"), procs=[sentry])
+        app_port = free_port()
+        app_b = spawn(
+            "dapr-run-appB",
+            dapr_argv(
+                "run",
+                "--app-id",
+                "appB",
+                "--app-port",
+                str(app_port),
+                "--sentry-address",
+                sentry_address,
+                "--",
+                sys.executable,
+                str(HTTP_APP),
+                str(app_port),
+            ),
+            env,
+            tmp_path,
+        )
+        procs.append(app_b)
+
+        def b_has_identity() -> bool:
+            rows = running_sidecars(config, home / ".dapr")
+            return any(r.app_id == "appB" and r.spiffe_id for r in rows)
+
+        wait_for("appB over mTLS", b_has_identity, procs=[sentry, app_b])
+        caller = dapr(
+            *("run", "--app-id", "appA", "--sentry-address", sentry_address, "--"),
+            *(sys.executable, str(SDK_CLIENT), "appB"),
+            timeout=90,
+        )
+        assert caller.returncode == 0, caller.stdout + caller.stderr
+        line = next(x for x in caller.stdout.splitlines() if x.startswith("== APP == {"))
+        out = json.loads(line.removeprefix("== APP == "))
+        assert out["invoke"]["data"]["path"] == "/echo/grpc"
+        assert out["invoke"]["data"]["headers"]["dapr-caller-app-id"] == "appA"
+        assert out["metadata"]["id"] == "appA"
+        listed = json.loads(dapr("list", "-o", "json").stdout)
+        b = next(r for r in listed if r["appId"] == "appB")
+        assert b["pysentry"]["spiffeId"] == "spiffe://public/ns/default/appB"
+        assert b["grpcPort"] not in (port, 50001) and b["appPort"] == app_port
+        stopped = dapr("stop", "--app-id", "appB")
+        assert stopped.stdout == "✅  app stopped successfully: appB\n", stopped.stderr
+        app_b.popen.wait(20)
+    finally:
+        leftovers = stop_all(procs, str(tmp_path))
+        assert leftovers == []
