@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
 from pysentry.testing import TestCA
 from tests.integration.sentry.conftest import free_port, leaf_and_chain, make_request
@@ -149,3 +155,43 @@ def test_healthz_reports_a_lost_api_server(
             launcher.stop_all()
     finally:
         own.stop()
+
+
+async def test_jwks_keeps_working_next_to_the_kubernetes_validator(
+    kube: Testbed, namespace: str, kube_sentry: KubeLauncher
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwk["kid"] = "k1"
+    chart_objects(kube, namespace)
+    path = f"/apis/dapr.io/v1alpha1/namespaces/{namespace}/configurations/daprsystem"
+    config = kube.must("GET", path)
+    config["spec"]["mtls"]["tokenValidators"] = [
+        {"name": "jwks", "options": {"source": json.dumps({"keys": [jwk]})}}
+    ]
+    kube.must("PUT", path, config)
+    sentry_rbac(kube, namespace)
+    sentry = kube_sentry(namespace)
+    log = sentry.log_text()
+    assert "Adding validator 'kubernetes'" in log
+    assert "Adding validator 'jwks'" in log
+    assert "Using validator 'kubernetes'" in log
+    sentry_id = f"spiffe://cluster.local/ns/{namespace}/dapr-sentry"
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": "spiffe://public/ns/jobs/batch", "aud": sentry_id, "iat": now, "exp": now + 600},
+        key,
+        algorithm="ES256",
+        headers={"kid": "k1"},
+    )
+    request = make_request("batch", "jobs", token=token, token_validator=3)  # JWKS
+    response = await sentry.sign(request)
+    leaf = leaf_and_chain(response)[0]
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
+        "spiffe://public/ns/jobs/batch"
+    ]
+    # the same token through the default (kubernetes) validator is not a service-account token
+    with pytest.raises(GRPCError) as caught:
+        await sentry.sign(make_request("batch", "jobs", token=token))
+    assert caught.value.status == Status.PERMISSION_DENIED
