@@ -138,9 +138,13 @@ async def supervise_all(home: DaprHome, template: Template) -> int:
             done.cancel()
             stopper.cancel()
         print()
-        console.info(
-            "Received signal to stop Dapr and app processes. Shutting down Dapr and app processes."
-        )
+        if stop.is_set():
+            console.info(
+                "Received signal to stop Dapr and app processes. Shutting down Dapr and app "
+                "processes."
+            )
+        elif not failed:
+            console.info("Every app and daprd of the run template exited")
     finally:
         for r in runs:
             await _stop(r)
