@@ -9,6 +9,7 @@ resolver on ``cluster.nr_db``) and an empty ``--resources-path``.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -16,6 +17,41 @@ from tests.e2e.conftest import Cluster, Daprd, Proc, free_port, wait_http
 from tests.interop.daprbins import DaprBinaries
 
 CL_APP = Path(__file__).resolve().parent / "cl_app.py"
+
+
+def shared_config(cluster: Cluster, extra: str = "") -> Path:
+    """The daprd Configuration both implementations use: the ``sqlite`` resolver on
+    ``cluster.nr_db`` with ``updateInterval: 5s`` and ``timeout: 3s`` (a beat every 2 s, rows
+    fresh for 5 s: a loaded machine cannot make a live row look stale), plus ``extra``."""
+    path = cluster.tmp / f"interop-{hashlib.sha256(extra.encode()).hexdigest()[:12]}.yaml"
+    path.write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: appconfig\n"
+        "spec:\n  nameResolution:\n    component: sqlite\n    configuration:\n"
+        f"      connectionString: {cluster.nr_db}\n      updateInterval: 5s\n"
+        "      timeout: 3s\n" + extra
+    )
+    return path
+
+
+async def py_daprd(
+    cluster: Cluster,
+    app_id: str,
+    app_port: int | None,
+    *,
+    sentry_port: int,
+    anchors_pem: bytes,
+    config_extra: str = "",
+    config: Path | None = None,
+) -> Daprd:
+    """pysentry's daprd with :func:`shared_config` (or ``config``), as :meth:`Cluster.daprd`."""
+    path = config or shared_config(cluster, config_extra)
+    return await cluster.daprd(
+        app_id,
+        app_port,
+        sentry_port=sentry_port,
+        anchors_pem=anchors_pem,
+        args=["--config", str(path)],
+    )
 
 
 async def go_sentry(
@@ -73,7 +109,7 @@ async def go_daprd(
 ) -> Daprd:
     """Dapr's Go daprd with mTLS through ``sentry_port``, ready when ``healthz/outbound`` is 204.
 
-    ``config`` replaces the shared sqlite configuration (``cluster.daprd_config``)."""
+    ``config`` replaces the shared sqlite configuration (:func:`shared_config`)."""
     http, grpc, internal, metrics = free_port(), free_port(), free_port(), free_port()
     resources = cluster.tmp / f"resources-{app_id}"
     resources.mkdir(exist_ok=True)
@@ -98,7 +134,7 @@ async def go_daprd(
         "--metrics-listen-address",
         "127.0.0.1",
         "--config",
-        str(config or cluster.daprd_config(config_extra)),
+        str(config or shared_config(cluster, config_extra)),
         "--resources-path",
         str(resources),
         "--enable-mtls",

@@ -23,7 +23,7 @@ from pysentry.testing import TestCA
 from tests.e2e.conftest import Cluster, Daprd
 from tests.interop.cl_app import blob
 from tests.interop.daprbins import DaprBinaries
-from tests.interop.realdapr import cl_app, go_daprd, kubernetes_config
+from tests.interop.realdapr import cl_app, go_daprd, kubernetes_config, py_daprd
 
 BODY_200K = bytes(range(256)) * 800  # 204 800 bytes
 
@@ -76,8 +76,8 @@ async def test_go_and_pysentry_daprd_find_each_other(
                 cluster, dapr_bins, "appGo", go_app, sentry_port=sentry_port, anchors_pem=anchors
             )
         else:
-            daprds[kind] = await cluster.daprd(
-                "appPy", py_app, sentry_port=sentry_port, anchors_pem=anchors
+            daprds[kind] = await py_daprd(
+                cluster, "appPy", py_app, sentry_port=sentry_port, anchors_pem=anchors
             )
     go, py = daprds["go"], daprds["pysentry"]
     for caller, callee, caller_id in ((py, "appGo", "appPy"), (go, "appPy", "appGo")):
@@ -135,13 +135,20 @@ async def test_callee_errors_reach_the_caller_unmasked(
                 config_extra=extra,
             )
         else:
-            await cluster.daprd(
-                name, port, sentry_port=sentry_port, anchors_pem=anchors, config_extra=extra
+            await py_daprd(
+                cluster,
+                name,
+                port,
+                sentry_port=sentry_port,
+                anchors_pem=anchors,
+                config_extra=extra,
             )
     go_caller = await go_daprd(
         cluster, dapr_bins, "callerGo", None, sentry_port=sentry_port, anchors_pem=anchors
     )
-    py_caller = await cluster.daprd("callerPy", None, sentry_port=sentry_port, anchors_pem=anchors)
+    py_caller = await py_daprd(
+        cluster, "callerPy", None, sentry_port=sentry_port, anchors_pem=anchors
+    )
     for name in ("deadGo", "deadPy"):
         apps[name][0].stop()  # the callee's app is gone
     for callee in ("denyGo", "denyPy"):
@@ -187,7 +194,7 @@ async def test_content_length_reaches_apps_that_read_only_content_length(
     go = await go_daprd(
         cluster, dapr_bins, "clGo", go_app, sentry_port=sentry_port, anchors_pem=anchors
     )
-    py = await cluster.daprd("clPy", py_app, sentry_port=sentry_port, anchors_pem=anchors)
+    py = await py_daprd(cluster, "clPy", py_app, sentry_port=sentry_port, anchors_pem=anchors)
     digest = hashlib.sha256(BODY_200K).hexdigest()
     for caller, callee in ((py, "clGo"), (go, "clPy"), (py, "clPy"), (go, "clGo")):
         status, _, raw = await _call(caller, "POST", callee, "len?x=1", body=BODY_200K)
@@ -216,7 +223,7 @@ async def test_rotation_with_a_short_ttl_costs_no_call(
     go = await go_daprd(
         cluster, dapr_bins, "rotGo", go_app, sentry_port=sentry_port, anchors_pem=anchors
     )
-    py = await cluster.daprd("rotPy", py_app, sentry_port=sentry_port, anchors_pem=anchors)
+    py = await py_daprd(cluster, "rotPy", py_app, sentry_port=sentry_port, anchors_pem=anchors)
     failures: list[str] = []
     ok = 0
     loop = asyncio.get_running_loop()
@@ -248,15 +255,18 @@ async def test_kubernetes_resolver_template_pins_addresses_both_ways(
     go_callee = await go_daprd(
         cluster, dapr_bins, "pinGo", go_app, sentry_port=sentry_port, anchors_pem=anchors
     )
-    py_callee = await cluster.daprd("pinPy", py_app, sentry_port=sentry_port, anchors_pem=anchors)
+    py_callee = await py_daprd(
+        cluster, "pinPy", py_app, sentry_port=sentry_port, anchors_pem=anchors
+    )
     to_go = kubernetes_config(cluster, "to-go", f"127.0.0.1:{go_callee.internal_port}")
     to_py = kubernetes_config(cluster, "to-py", f"127.0.0.1:{py_callee.internal_port}")
-    py_caller = await cluster.daprd(
+    py_caller = await py_daprd(
+        cluster,
         "pinCallerPy",
         None,
         sentry_port=sentry_port,
         anchors_pem=anchors,
-        args=["--config", str(to_go)],
+        config=to_go,
     )
     go_caller = await go_daprd(
         cluster,

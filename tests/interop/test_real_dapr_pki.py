@@ -26,7 +26,7 @@ from pysentry.testing import TestCA
 from tests.e2e.conftest import Cluster, Daprd
 from tests.interop.daprbins import DaprBinaries
 from tests.interop.goprograms import GoBinaries, run_go
-from tests.interop.realdapr import go_daprd, go_sentry
+from tests.interop.realdapr import go_daprd, go_sentry, py_daprd
 
 
 @pytest.fixture
@@ -100,8 +100,8 @@ async def test_workload_leaf_matches_a_go_issued_leaf(
     py_creds, py_anchors = _ca(cluster, "py-creds")
     _, go_port = await go_sentry(cluster, dapr_bins, go_creds, ttl="2h", skew="1m")
     _, py_port = await cluster.sentry(py_creds, ttl="2h", skew="1m")
-    from_go = await cluster.daprd("leafGo", None, sentry_port=go_port, anchors_pem=go_anchors)
-    from_py = await cluster.daprd("leafPy", None, sentry_port=py_port, anchors_pem=py_anchors)
+    from_go = await py_daprd(cluster, "leafGo", None, sentry_port=go_port, anchors_pem=go_anchors)
+    from_py = await py_daprd(cluster, "leafPy", None, sentry_port=py_port, anchors_pem=py_anchors)
     go_leaf = await asyncio.to_thread(_leaf_of, from_go.internal_port)
     py_leaf = await asyncio.to_thread(_leaf_of, from_py.internal_port)
     assert profile(py_leaf) == profile(go_leaf)
@@ -135,8 +135,8 @@ async def test_go_sentry_signs_for_pysentry_daprds(
     _, app_a = await cluster.app("appA")
     _, app_b = await cluster.app("appB")
     _, app_g = await cluster.app("appG")
-    a = await cluster.daprd("appA", app_a, sentry_port=sentry_port, anchors_pem=anchors)
-    b = await cluster.daprd("appB", app_b, sentry_port=sentry_port, anchors_pem=anchors)
+    a = await py_daprd(cluster, "appA", app_a, sentry_port=sentry_port, anchors_pem=anchors)
+    b = await py_daprd(cluster, "appB", app_b, sentry_port=sentry_port, anchors_pem=anchors)
     g = await go_daprd(
         cluster, dapr_bins, "appG", app_g, sentry_port=sentry_port, anchors_pem=anchors
     )

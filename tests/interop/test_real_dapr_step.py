@@ -20,7 +20,7 @@ from cryptography import x509
 from pysentry.pki.pem import load_certificates
 from tests.e2e.conftest import Cluster
 from tests.interop.daprbins import DaprBinaries
-from tests.interop.realdapr import go_daprd, go_sentry
+from tests.interop.realdapr import go_daprd, go_sentry, py_daprd
 from tests.interop.test_real_dapr_pki import _invoke_all
 
 #: docs.dapr.io "Setup & configure mTLS certificates", "Generating certificates with step".
@@ -76,8 +76,8 @@ async def test_step_recipe_works_in_every_pairing(
     _, app_a = await cluster.app("appA")
     _, app_b = await cluster.app("appB")
     _, app_g = await cluster.app("appG")
-    a = await cluster.daprd("appA", app_a, sentry_port=sentry_port, anchors_pem=anchors)
-    b = await cluster.daprd("appB", app_b, sentry_port=sentry_port, anchors_pem=anchors)
+    a = await py_daprd(cluster, "appA", app_a, sentry_port=sentry_port, anchors_pem=anchors)
+    b = await py_daprd(cluster, "appB", app_b, sentry_port=sentry_port, anchors_pem=anchors)
     g = await go_daprd(
         cluster, dapr_bins, "appG", app_g, sentry_port=sentry_port, anchors_pem=anchors
     )
