@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import jwt
 import pytest
 
 from pysentry.errors import RequestDenied
 from pysentry.kube.access import Permission
-from pysentry.sentry.k8s_validator import pod_name_claim
+from pysentry.kube.client import KubeClient
+from pysentry.sentry.k8s_validator import KubernetesValidator, pod_name_claim
+from pysentry.sentry.validators import SignRequest
+from pysentry.spiffe import SpiffeId, TrustDomain
 
 
 def test_pod_name_claim() -> None:
@@ -27,3 +32,21 @@ def test_permission_texts() -> None:
     assert str(Permission("get", "secrets", namespace="ns", name="b")) == (
         "get secrets 'b' in namespace 'ns'"
     )
+
+
+async def test_not_ready_until_both_caches_have_synced() -> None:
+    validator = KubernetesValidator(
+        cast(KubeClient, None),
+        sentry_id=SpiffeId.parse("spiffe://cluster.local/ns/d/dapr-sentry"),
+        control_plane_namespace="d",
+        control_plane_trust_domain=TrustDomain("cluster.local"),
+    )
+    request = SignRequest(app_id="web", namespace="apps", csr_pem=b"x", token="t")
+    assert not validator.ready()
+    with pytest.raises(RequestDenied, match=r"^validator not ready$"):
+        await validator.validate(request)
+    validator.pods.synced = True
+    with pytest.raises(RequestDenied, match=r"^validator not ready$"):
+        await validator.validate(request)
+    validator.configurations.synced = True
+    assert validator.ready()
