@@ -23,7 +23,7 @@ from pathlib import Path
 from pysentry.cli.appid import generate_app_id
 from pysentry.cli.configfile import read_mtls
 from pysentry.cli.console import CliError
-from pysentry.cli.home import DEFAULT_SENTRY_ADDRESS, DaprHome
+from pysentry.cli.home import DEFAULT_SENTRY_ADDRESS, HOME_ENV, DaprHome
 from pysentry.cli.procs import free_port, port_available
 from pysentry.cli.runflags import BY_NAME, FLAGS, RunArgs, Value
 from pysentry.sidecar.options import UNSUPPORTED_FLAGS
@@ -171,6 +171,7 @@ def plan(
     if args.bool_("log-as-json"):
         argv.append("--log-as-json")
     env = dict(os.environ)
+    env[HOME_ENV] = str(home.root)  # so `dapr list` of this installation finds this daprd
     sentry_address = args.str_("sentry-address")
     if settings.enabled:
         argv += ["--enable-mtls", "--sentry-address", sentry_address or DEFAULT_SENTRY_ADDRESS]

@@ -166,3 +166,21 @@ def test_parser_follows_pflag() -> None:
     assert args.list_("resources-path") == ["a", "b", "c"] and args.command == ["-x"]
     with pytest.raises(CliError, match="not a boolean"):
         parse_run_args(["--app-ssl=maybe"])
+
+
+def test_runtime_path_is_the_installation_directory(home: Path, tmp_path: Path) -> None:
+    from tests.integration.cli.conftest import run_dapr
+    from tests.integration.cli.runner import background
+
+    other = tmp_path / "other"
+    assert run_dapr(home, "init", "--runtime-path", str(other)).returncode == 0
+    assert (other / ".dapr" / "config.yaml").is_file()
+    with background(home, tmp_path / "run.log", "run", "--runtime-path", str(other), "-a", "rp",
+                    "--", sys.executable, "-c", "import time; time.sleep(30)") as bg:  # fmt: skip
+        bg.wait_for("You're up and running!")
+        there = run_dapr(home, "--runtime-path", str(other), "list", "-o", "json")
+        rows = json.loads(there.stdout)
+        assert [r["appId"] for r in rows] == ["rp"]
+        daprd_argv = Path(f"/proc/{rows[0]['daprdPid']}/cmdline").read_text().split("\0")
+        config = daprd_argv[daprd_argv.index("--config") + 1]
+        assert config == str(other / ".dapr" / "config.yaml")
