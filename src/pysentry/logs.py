@@ -15,7 +15,8 @@ JSON (keys sorted, as Go's encoder does)::
 
 Level names are Dapr's (logrus): ``debug``, ``info``, ``warning``, ``error``, ``fatal``. The time
 is UTC in Go's RFC3339Nano shape (trailing zeros of the fraction dropped). A record may override
-the scope with ``extra={"scope": "dapr.sentry.ca"}`` and add fields with
+the scope with ``extra={"scope": "dapr.sentry.ca"}`` (else the logger's scope from
+:func:`configure`'s ``scopes``) and add fields with
 ``extra={"fields": {"method": "GET"}}``.
 """
 
@@ -88,10 +89,13 @@ class DaprFormatter(logging.Formatter):
         app_id: str | None = None,
         instance: str | None = None,
         version: str = __version__,
+        scopes: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.as_json = as_json
         self.scope = scope
+        self.scopes = dict(scopes or {})
+        self._scope_of: dict[str, str] = {}
         self.app_id = app_id
         self.instance = instance if instance is not None else socket.gethostname()
         self.version = version
@@ -107,7 +111,7 @@ class DaprFormatter(logging.Formatter):
             "time": format_time(datetime.fromtimestamp(record.created, UTC)),
             "level": level_name(record.levelno),
             "msg": msg,
-            "scope": str(getattr(record, "scope", self.scope)),
+            "scope": str(getattr(record, "scope", None) or self.scope_for(record.name)),
             "instance": self.instance,
             "type": "log",
             "ver": self.version,
@@ -119,6 +123,16 @@ class DaprFormatter(logging.Formatter):
             for key, value in extra.items():
                 fields.setdefault(str(key), str(value))
         return fields
+
+    def scope_for(self, logger: str) -> str:
+        """The scope of the longest ``scopes`` prefix of a logger's dotted name, else ``scope``."""
+        found = self._scope_of.get(logger)
+        if found is None:
+            name = logger
+            while name not in self.scopes and "." in name:
+                name = name.rpartition(".")[0]
+            found = self._scope_of[logger] = self.scopes.get(name, self.scope)
+        return found
 
     def format(self, record: logging.LogRecord) -> str:
         fields = self.fields(record)
@@ -153,10 +167,13 @@ def configure(
     *,
     stream: IO[str] | None = None,
     instance: str | None = None,
+    scopes: Mapping[str, str] | None = None,
 ) -> logging.Handler:
     """Install (or replace) the Dapr-shaped handler on the root logger; return it.
 
     Writes to stdout by default, as Dapr does. Calling it again replaces the previous handler.
+    ``scopes`` maps Python logger names (and their children) to Dapr scopes, as Dapr's
+    per-package ``logger.NewLogger("dapr.runtime.http")``; other loggers get ``scope``.
     """
     levelno = parse_level(level)
     root = logging.getLogger()
@@ -164,7 +181,9 @@ def configure(
         root.removeHandler(old)
         old.close()
     handler = _DaprHandler(stream if stream is not None else sys.stdout)
-    formatter = DaprFormatter(as_json=as_json, scope=scope, app_id=app_id, instance=instance)
+    formatter = DaprFormatter(
+        as_json=as_json, scope=scope, app_id=app_id, instance=instance, scopes=scopes
+    )
     handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(levelno)

@@ -156,3 +156,29 @@ def test_logrus_quoting(value: str, quoted: str) -> None:
 )
 def test_rfc3339nano(at: datetime, text: str) -> None:
     assert logs.format_time(at) == text
+
+
+def test_scopes_follow_the_longest_logger_prefix(restore_root: None) -> None:
+    out = io.StringIO()
+    scopes = {"pysentry.sidecar": "dapr.runtime", "pysentry.sidecar.http_api": "dapr.runtime.http"}
+    logs.configure("debug", as_json=True, scope="dapr.runtime", stream=out, scopes=scopes)
+    logging.getLogger("pysentry.sidecar.http_api").info("a")
+    logging.getLogger("pysentry.sidecar.http_api.sub").info("b")
+    logging.getLogger("pysentry.sidecar.other").info("c")
+    logging.getLogger("elsewhere").info("d")
+    logging.getLogger("pysentry.sidecar.http_api").info("e", extra={"scope": "dapr.x"})
+    got = [json.loads(line)["scope"] for line in out.getvalue().splitlines()]
+    assert got == [
+        "dapr.runtime.http",
+        "dapr.runtime.http",
+        "dapr.runtime",
+        "dapr.runtime",
+        "dapr.x",
+    ]
+
+
+def test_sentry_keeps_one_scope(restore_root: None) -> None:
+    out = io.StringIO()
+    logs.configure("info", scope="dapr.sentry", stream=out)
+    logging.getLogger("pysentry.security.provider").info("x")
+    assert "scope=dapr.sentry " in out.getvalue()

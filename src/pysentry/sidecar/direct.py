@@ -2,12 +2,15 @@
 
 Stamps ``dapr-caller-app-id``, ``dapr-caller-namespace`` and ``dapr-callee-app-id`` (stripping
 any values the app sent), resolves the target and sends it over the internal client. A call to
-the sidecar's own app-id goes straight to the local app channel.
+the sidecar's own app-id goes straight to the local app channel. A remote call counts
+``dapr_runtime_service_invocation_req_sent_total`` and, when a response comes back (any status),
+``..._res_recv_total`` and ``..._res_recv_latency_ms``, as Dapr's ``invokeRemote``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Protocol
 
 from pysentry.sidecar.internal_client import InternalClient
@@ -19,6 +22,7 @@ from pysentry.sidecar.invocation import (
     only_forwardable,
     replace_identity,
 )
+from pysentry.sidecar.metrics import SidecarMetrics
 
 
 class NameResolver(Protocol):
@@ -36,12 +40,14 @@ class DirectMessaging:
         resolver: NameResolver,
         client: InternalClient,
         local: AppChannel | None,
+        metrics: SidecarMetrics | None = None,
     ) -> None:
         self.app_id = app_id
         self.namespace = namespace
         self._resolver = resolver
         self._client = client
         self._local = local
+        self._metrics = metrics
 
     async def invoke(self, target: Target, request: InvokeRequest) -> InvokeResponse:
         headers = replace_identity(
@@ -50,9 +56,16 @@ class DirectMessaging:
         stamped = dataclasses.replace(request, headers=headers)
         if self._local is not None and target == Target(self.app_id, self.namespace):
             return await self._local.call(stamped)
-        return await self._client.invoke(
+        metrics = self._metrics
+        if metrics is not None:
+            start = time.perf_counter()
+            metrics.request_sent(target.app_id)
+        response = await self._client.invoke(
             lambda: self._resolver.resolve(target.app_id, target.namespace),
             target,
             stamped,
             forget=lambda: self._resolver.invalidate(target.app_id, target.namespace),
         )
+        if metrics is not None:
+            metrics.response_received(target.app_id, response.status, start)
+        return response

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -34,7 +35,8 @@ from pysentry.sidecar.invocation import (
     InvocationError,
     Target,
 )
-from pysentry.sidecar.policy import AccessPolicy
+from pysentry.sidecar.metrics import STREAMING, UNARY, SidecarMetrics
+from pysentry.sidecar.policy import AccessPolicy, DecisionHook
 from pysentry.spiffe import SpiffeId
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ APP_ID = "dapr-app-id"
 API_TOKEN = "dapr-api-token"
 _NOT_RELAYED = frozenset({API_TOKEN, APP_ID, "user-agent", "content-type", "te"})
 DEFAULT_TIMEOUT_S = 60.0
+#: Dapr's ``dapr-stream`` metadata: a truthy value marks a proxied call as a stream.
+STREAM_FLAG = "dapr-stream"
+_TRUTHY = frozenset({"y", "yes", "true", "t", "on", "1"})
 
 
 class RawMessage:
@@ -163,7 +168,9 @@ class CallerProxy:
         dial: Callable[[str, int, Target], Channel],
         local: Channel | None,
         check_token: Callable[[Mapping[str, Any] | None], None],
+        metrics: SidecarMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._app_id = app_id
         self._namespace = namespace
         self._resolver = resolver
@@ -198,7 +205,7 @@ class CallerProxy:
                 raise GRPCError(
                     Status.UNAVAILABLE, "failed to proxy request: no gRPC app (--app-protocol grpc)"
                 )
-            await relay(stream, self._local, path, metadata)
+            await self._relay(stream, self._local, path, metadata, str(target_id))
             return
         try:
             address = await asyncio.to_thread(
@@ -207,7 +214,39 @@ class CallerProxy:
         except InvocationError as err:
             raise GRPCError(Status.UNAVAILABLE, f"failed to proxy request: {err}") from err
         metadata += [(CALLER_APP_ID, self._app_id), (CALLEE_APP_ID, target.app_id)]
-        await relay(stream, self._channel(address, target), path, metadata)
+        await self._relay(stream, self._channel(address, target), path, metadata, str(target_id))
+
+    async def _relay(
+        self,
+        stream: ServerStream[Any, Any],
+        channel: Channel,
+        path: str,
+        metadata: list[tuple[str, str]],
+        target_id: str,
+    ) -> None:
+        """:func:`relay`, counted as Dapr's proxy does: a request sent (``type`` from the
+        ``dapr-stream`` metadata) and, for a unary call, the response's gRPC code and latency."""
+        metrics = self._metrics
+        if metrics is None:
+            await relay(stream, channel, path, metadata)
+            return
+        md: Mapping[str, Any] = stream.metadata or {}
+        flag = md.get(STREAM_FLAG, "")
+        streaming = str(flag).lower() in _TRUTHY
+        metrics.request_sent(target_id, STREAMING if streaming else UNARY)
+        start = time.perf_counter()
+        code = 0
+        try:
+            await relay(stream, channel, path, metadata)
+        except GRPCError as err:
+            code = err.status.value
+            raise
+        except BaseException:
+            code = Status.UNKNOWN.value
+            raise
+        finally:
+            if not streaming:
+                metrics.response_received(target_id, code, start)
 
     def _channel(self, address: str, target: Target) -> Channel:
         key = (address, target)
@@ -234,7 +273,9 @@ class CalleeProxy:
         identify: Callable[[ServerStream[Any, Any]], SpiffeId | None] | None,
         acl: AccessPolicy | None,
         app_api_token: str | None = None,
+        on_decision: DecisionHook | None = None,
     ) -> None:
+        self._on_decision = on_decision
         self._app_id = app_id
         self._local = local
         self._identify = identify
@@ -264,6 +305,8 @@ class CalleeProxy:
             raise GRPCError(Status.UNAUTHENTICATED, "mTLS required: no verified client SPIFFE ID")
         if self._acl is not None:
             decision = self._acl.evaluate(caller, path, "NONE")
+            if self._on_decision is not None:
+                self._on_decision(caller, decision)
             if not decision.allowed:
                 raise GRPCError(Status.PERMISSION_DENIED, decision.reason)
         if self._local is None:

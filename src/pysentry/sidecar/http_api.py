@@ -13,6 +13,7 @@ import base64
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ from pysentry.sidecar.invocation import (
     Target,
 )
 from pysentry.sidecar.limits import BodyBudget, BudgetExhausted, budget_for
+from pysentry.sidecar.metrics import SidecarMetrics
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ _SKIP_RESPONSE = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "content-type"}
 )
 
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: () -> (SPIFFE ID, cert not_after) of the current identity, or None with mTLS off.
 IdentityInfo = Callable[[], tuple[str, datetime] | None]
 
@@ -96,8 +99,10 @@ class HttpApi:
         ready: Callable[[], bool] = lambda: True,
         outbound_ready: Callable[[], bool] = lambda: True,
         extended: dict[str, str] | None = None,
+        metrics: SidecarMetrics | None = None,
     ) -> None:
         self._s = settings
+        self._metrics = metrics
         self._invoker = invoker
         self._identity = identity
         self._ready = ready
@@ -141,9 +146,25 @@ class HttpApi:
         return None
 
     @web.middleware
-    async def _boundary(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
+    async def _boundary(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        """Dapr's HTTP server metrics around :meth:`_guarded` (as its ``HTTPMiddleware``)."""
+        metrics = self._metrics
+        if metrics is None:
+            return await self._guarded(request, handler)
+        start = time.perf_counter()
+        response = await self._guarded(request, handler)
+        body = response.body if isinstance(response, web.Response) else None
+        metrics.http_served(
+            request.method,
+            request.path,
+            response.status,
+            max(request.content_length or 0, 0),
+            len(body) if isinstance(body, bytes | bytearray) else 0,
+            start,
+        )
+        return response
+
+    async def _guarded(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         """The API token check, and the error boundary: every failure leaves as Dapr's JSON."""
         token = self._s.api_token
         if token is not None and request.path not in _TOKEN_EXEMPT:

@@ -4,7 +4,9 @@ With mTLS on, the server is a ``pysentry.security.channel.SpiffeServer``: the li
 a client certificate chaining to the anchors and each connection's SVID is checked when it
 opens (a bad one is closed before any RPC). Each stream's verified caller SPIFFE ID
 (:data:`PeerIdentifier`) drives access control and the caller identity stamped for the app.
-Actor methods answer
+A call the ACL admits counts ``dapr_runtime_service_invocation_req_recv_total`` and, when it
+ends, ``..._res_sent_total`` with the app's status (13, Internal, when the app channel failed),
+labelled with the caller's ``dapr-caller-app-id``, as Dapr's ``CallLocal``. Actor methods answer
 UNIMPLEMENTED.
 """
 
@@ -21,16 +23,19 @@ from grpclib.server import Stream
 from pysentry.proto.dapr.proto.internals.v1.service_invocation_grpc import ServiceInvocationBase
 from pysentry.sidecar import messages
 from pysentry.sidecar.invocation import (
+    CALLER_APP_ID,
     AppChannel,
     InvocationError,
     InvokeRequest,
     InvokeResponse,
 )
+from pysentry.sidecar.metrics import SidecarMetrics
 from pysentry.sidecar.policy import (
     INVALID_ARGUMENT,
     PERMISSION_DENIED,
     AccessPolicy,
     CalleePolicy,
+    DecisionHook,
     Refused,
 )
 from pysentry.spiffe import SpiffeId
@@ -56,9 +61,11 @@ class ServiceInvocation(ServiceInvocationBase):
         app_id: str,
         identify: PeerIdentifier | None = None,
         acl: AccessPolicy | None = None,
-        on_decision: Callable[[bool], None] | None = None,
+        on_decision: DecisionHook | None = None,
+        metrics: SidecarMetrics | None = None,
     ) -> None:
         self._app = app
+        self._metrics = metrics
         self._identify = identify
         self._policy = CalleePolicy(app_id=app_id, acl=acl, on_decision=on_decision)
 
@@ -81,10 +88,23 @@ class ServiceInvocation(ServiceInvocationBase):
             admitted = self._policy.admit(caller, request)
         except Refused as err:
             raise GRPCError(_REFUSAL_STATUS[err.code], str(err)) from err
+        metrics = self._metrics
+        if metrics is None:
+            try:
+                return await self._app.call(admitted)
+            except InvocationError as err:
+                raise GRPCError(Status.INTERNAL, str(err)) from err
+        caller_app = next((v for k, v in admitted.headers if k == CALLER_APP_ID), "unknown")
+        metrics.request_received(caller_app)
+        status = Status.INTERNAL.value
         try:
-            return await self._app.call(admitted)
+            response = await self._app.call(admitted)
+            status = response.status
+            return response
         except InvocationError as err:
             raise GRPCError(Status.INTERNAL, str(err)) from err
+        finally:
+            metrics.response_sent(caller_app, status)
 
     # --- RPCs -----------------------------------------------------------------------------
     async def CallLocal(

@@ -27,6 +27,7 @@ from pysentry.sidecar.app_channel import HttpAppChannel
 from pysentry.sidecar.direct import DirectMessaging
 from pysentry.sidecar.grpc_api import DaprApi, api_server
 from pysentry.sidecar.grpc_app_channel import GrpcAppChannel
+from pysentry.sidecar.grpc_metrics import instrument
 from pysentry.sidecar.grpc_proxy import CalleeProxy, CallerProxy, with_fallback
 from pysentry.sidecar.http_api import ApiSettings, HttpApi
 from pysentry.sidecar.internal_client import InternalClient, plaintext_channel
@@ -45,6 +46,7 @@ from pysentry.sidecar.resolver import (
     SqliteSettings,
     resolver_from_config,
 )
+from pysentry.sidecar.scopes import RUNTIME, SCOPES
 
 if TYPE_CHECKING:
     from pysentry.sidecar.mtls import SidecarSecurity
@@ -111,6 +113,26 @@ def bind_api_grpc(opts: Options) -> socket.socket:
         return sock
 
 
+def bind_metrics(opts: Options) -> socket.socket:
+    """``--metrics-port``. Left at its default (9090, also Sentry's default metrics port), a taken
+    port moves the metrics server to a free one with a warning instead of failing
+    (docs/choices.md); a port given with the flag and taken is fatal."""
+    host = opts.metrics_listen_address
+    if opts.metrics_port_given:
+        return bind(host, opts.metrics_port, "--metrics-port")
+    try:
+        return bind(host, opts.metrics_port, "--metrics-port")
+    except StartupError:
+        sock = bind(host, 0, "--metrics-port")
+        log.warning(
+            "Metrics port %d is in use (Sentry serves its metrics there by default): serving "
+            "metrics on port %d instead; pass --metrics-port to choose the port",
+            opts.metrics_port,
+            sock.getsockname()[1],
+        )
+        return sock
+
+
 def load_config(opts: Options) -> Configuration:
     if opts.config is None:
         return Configuration.model_validate({})
@@ -156,12 +178,10 @@ async def run(opts: Options) -> None:
     internal_sock = bind_internal(opts)
     api_grpc_sock = bind_api_grpc(opts)
     internal_port = internal_sock.getsockname()[1]
-    metrics_sock = (
-        bind(opts.metrics_listen_address, opts.metrics_port, "--metrics-port")
-        if opts.enable_metrics
-        else None
-    )
+    metrics_sock = bind_metrics(opts) if opts.enable_metrics else None
+    metrics_port = metrics_sock.getsockname()[1] if metrics_sock is not None else 0
     metrics = SidecarMetrics(opts.app_id)
+    recorder = metrics if opts.enable_metrics else None
 
     security = None
     if mtls:
@@ -172,7 +192,9 @@ async def run(opts: Options) -> None:
         except SentryUnavailable as err:
             raise StartupError(str(err)) from err
     else:
-        log.info("mTLS is disabled. Skipping certificate request and tls validation")
+        logging.getLogger("pysentry.sidecar.mtls").warning(
+            "mTLS is disabled. Skipping certificate request and tls validation"
+        )
 
     acl = AccessControlList.from_spec(cfg.spec.access_control, http=opts.app_protocol == "http")
     app_channel: HttpAppChannel | GrpcAppChannel | None = None
@@ -195,6 +217,7 @@ async def run(opts: Options) -> None:
         resolver=resolver,
         client=client,
         local=app_channel,
+        metrics=recorder,
     )
     local: AppChannel = app_channel if app_channel is not None else _NoApp()
     service = ServiceInvocation(
@@ -202,6 +225,7 @@ async def run(opts: Options) -> None:
         app_id=opts.app_id,
         acl=acl if acl.configured else None,
         on_decision=metrics.acl_decision,
+        metrics=recorder,
     )
     local_grpc = app_channel.channel if isinstance(app_channel, GrpcAppChannel) else None
     callee_proxy = CalleeProxy(
@@ -210,6 +234,7 @@ async def run(opts: Options) -> None:
         identify=None,
         acl=acl if acl.configured else None,
         app_api_token=opts.app_api_token,
+        on_decision=metrics.acl_decision,
     )
     grpc_server: Server
     if security is not None:
@@ -221,6 +246,8 @@ async def run(opts: Options) -> None:
     else:
         grpc_server = Server([service])
     with_fallback(grpc_server, callee_proxy.handler)
+    if recorder is not None:
+        instrument(grpc_server, recorder, api=False)
     await grpc_server.start(sock=internal_sock, ssl=security.server_context if security else None)
     log.info("Internal gRPC server is running on port %d", internal_port)
 
@@ -241,10 +268,15 @@ async def run(opts: Options) -> None:
         dial=security.channel_factory() if security else plaintext_channel,
         local=local_grpc,
         check_token=dapr_api.check_token,
+        metrics=recorder,
     )
     api_grpc = api_server(dapr_api, caller_proxy)
+    if recorder is not None:
+        instrument(api_grpc, recorder, api=True)
     await api_grpc.start(sock=api_grpc_sock)
-    log.info("gRPC server listening on TCP address: :%d", api_grpc_sock.getsockname()[1])
+    logging.getLogger("pysentry.sidecar.grpc_api").info(
+        "gRPC server listening on TCP address: :%d", api_grpc_sock.getsockname()[1]
+    )
     api = HttpApi(
         ApiSettings(
             app_id=opts.app_id,
@@ -260,6 +292,7 @@ async def run(opts: Options) -> None:
         direct,
         identity=security.identity_info if security else (lambda: None),
         extended=extended,
+        metrics=recorder,
     )
     runners: list[web.AppRunner] = []
     for app, sock in ((api.app(), http_sock), (metrics.app(), metrics_sock)):
@@ -271,7 +304,7 @@ async def run(opts: Options) -> None:
         runners.append(runner)
     log.info("HTTP server is running on port %d", opts.dapr_http_port)
     if metrics_sock is not None:
-        log.info("metrics server started on :%d/", opts.metrics_port)
+        log.info("metrics server started on :%d/", metrics_port)
 
     def registration() -> Registration:
         ident = security.identity_info() if security else None
@@ -281,7 +314,7 @@ async def run(opts: Options) -> None:
             address=f"{_advertised(opts.dapr_internal_grpc_listen_address)}:{internal_port}",
             pid=os.getpid(),
             http_port=opts.dapr_http_port,
-            metrics_port=opts.metrics_port if opts.enable_metrics else 0,
+            metrics_port=metrics_port,
             app_port=opts.app_port or 0,
             spiffe_id=ident[0] if ident else "",
             cert_expiry_at=ident[1] if ident else None,
@@ -377,7 +410,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if opts.print_version:
             print(__version__)
             return
-        logs.configure(opts.log_level, opts.log_as_json, scope="dapr.runtime", app_id=opts.app_id)
+        logs.configure(
+            opts.log_level, opts.log_as_json, scope=RUNTIME, app_id=opts.app_id, scopes=SCOPES
+        )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
@@ -391,14 +426,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(run(opts))
     except (StartupError, ConfigError, PysentryError) as err:
-        log.error("Fatal error from runtime: %s", err)
+        log.critical("Fatal error from runtime: %s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         pass
     except Exception as err:  # a long-lived task failed: log it once, exit 1
         first = err.exceptions[0] if isinstance(err, BaseExceptionGroup) else err
-        log.error("Fatal error from runtime: %s", first, exc_info=first)
+        log.critical("Fatal error from runtime: %s", first, exc_info=first)
         print(f"error: {first}", file=sys.stderr)
         sys.exit(1)
 

@@ -64,6 +64,7 @@ class Options:
     dapr_internal_grpc_port: int | None
     dapr_internal_grpc_listen_address: str
     metrics_port: int
+    metrics_port_given: bool
     enable_metrics: bool
     enable_mtls: bool
     sentry_address: str
@@ -121,8 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     a(
         "--metrics-port",
         type=_port,
-        default=DEFAULT_METRICS_PORT,
-        help="The port for the metrics server",
+        default=None,
+        help=f"The port for the metrics server (default {DEFAULT_METRICS_PORT})",
     )
     a(
         "--enable-metrics",
@@ -351,7 +352,8 @@ def parse_options(
         dapr_listen_address=ns.dapr_listen_addresses.split(",")[0].strip("[] ") or "127.0.0.1",
         dapr_internal_grpc_port=internal,
         dapr_internal_grpc_listen_address=ns.dapr_internal_grpc_listen_address,
-        metrics_port=ns.metrics_port,
+        metrics_port=DEFAULT_METRICS_PORT if ns.metrics_port is None else ns.metrics_port,
+        metrics_port_given=ns.metrics_port is not None,
         enable_metrics=ns.enable_metrics,
         enable_mtls=ns.enable_mtls,
         sentry_address=ns.sentry_address,

@@ -45,6 +45,12 @@ class Decision(Protocol):
     def allowed(self) -> bool: ...
     @property
     def reason(self) -> str: ...
+    @property
+    def policy(self) -> str: ...
+
+
+#: Told each access-control decision with the caller it was made for (the ACL metrics).
+DecisionHook = Callable[[SpiffeId | None, Decision], None]
 
 
 class AccessPolicy(Protocol):
@@ -59,7 +65,7 @@ class CalleePolicy:
         *,
         app_id: str,
         acl: AccessPolicy | None = None,
-        on_decision: Callable[[bool], None] | None = None,
+        on_decision: DecisionHook | None = None,
     ) -> None:
         self._app_id = app_id
         self._acl = acl
@@ -80,7 +86,7 @@ class CalleePolicy:
         assert self._acl is not None
         decision = self._acl.evaluate(caller, method, verb)
         if self._on_decision is not None:
-            self._on_decision(decision.allowed)
+            self._on_decision(caller, decision)
         if not decision.allowed:
             log.debug(
                 "access denied: caller=%s operation=%s verb=%s reason=%s",
