@@ -140,3 +140,25 @@ def test_kubernetes_flag_gives_the_mtls_message(dapr: Dapr, command: list[str]) 
     assert result.returncode == 1, result.output
     assert result.stderr == mtls.stderr
     assert "No such option" not in result.output
+
+
+def test_app_protocol_grpc_reaches_an_sdk_grpc_app(home: Path, tmp_path: Path, dapr: Dapr) -> None:
+    """``--app-protocol grpc`` is passed to daprd, which calls the app's ``OnInvoke``."""
+    port = free_port()
+    app = HTTP_APP.parent / "grpc_app.py"
+    with background(home, tmp_path / "run.log", "run", "-a", "grpcapp", "-P", "grpc", "-p",
+                    str(port), "--", sys.executable, str(app), str(port)) as bg:  # fmt: skip
+        bg.wait_for("You're up and running!")
+        deadline = time.monotonic() + 20
+        while True:
+            ok = dapr("invoke", "--app-id", "grpcapp", "--method", "echo", "--data", '{"g": 1}')
+            if ok.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # the SDK app may still be binding its port
+        assert ok.returncode == 0, ok.output + bg.text()[-3000:]
+        assert json.loads(ok.stdout.splitlines()[0])["data"] == '{"g": 1}'
+        assert "⚠" not in bg.text()  # the protocol is implemented: no CLI warning
+        failed = dapr("invoke", "--app-id", "grpcapp", "--method", "fail")
+        assert failed.returncode == 1 and failed.stderr.startswith(
+            "error: error invoking app grpcapp: 500 "
+        )
