@@ -4,6 +4,11 @@ Every failure prints ``error: <message>`` on stderr and exits non-zero (2 for a 
 error), unlike Dapr's CLI which often exits 0; an exception no command translated is reported the
 same way, as ``error: unexpected <type>: <message>``. ``--debug`` (anywhere before ``--``) shows the
 traceback.
+
+``dapr run`` is parsed with Dapr's flag rules (:mod:`pysentry.cli.runflags`), not typer's, so its
+app command is exactly what follows ``--`` or the first positional. Dapr's persistent flags
+``--log-as-json`` and ``--runtime-path DIR`` (the installation in ``DIR/.dapr``) are accepted
+anywhere before ``--``; ``--version``/``-v`` prints Dapr's version text.
 """
 
 from __future__ import annotations
