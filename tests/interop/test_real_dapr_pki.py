@@ -98,8 +98,8 @@ async def test_workload_leaf_matches_a_go_issued_leaf(
 ) -> None:
     go_creds, go_anchors = _ca(cluster, "go-creds")
     py_creds, py_anchors = _ca(cluster, "py-creds")
-    _, go_port = await go_sentry(cluster, dapr_bins, go_creds, ttl="2h", skew="1m")
-    _, py_port = await cluster.sentry(py_creds, ttl="2h", skew="1m")
+    go_proc, go_port = await go_sentry(cluster, dapr_bins, go_creds, ttl="2h", skew="1m")
+    py_proc, py_port = await cluster.sentry(py_creds, ttl="2h", skew="1m")
     from_go = await py_daprd(cluster, "leafGo", None, sentry_port=go_port, anchors_pem=go_anchors)
     from_py = await py_daprd(cluster, "leafPy", None, sentry_port=py_port, anchors_pem=py_anchors)
     go_leaf = await asyncio.to_thread(_leaf_of, from_go.internal_port)
@@ -107,6 +107,11 @@ async def test_workload_leaf_matches_a_go_issued_leaf(
     assert profile(py_leaf) == profile(go_leaf)
     ku = profile(go_leaf)["key_usage"]
     assert ku["digital_signature"] and ku["key_encipherment"]  # Dapr v1.16's leaf
+    # Both Sentries log each signing the same way (debug level).
+    for proc, app in ((go_proc, "leafGo"), (py_proc, "leafPy")):
+        await proc.wait_log(
+            f'level=debug msg="Successfully signed certificate for default/{app}"', timeout=5
+        )
 
 
 async def test_generated_root_and_issuer_match_go_sentry(

@@ -149,6 +149,7 @@ class CaService(CABase):
                 "internal", logging.ERROR, "SignCertificate failed unexpectedly", exc_info=True
             )
             raise GRPCError(Status.INTERNAL, "failed to sign certificate") from err
+        log.debug("Successfully signed certificate for %s/%s", request.namespace, request.app_id)
         await stream.send_message(to_response(signed))
 
     def _warn(
