@@ -6,6 +6,7 @@ offline network namespace); a missing build inside the namespace is a FAILURE th
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,20 @@ from tests.k8s.sentry import KubeLauncher
 from tests.k8s.testbed import Testbed, start_testbed
 
 
+def non_loopback_interfaces() -> list[str]:
+    return [name for _, name in socket.if_nameindex() if name != "lo"]
+
+
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    others = non_loopback_interfaces()
+    if others:
+        pytest.fail(
+            f"the Kubernetes tests run only inside a network namespace with nothing but loopback "
+            f"(found {', '.join(others)}): run them with `make test` or "
+            "`python -m tests.prebuild tests/k8s`",
+            pytrace=False,
+        )
     try:
         binaries = build_testbed()
     except BuildError as err:
