@@ -84,6 +84,7 @@ class KubeLauncher:
             PYTHONUNBUFFERED="1",
             PYSENTRY_RELOAD_QUIET_PERIOD="0.2",
             PYSENTRY_TRUST_BUNDLE_POLL=POLL_S,
+            DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK="true",  # the suite runs as root (netns)
         )
         full_env.update(env or {})
         log_path = self.workdir / f"sentry-{len(self.started)}.log"

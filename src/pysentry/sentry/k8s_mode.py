@@ -59,6 +59,20 @@ def control_plane_namespace(env: Mapping[str, str]) -> str:
     return namespace
 
 
+SKIP_UID_CHECK_ENV = "DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK"
+
+
+def check_not_root(env: Mapping[str, str], uid: int | None = None) -> None:
+    """Dapr's ``pkg/security/usergroup.go``: no UID 0 in Kubernetes mode unless overridden."""
+    uid = os.getuid() if uid is None else uid
+    if uid == 0 and env.get(SKIP_UID_CHECK_ENV, "").lower() != "true":
+        raise ConfigError(
+            "current user UID(0) is root. Dapr must be run as a non-root user in Kubernetes "
+            f"environments. To override this check, set the environment variable "
+            f"'{SKIP_UID_CHECK_ENV}=true'"
+        )
+
+
 class KubernetesMode:
     def __init__(
         self,
@@ -84,6 +98,7 @@ class KubernetesMode:
         """Connect and check RBAC. ``names`` are the Secret keys (``filepath.Base`` of the
         ``--issuer-*-filename`` flags, as in Dapr)."""
         env = os.environ if env is None else env
+        check_not_root(env)
         namespace = control_plane_namespace(env)
         keys = tuple(PurePath(n).name for n in names)
         client = await connect(kubeconfig)

@@ -7,9 +7,10 @@ from typing import cast
 import jwt
 import pytest
 
-from pysentry.errors import RequestDenied
+from pysentry.errors import ConfigError, RequestDenied
 from pysentry.kube.access import Permission
 from pysentry.kube.client import KubeClient
+from pysentry.sentry.k8s_mode import check_not_root
 from pysentry.sentry.k8s_validator import KubernetesValidator, pod_name_claim
 from pysentry.sentry.validators import SignRequest
 from pysentry.spiffe import SpiffeId, TrustDomain
@@ -50,3 +51,15 @@ async def test_not_ready_until_both_caches_have_synced() -> None:
         await validator.validate(request)
     validator.configurations.synced = True
     assert validator.ready()
+
+
+def test_root_is_refused_in_kubernetes_mode_unless_overridden() -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_not_root({}, uid=0)
+    assert str(caught.value) == (
+        "current user UID(0) is root. Dapr must be run as a non-root user in Kubernetes "
+        "environments. To override this check, set the environment variable "
+        "'DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK=true'"
+    )
+    check_not_root({"DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK": "true"}, uid=0)
+    check_not_root({}, uid=1000)
