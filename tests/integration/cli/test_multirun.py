@@ -31,12 +31,12 @@ time.sleep(60)
 """
 
 
-def _template(tmp_path: Path) -> tuple[Path, int]:
+def _template(tmp_path: Path) -> tuple[Path, int, int]:
     a, b = tmp_path / "appa", tmp_path / "appb"
     a.mkdir()
     b.mkdir()
     (b / "caller.py").write_text(CALLER)
-    port = free_port()
+    port, b_http = free_port(), free_port()
     run_file = tmp_path / "dapr.yaml"
     run_file.write_text(
         "version: 1\n"
@@ -54,17 +54,18 @@ def _template(tmp_path: Path) -> tuple[Path, int]:
         f"    command: [{json.dumps(sys.executable)}, {json.dumps(str(HTTP_APP))}, '{port}']\n"
         "  - appID: appb\n"
         "    appDirPath: ./appb\n"
+        f"    daprHTTPPort: {b_http}\n"
         "    daprdLogDestination: console\n"
         "    appLogDestination: console\n"
         "    env:\n"
         "      GREETING: hello\n"
         f"    command: [{json.dumps(sys.executable)}, caller.py]\n"
     )
-    return run_file, port
+    return run_file, port, b_http
 
 
 def test_run_file_apps_logs_and_stop_f(home: Path, tmp_path: Path, dapr: Dapr) -> None:
-    run_file, port = _template(tmp_path)
+    run_file, port, b_http = _template(tmp_path)
     with background(home, tmp_path / "run.log", "run", "-f", str(run_file)) as bg:
         bg.wait_for("== APP - appb == called served-by-a /echo/fromb", timeout_s=40)
         out = bg.text()
@@ -74,6 +75,7 @@ def test_run_file_apps_logs_and_stop_f(home: Path, tmp_path: Path, dapr: Dapr) -
         assert set(rows) == {"appa", "appb"}
         a, b = rows["appa"], rows["appb"]
         assert a["appPort"] == port and a["cliPid"] == b["cliPid"] == bg.proc.pid
+        assert b["httpPort"] == b_http and a["httpPort"] != b_http
         assert a["runTemplatePath"] == str(run_file) and a["runTemplateName"] == "pair"
         logs = tmp_path / "appa" / ".dapr" / "logs"
         assert a["appLogPath"].startswith(str(logs / "appa_app_"))
@@ -128,3 +130,32 @@ def test_bad_templates_are_refused(dapr: Dapr, tmp_path: Path) -> None:
         "⚠  The following flags are ignored when using --run-file and should be configured in "
         "the run file instead: app-id, app-port"
     ) in flags.stdout
+
+
+def test_template_precedence(tmp_path: Path) -> None:
+    """An app's own key beats ``common``; ``<appDirPath>/.dapr/config.yaml`` beats common's
+    config; unknown keys are collected for the warning."""
+    from pysentry.cli.runfile import load_template
+
+    for name in ("one", "two"):
+        (tmp_path / name / ".dapr").mkdir(parents=True)
+    local = tmp_path / "two" / ".dapr" / "config.yaml"
+    local.write_text("kind: Configuration\n")
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("kind: Configuration\n")
+    run_file = tmp_path / "dapr.yaml"
+    run_file.write_text(
+        "version: 1\ncommon:\n  configFilePath: ./shared.yaml\n  logLevel: warn\n"
+        "  appProtocol: grpc\n  bogus: 1\n"
+        "apps:\n  - appDirPath: one\n    logLevel: debug\n    daprGRPCPort: 4567\n"
+        "    resourcesPath: .\n    containerImage: x\n  - appDirPath: two\n    typo: 2\n"
+    )
+    t = load_template(run_file, tmp_path / "home-config.yaml")
+    one, two = t.apps
+    assert (one.app_id, two.app_id) == ("one", "two")
+    assert one.args.str_("log-level") == "debug" and two.args.str_("log-level") == "warn"
+    assert one.args.str_("app-protocol") == two.args.str_("app-protocol") == "grpc"
+    assert one.args.int_("dapr-grpc-port") == 4567 and two.args.int_("dapr-grpc-port") == -1
+    assert one.args.str_("config") == str(shared) and two.args.str_("config") == str(local)
+    assert one.args.list_("resources-path") == [str((tmp_path / "one").resolve())]
+    assert t.unknown_keys == ("common.bogus", "apps[1].typo")
