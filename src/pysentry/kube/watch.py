@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -22,6 +23,7 @@ Key = tuple[str, str]  # (namespace, name)
 Projection = Callable[[JsonObject], JsonObject]
 RETRY_INITIAL = timedelta(milliseconds=500)
 RETRY_MAX = timedelta(seconds=10)
+MIN_WATCH_S = 1.0  # a stream that ends sooner is not re-opened at once (no busy loop)
 
 
 def object_key(obj: JsonObject) -> Key:
@@ -83,12 +85,15 @@ class ObjectCache:
                 if relist:
                     await self.sync()
                     relist = False
+                started = time.monotonic()
                 async for kind, obj in self._client.watch(
                     self.collection, resource_version=self._resource_version
                 ):
                     self._apply(kind, obj)
                 delay = RETRY_INITIAL
-                continue  # the server ended the stream (timeoutSeconds): watch again
+                if time.monotonic() - started >= MIN_WATCH_S:
+                    continue  # the server ended the stream (timeoutSeconds): watch again
+                log.debug("watch of %s ended at once: waiting before the next", self.collection)
             except KubeApiError as err:
                 relist = True
                 if err.gone:
