@@ -25,7 +25,7 @@ from pysentry.cli import console
 from pysentry.cli.console import CliError
 from pysentry.cli.home import DaprHome
 from pysentry.cli.procs import Child
-from pysentry.cli.run import in_use, start_app, store_run_metadata, wait_ready
+from pysentry.cli.run import check_sidecar, in_use, start_app, store_run_metadata, wait_ready
 from pysentry.cli.runfile import AppSpec, Template, load_template, run_file_path
 from pysentry.cli.runplan import InUse, Plan, ignored_warning, plan
 
@@ -65,6 +65,8 @@ async def _start(spec: AppSpec, p: Plan, template: Template, stop: asyncio.Event
     running = Running(spec, p, daprd, None, files)
     if not await wait_ready(p, daprd, stop):
         return running
+    if p.app_port <= 0:
+        await check_sidecar(p)
     if p.app_argv:
         running.app = await start_app(
             p, f"== APP - {p.app_id} == ", console_out=spec.app_log != "file", log_file=app_file

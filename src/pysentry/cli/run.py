@@ -34,6 +34,7 @@ from pysentry.errors import ConfigError
 
 APP_PREFIX = "== APP == "
 DAPRD_READY_TIMEOUT_S = 30.0
+GRPC_WAIT_S = 10.0  # after daprd's HTTP API answers
 
 
 def in_use(home: DaprHome, config: str) -> InUse:
@@ -106,6 +107,35 @@ async def wait_ready(p: Plan, daprd: Child, stop: asyncio.Event) -> bool:
     return True
 
 
+async def _listening(port: int, timeout_s: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return True
+
+
+async def check_sidecar(p: Plan) -> None:
+    """Dapr's check before an app without a port starts: daprd's HTTP and gRPC ports."""
+    up = True
+    for label, port in (("HTTP", p.http_port), ("GRPC", p.grpc_port)):
+        console.info(f"Checking if Dapr sidecar is listening on {label} port {port}")
+        if not await _listening(port, GRPC_WAIT_S):
+            up = False
+            console.warning(f"Dapr sidecar is not listening on {label} port: {port} is closed")
+    if up:
+        console.info("Dapr sidecar is up and running.")
+    else:
+        console.warning("Dapr sidecar might not be responding.")
+
+
 async def supervise(p: Plan) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -125,6 +155,8 @@ async def supervise(p: Plan) -> int:
     try:
         if not await wait_ready(p, daprd, stop):
             return exit_code(await daprd.stop(received[0]))
+        if p.app_port <= 0:
+            await check_sidecar(p)
         if p.app_argv:
             app = await start_app(p, APP_PREFIX)
         if await store_run_metadata(p, app, {}) or app is None:

@@ -67,6 +67,8 @@ def test_dapr_flags_are_flags_and_the_app_gets_dapr_env(dapr: Dapr, tmp_path: Pa
         f"{tmp_path}, --enable-api-logging (pysentry's daprd provides service invocation and mTLS "
         "only)"
     ]
+    assert f"Checking if Dapr sidecar is listening on GRPC port {grpc}" in result.stdout
+    assert "Dapr sidecar is up and running." in result.stdout  # daprd serves the gRPC API
     assert "request body size parameter is: 8388608 bytes" in result.stdout  # passed to daprd
     assert "level=debug" in result.stdout
     meta = _json_line(result.stdout, "meta")
