@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from cryptography import x509
@@ -34,11 +35,23 @@ def uri_of(response: sentry_pb2.SignCertificateResponse) -> str:
     return str(san.get_values_for_type(x509.UniformResourceIdentifier)[0])
 
 
-@pytest.fixture
-def control_plane(kube: Testbed, namespace: str, kube_sentry: KubeLauncher) -> KubeSentry:
+@pytest.fixture(scope="module")
+def namespace(kube: Testbed) -> str:
+    """One control-plane namespace (and one Sentry) for this module; apps get their own."""
+    name = f"cp-{uuid.uuid4().hex[:8]}"
+    kube.must("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    return name
+
+
+@pytest.fixture(scope="module")
+def control_plane(
+    kube: Testbed, namespace: str, dapr_crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KubeSentry]:
     chart_objects(kube, namespace)
     sentry_rbac(kube, namespace)
-    return kube_sentry(namespace)
+    launcher = KubeLauncher(kube, tmp_path_factory.mktemp("validator"))
+    yield launcher(namespace)
+    launcher.stop_all()
 
 
 def app_namespace(kube: Testbed) -> str:
