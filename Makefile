@@ -6,10 +6,15 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint proto bench clean soak
 
+# First run only: about a minute (pip downloads and builds the pinned dependencies quietly).
 $(STAMP): pyproject.toml constraints.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@test -x $(PY) || { echo "make: creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@echo "make: installing pysentry and its pinned dependencies (constraints.txt) into $(VENV);"
+	@echo "make: this runs once and takes about a minute, quietly (see pip's log with make V=1)"
+	@start=$$(date +%s); \
+	$(PY) -m pip install $(if $(V),,-q) --upgrade pip && \
+	$(PY) -m pip install $(if $(V),,-q) -c constraints.txt -e '.[dev]' && \
+	echo "make: installed in $$(( $$(date +%s) - start )) s; later runs reuse $(VENV)"
 	@touch $(STAMP)
 
 demo: $(STAMP)

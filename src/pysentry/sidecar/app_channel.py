@@ -7,6 +7,8 @@ access control decided on.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 
@@ -110,3 +112,33 @@ class HttpAppChannel:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+APP_DIAL_TIMEOUT_S = 0.5
+APP_DIAL_INTERVAL_S = 0.1
+
+
+async def wait_for_app(address: str, port: int, protocol: str) -> None:
+    """Dapr's ``blockUntilAppIsReady``: dial the app's port every 100 ms (500 ms per attempt)
+    until it accepts a connection; ``/v1.0/healthz`` answers not ready until then. Logged as
+    Dapr's runtime does (scope ``dapr.runtime``)."""
+    runtime_log = logging.getLogger("pysentry.sidecar")
+    runtime_log.info(
+        "application protocol: %s. waiting on port %d.  This will block until the app is "
+        "listening on that port.",
+        protocol,
+        port,
+    )
+    while True:
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(address, port), APP_DIAL_TIMEOUT_S
+            )
+        except (OSError, TimeoutError):
+            await asyncio.sleep(APP_DIAL_INTERVAL_S)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        break
+    runtime_log.info("application discovered on port %d", port)

@@ -23,7 +23,7 @@ from pysentry.config.acl import AccessControlList
 from pysentry.config.configuration import Configuration, load_configuration
 from pysentry.errors import ConfigError, PysentryError, SentryUnavailable
 from pysentry.procname import set_process_name
-from pysentry.sidecar.app_channel import HttpAppChannel
+from pysentry.sidecar.app_channel import HttpAppChannel, wait_for_app
 from pysentry.sidecar.direct import DirectMessaging
 from pysentry.sidecar.grpc_api import DaprApi, api_server
 from pysentry.sidecar.grpc_app_channel import GrpcAppChannel
@@ -251,6 +251,20 @@ async def run(opts: Options) -> None:
     await grpc_server.start(sock=internal_sock, ssl=security.server_context if security else None)
     log.info("Internal gRPC server is running on port %d", internal_port)
 
+    app_ready = asyncio.Event()
+    waiting: asyncio.Task[None] | None = None
+    if opts.app_port:
+        waiting = asyncio.create_task(
+            wait_for_app(opts.app_channel_address, opts.app_port, opts.app_protocol)
+        )
+
+        def found(task: asyncio.Task[None]) -> None:
+            if not task.cancelled():
+                app_ready.set()
+
+        waiting.add_done_callback(found)
+    else:
+        app_ready.set()
     extended: dict[str, str] = {}
     dapr_api = DaprApi(
         app_id=opts.app_id,
@@ -291,6 +305,7 @@ async def run(opts: Options) -> None:
         ),
         direct,
         identity=security.identity_info if security else (lambda: None),
+        ready=app_ready.is_set,
         extended=extended,
         metrics=recorder,
     )
@@ -345,6 +360,8 @@ async def run(opts: Options) -> None:
     except* _Shutdown:
         pass
     finally:
+        if waiting is not None:
+            waiting.cancel()
         log.info("Shutting down: unregistering %r from name resolution", opts.app_id)
         try:
             resolver.unregister()
