@@ -7,6 +7,7 @@ import secrets
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -56,10 +57,10 @@ def serves_chain_to(sentry: KubeSentry, anchors_pem: bytes) -> bool:
         return False
 
 
-def wait_for(predicate: object, timeout: float = 15.0) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
+        if predicate():
             return
         time.sleep(0.1)
     raise AssertionError("condition not met in time")
