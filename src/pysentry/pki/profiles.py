@@ -5,9 +5,10 @@ every certificate, plus CertSign on the root and CertSign|CRLSign on the issuer.
 
 Extensions are encoded as Go's ``x509.CreateCertificate`` does: basicConstraints and keyUsage
 critical, SAN critical because the subject is empty, SKID on CA certificates, AKID on workload
-certificates. The generated issuer has no AKID, as Dapr v1.16's (Go takes the AKID from the
-parent *template*, which has no SKID; checked against a Go Sentry in tests/interop). The
-signature algorithm follows the signer's key type.
+certificates. Dapr v1.16's generated issuer has no AKID (Go takes it from the parent
+*template*, which has no SKID); ours keeps one, because OpenSSL, unlike Go, does not try every
+root with a matching name, and during a root rotation the old and new roots share their name
+(docs/choices.md). The signature algorithm follows the signer's key type.
 Beyond Dapr, a leaf's NotAfter is clamped to its issuer's NotAfter (``IssuedLeaf.clamped``).
 """
 
@@ -116,7 +117,7 @@ def issuer_certificate(
     ttl: timedelta = DEFAULT_CA_TTL,
     skew: timedelta = DEFAULT_CLOCK_SKEW,
 ) -> x509.Certificate:
-    """Issuer CA: ``O=spiffe://<td>/ns/<namespace>/dapr-sentry``, KU +certSign+cRLSign, no AKID."""
+    """Issuer CA: ``O=spiffe://<td>/ns/<namespace>/dapr-sentry``, KU +certSign+cRLSign, AKID."""
     now = _utc(now)
     sentry_id = SpiffeId.for_app(trust_domain, namespace, SENTRY_APP_ID)
     subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, str(sentry_id))])
@@ -124,6 +125,9 @@ def issuer_certificate(
         _ca_builder(subject, public_key, now=now, ttl=ttl, skew=skew)
         .issuer_name(root_cert.subject)
         .add_extension(_key_usage(cert_sign=True, crl_sign=True), critical=True)
+        # Beyond Dapr (docs/choices.md): without it OpenSSL cannot tell two roots with the same
+        # name apart (every root rotation) and picks the wrong one.
+        .add_extension(authority_key_identifier(root_cert), critical=False)
     )
     return builder.sign(root_key, signature_hash(root_key))
 

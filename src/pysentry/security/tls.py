@@ -88,18 +88,38 @@ def _load_identity(ctx: ssl.SSLContext, svid: X509Svid) -> None:
             path.unlink()
 
 
+def looks_self_signed(cert: x509.Certificate) -> bool:
+    """OpenSSL's view of a self-signed certificate: subject equal to issuer and no authority key
+    identifier naming another key. The docs' step recipe makes such an intermediate."""
+    if cert.subject != cert.issuer:
+        return False
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return True
+    try:
+        ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return aki.key_identifier is None
+    return aki.key_identifier is None or aki.key_identifier == ski.digest
+
+
 def verified_issuers(
     chains: Iterable[Sequence[x509.Certificate]], anchors: Anchors, now: datetime
 ) -> tuple[x509.Certificate, ...]:
-    """The CA certificates above the leaf of ``chains`` that verify against ``anchors`` at ``now``.
+    """The CA certificates above the leaf of ``chains`` that OpenSSL would take for self-signed
+    roots (:func:`looks_self_signed`) and that verify against ``anchors`` at ``now``.
 
     Go-semantics verification (:func:`pysentry.pki.chain.verify_chain`); anything that does not
-    verify, has expired or is not a CA is left out.
+    verify, has expired or is not a CA is left out. Only the look-alikes are returned: adding an
+    ordinary issuer to OpenSSL's store would make OpenSSL pick it, by subject name, for a peer
+    whose different issuer has the same name (a new root with a new issuer key during a root
+    rotation) and fail with "certificate signature failure".
     """
     out: dict[bytes, x509.Certificate] = {}
     for chain in chains:
         for i, cert in enumerate(chain[1:], start=1):
-            if not is_ca(cert) or cert in anchors:
+            if not is_ca(cert) or cert in anchors or not looks_self_signed(cert):
                 continue
             try:
                 verify_chain(cert, chain[i + 1 :], anchors, now=now)

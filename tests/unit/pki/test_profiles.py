@@ -114,9 +114,18 @@ def test_issuer_profile(
     assert ku.critical
     assert ku.value.digital_signature and ku.value.key_cert_sign and ku.value.crl_sign
     assert ku.value.key_encipherment
-    # No AKID, as Dapr v1.16's generated issuer (tests/interop/test_real_dapr_pki.py).
+    # Dapr v1.16's generated issuer has no AKID (tests/interop/test_real_dapr_pki.py); ours has
+    # one, naming the root's key, so OpenSSL can tell two same-named roots apart.
     types = {type(e.value) for e in issuer.extensions}
-    assert types == {x509.BasicConstraints, x509.KeyUsage, x509.SubjectKeyIdentifier}
+    assert types == {
+        x509.BasicConstraints,
+        x509.KeyUsage,
+        x509.SubjectKeyIdentifier,
+        x509.AuthorityKeyIdentifier,
+    }
+    aki = _ext(issuer, x509.AuthorityKeyIdentifier)
+    assert not aki.critical
+    assert aki.value.key_identifier == _ext(root, x509.SubjectKeyIdentifier).value.digest
     issuer.verify_directly_issued_by(root)
 
 
