@@ -23,6 +23,7 @@ from aiohttp import web
 
 from pysentry.config.method import canonical_method
 from pysentry.errors import InvalidMethod
+from pysentry.sidecar.blocks import building_block
 from pysentry.sidecar.invocation import (
     VERBS,
     InvocationError,
@@ -289,6 +290,14 @@ class HttpApi:
         if not target:
             if request.path.startswith("/v1.0/invoke/"):
                 return self._no_target()
+            block = building_block(request.path)
+            if block is not None:
+                return error_response(
+                    501,
+                    "ERR_NOT_IMPLEMENTED",
+                    f"{block} is not implemented: pysentry's daprd provides service invocation "
+                    f"(/v1.0/invoke), metadata, health and mTLS only: {request.path}",
+                )
             return error_response(404, "ERR_NOT_FOUND", f"route not found: {request.path}")
         raw = request.raw_path.split("?", 1)[0]
         return await self._invoke(request, target, raw.lstrip("/"))

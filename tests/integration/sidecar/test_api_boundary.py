@@ -75,7 +75,7 @@ async def test_malformed_requests_are_json(session: aiohttp.ClientSession) -> No
     runner, port = await serve(api.app())
     try:
         # an unknown route, and an Expect we do not speak
-        async with session.get(f"http://127.0.0.1:{port}/v1.0/state/store") as r:
+        async with session.get(f"http://127.0.0.1:{port}/v2/nothing/here") as r:
             assert r.status == 404
             assert (await r.json())["errorCode"] == "ERR_NOT_FOUND"
         url = f"http://127.0.0.1:{port}/v1.0/invoke/appB/method/x"
@@ -105,3 +105,31 @@ async def test_set_metadata_shows_under_extended(session: aiohttp.ClientSession)
             assert "at most 256 keys" in (await r.json())["message"]
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("path", "block"),
+    [
+        ("/v1.0/state/statestore/k", "state management"),
+        ("/v1.0-alpha1/state/statestore/query", "state management"),
+        ("/v1.0/publish/pubsub/topic", "publish and subscribe"),
+        ("/v1.0/bindings/b", "bindings"),
+        ("/v1.0/secrets/store/k", "secrets"),
+        ("/v1.0/actors/t/1/method/m", "actors"),
+        ("/v1.0-beta1/workflows/dapr/wf/start", "workflows"),
+        ("/v1.0-alpha1/jobs/j", "jobs"),
+    ],
+)
+async def test_other_building_blocks_say_so(
+    session: aiohttp.ClientSession, path: str, block: str
+) -> None:
+    api = HttpApi(ApiSettings("appA", "default", None, 0, 0, False), FailingInvoker(KeyError()))
+    runner, port = await serve(api.app())
+    try:
+        async with session.post(f"http://127.0.0.1:{port}{path}", data=b"[]") as r:
+            assert r.status == 501
+            body = await r.json()
+    finally:
+        await runner.cleanup()
+    assert body["errorCode"] == "ERR_NOT_IMPLEMENTED"
+    assert body["message"].startswith(f"{block} is not implemented: pysentry's daprd provides")
