@@ -199,7 +199,7 @@ class SignQueue:
                 sample = elapsed / self._window_starts
                 self._interval_s += _RATE_WEIGHT * (sample - self._interval_s)
                 self._window_start, self._window_starts = now, 0
-        if not self._pending:
+        if not self._waiting:
             self._window_start = None  # the queue ran dry: the next gap is idle time
 
     @staticmethod
