@@ -38,12 +38,12 @@ from typing import Any
 
 from pysentry.clock import Clock, system_clock
 from pysentry.nameresolution.base import Registration, ResolutionError
+from pysentry.nameresolution.sqlite_migrations import perform_migrations
 from pysentry.nameresolution.sqlite_settings import SqliteSettings
 
 log = logging.getLogger(__name__)
 
 NO_HOST = "no host found with the given ID"
-MIGRATIONS_KEY = "nr-migrations"
 _CACHE_TTL = timedelta(seconds=1)
 _BEAT_PHASE_S = 0.05  # heartbeats fire this long after a whole Unix second
 
@@ -78,12 +78,7 @@ class SqliteResolver:
         self._lock = threading.Lock()
         self._db = self._connect()
         try:
-            self._migrate()
-            self._db.execute(
-                f"CREATE TABLE IF NOT EXISTS {side} (registration_id TEXT NOT NULL PRIMARY KEY,"
-                " namespace TEXT NOT NULL, pid INTEGER, http_port INTEGER, metrics_port INTEGER,"
-                " app_port INTEGER, spiffe_id TEXT, cert_expiry REAL)"
-            )
+            perform_migrations(self._db, t, settings.metadata_table, settings.path)
         except BaseException:
             self._db.close()  # leaves no -wal/-shm behind a damaged file
             raise
@@ -101,49 +96,6 @@ class SqliteResolver:
         with contextlib.suppress(sqlite3.OperationalError):
             db.execute(f"PRAGMA journal_mode={'DELETE' if s.disable_wal else 'WAL'}")
         return db
-
-    def _migrate(self) -> None:
-        """Dapr's migrations, in one exclusive transaction (safe against concurrent starts)."""
-        t, meta = self._t, self._settings.metadata_table
-        db = self._db
-        db.execute("BEGIN EXCLUSIVE TRANSACTION")
-        try:
-            db.execute(
-                f"CREATE TABLE IF NOT EXISTS {meta} (key text NOT NULL PRIMARY KEY,"
-                " value text NOT NULL)"
-            )
-            row = db.execute(
-                f"SELECT value FROM {meta} WHERE key = ?", (MIGRATIONS_KEY,)
-            ).fetchone()
-            level = int(row[0]) if row is not None else 0
-            if level < 1:
-                self._drop_legacy_table(db)
-                log.info("Creating hosts table '%s'", t)
-                db.execute(
-                    f"CREATE TABLE {t} (registration_id TEXT NOT NULL PRIMARY KEY,"
-                    " address TEXT NOT NULL, app_id TEXT NOT NULL, namespace TEXT NOT NULL,"
-                    " last_update INTEGER NOT NULL)"
-                )
-                db.execute(f"CREATE UNIQUE INDEX {t}_address_idx ON {t} (address)")
-                db.execute(f"CREATE INDEX {t}_last_update_idx ON {t} (last_update)")
-                db.execute(f"REPLACE INTO {meta} (key, value) VALUES (?, '1')", (MIGRATIONS_KEY,))
-            db.execute("COMMIT TRANSACTION")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK TRANSACTION")
-            raise
-
-    def _drop_legacy_table(self, db: sqlite3.Connection) -> None:
-        """pysentry < 0.2 wrote its own ``hosts`` shape (with ``pid``); rows are heartbeats only."""
-        cols = {r[1] for r in db.execute(f"PRAGMA table_info({self._t})").fetchall()}
-        if "pid" in cols:
-            log.warning(
-                "Name resolution: replacing the old pysentry table %r in %s with Dapr's schema "
-                "(its rows are heartbeats; running sidecars register again on restart)",
-                self._t,
-                self._settings.path,
-            )
-            db.execute(f"DROP TABLE {self._t}")
 
     @property
     def settings(self) -> SqliteSettings:
