@@ -23,14 +23,18 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 from typing import TypeVar
+
+from pysentry.config import format_duration
 
 T = TypeVar("T")
 Monotonic = Callable[[], float]
 
-DEFAULT_MAX_WAIT_S = 1.0
-"""Longest a request waits to start signing (a sidecar gives up an attempt after 3 s)."""
+DEFAULT_MAX_WAIT_S = 0.5
+"""Longest a request waits to start signing. A sidecar gives up an attempt after 3 s, which also
+pay for its TLS handshake and for any time Sentry's process waits for a CPU."""
 DEADLINE_MARGIN_S = 0.25
 """Kept free before a client's deadline: signing and the way back take this long at worst."""
 MAX_QUEUED = 4096
@@ -213,5 +217,6 @@ class SignQueue:
         elif reason is Shed.DEADLINE:
             why = "signing could not start before the request's deadline"
         else:
-            why = f"signing could not start within {self.max_wait_s:g}s"
+            wait = format_duration(timedelta(seconds=self.max_wait_s))
+            why = f"signing could not start within {wait}"
         return Overloaded(reason, f"too many certificate signing requests: {why}; retry later")

@@ -108,7 +108,7 @@ async def test_past_the_cap_requests_queue_then_get_resource_exhausted() -> None
             await stub.SignCertificate(request("c"))
         assert info.value.status == Status.RESOURCE_EXHAUSTED
         assert info.value.message == (
-            "too many certificate signing requests: signing could not start within 0.2s; "
+            "too many certificate signing requests: signing could not start within 200ms; "
             "retry later"
         )
         gate.gate.set()
