@@ -43,6 +43,12 @@ def _k8s_testbed() -> object:
     return build_testbed()
 
 
+def _helm() -> object:
+    from tests.k8s.helm import build_helm
+
+    return build_helm()
+
+
 def _dapr_binaries() -> object:
     module = importlib.import_module("tests.interop.daprbins")
     return module.build_dapr_binaries()
@@ -57,6 +63,7 @@ def builders(pytest_args: Sequence[str]) -> list[tuple[str, Callable[[], object]
     if any("interop_full" in arg for arg in pytest_args):
         steps.append(("Go interop programs (full)", _interop_full))
     # --- Builders owned by other parts of the suite go below this line. ---
+    steps.append(("helm (charts/pysentry tests)", _helm))
     # Go Dapr binaries (daprd, sentry from dapr/dapr) for the Dapr interop tests, when present:
     if importlib.util.find_spec("tests.interop.daprbins") is not None:
         steps.append(("Go Dapr binaries", _dapr_binaries))
