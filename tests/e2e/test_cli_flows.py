@@ -91,7 +91,7 @@ def mesh(tmp_path: Path) -> Iterator[Mesh]:
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAPR_", "APP_"))}
     env.update(HOME=str(home), PYTHONUNBUFFERED="1", COLUMNS="200")
-    m = Mesh(home, env, f"localhost:{free_port()}", free_port())
+    m = Mesh(home, env, f"localhost:{free_port()}", 0)
     try:
         m.dapr("init")
         m.config.write_text(
@@ -139,8 +139,6 @@ def mesh(tmp_path: Path) -> Iterator[Mesh]:
                 "run",
                 "--app-id",
                 "appA",
-                "--dapr-http-port",
-                str(m.a_http_port),
                 "--sentry-address",
                 m.sentry_address,
             ),
@@ -157,6 +155,9 @@ def mesh(tmp_path: Path) -> Iterator[Mesh]:
             ),
             procs=[sentry, app_a, app_b],
         )
+        # appA's port as dapr run picked it: a port chosen here could be taken by then
+        rows = running_sidecars(m.config, m.home / ".dapr")
+        m.a_http_port = next(r.http_port for r in rows if r.app_id == "appA")
         yield m
     finally:
         leftovers = stop_all(m.procs, str(tmp_path))

@@ -114,16 +114,18 @@ def _extra_daprd_args(args: RunArgs) -> tuple[list[str], list[str]]:
 
 def _ports(args: RunArgs, in_use: InUse) -> dict[str, int]:
     picked: dict[str, int] = {}
+    app_port = {args.int_("app-port")} - {-1, 0}  # the app binds it later: never pick it
     for name, label in _PORTS:
         port = args.int_(name)
         if port > 0:
-            if port in in_use.ports or port in picked.values() or not port_available(port):
+            taken = in_use.ports | app_port | set(picked.values())
+            if port in taken or not port_available(port):
                 raise CliError(
                     f"invalid configuration for {label}. Port {port} is not available: choose "
                     f"another --{name}, or leave it out to get a free port"
                 )
         else:
-            port = free_port(avoid=set(in_use.ports) | set(picked.values()))
+            port = free_port(avoid=set(in_use.ports) | app_port | set(picked.values()))
         picked[name] = port
     return picked
 

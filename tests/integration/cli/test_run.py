@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from pysentry.cli.console import CliError
 from tests.integration.cli.conftest import Dapr, run_dapr
 
 APP_SLEEPS = """
@@ -150,3 +153,23 @@ def test_mtls_config_without_credentials_fails_early(dapr: Dapr, tmp_path: Path)
     assert result.returncode == 1
     assert "mTLS is enabled" in result.stderr and "ca.crt" in result.stderr
     assert "Starting Dapr" not in result.stdout
+
+
+def test_ports_never_the_app_port_nor_reserved(home: Path) -> None:
+    from pysentry.cli.home import DaprHome
+    from pysentry.cli.procs import RESERVED_PORTS
+    from pysentry.cli.runflags import parse_run_args
+    from pysentry.cli.runplan import InUse, plan
+
+    taken = set(range(40000, 40010))
+    for _ in range(20):
+        p = plan(
+            DaprHome(home / ".dapr"),
+            parse_run_args(["-a", "x", "-p", "40000", "--", "true"]),
+            in_use=InUse(frozenset(), frozenset(taken)),
+        )
+        ports = {p.http_port, p.grpc_port, p.metrics_port, p.internal_port}
+        assert len(ports) == 4 and not ports & (RESERVED_PORTS | taken | {40000})
+    same = parse_run_args(["-a", "x", "-p", "40100", "-H", "40100", "--", "true"])
+    with pytest.raises(CliError, match="HTTPPort. Port 40100 is not available"):
+        plan(DaprHome(home / ".dapr"), same)  # the app's own port is not daprd's
