@@ -171,5 +171,5 @@ def test_ports_never_the_app_port_nor_reserved(home: Path) -> None:
         ports = {p.http_port, p.grpc_port, p.metrics_port, p.internal_port}
         assert len(ports) == 4 and not ports & (RESERVED_PORTS | taken | {40000})
     same = parse_run_args(["-a", "x", "-p", "40100", "-H", "40100", "--", "true"])
-    with pytest.raises(CliError, match="HTTPPort. Port 40100 is not available"):
+    with pytest.raises(CliError, match=r"HTTPPort\. Port 40100 is not available"):
         plan(DaprHome(home / ".dapr"), same)  # the app's own port is not daprd's
