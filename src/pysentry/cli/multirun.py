@@ -115,6 +115,8 @@ async def supervise_all(home: DaprHome, template: Template) -> int:
     runs: list[Running] = []
     failed = False
     taken = in_use(home, "")
+    app_ports = {a.args.int_("app-port") for a in template.apps} - {-1, 0}
+    taken = InUse(taken.app_ids, taken.ports | app_ports)  # apps bind theirs later
     try:
         for spec in template.apps:
             console.info(f"Validating config and starting app {spec.app_id!r}")
