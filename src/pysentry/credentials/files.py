@@ -35,6 +35,7 @@ from pysentry.credentials.base import (
     StoreLocationError,
     StoreState,
 )
+from pysentry.credentials.history import RootHistory
 from pysentry.errors import InvalidBundle
 from pysentry.fileio import ensure_private_dir, read_file, remove_created_dirs, remove_stale_temps
 from pysentry.pki.bundle import CaBundle
@@ -173,7 +174,14 @@ class FileStore:
             bundle = CaBundle.from_pem(ca_pem, issuer_pem, key_pem, now=now)
         except ValueError as err:  # InvalidBundle included
             raise InvalidBundle(f"failed to verify CA bundle: {err}") from err
+        if self.history.path.exists():  # only where Sentry generated the CA: never a user's dir
+            self.history.remember(bundle.trust_anchors)
         return StoredCredentials(bundle, version)
+
+    @property
+    def history(self) -> RootHistory:
+        """The roots last loaded from this store (kept by a regenerated CA)."""
+        return RootHistory(self.paths.ca.parent)
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -197,7 +205,7 @@ class FileStore:
         done = journal.recover(self._journal, self.paths.all())
         if done is not None:
             notes.append(f"{done} in {self.location}")
-        for target in (*self.paths.all(), self._journal):
+        for target in (*self.paths.all(), self._journal, self.history.path):
             for stale in remove_stale_temps(target):
                 notes.append(f"removed stale temp file {str(stale)!r}")
         return tuple(notes)

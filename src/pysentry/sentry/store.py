@@ -7,8 +7,11 @@ errors about the location.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
+
+from cryptography import x509
 
 from pysentry.clock import system_clock
 from pysentry.credentials import (
@@ -61,6 +64,12 @@ def location_error(options: SentryOptions, err: StoreLocationError) -> StoreLoca
     )
 
 
+def _previous_roots(store: CredentialStore, bundle: CaBundle) -> tuple[x509.Certificate, ...]:
+    if not isinstance(store, FileStore):
+        return ()
+    return tuple(r for r in store.history.recall(system_clock()) if r not in bundle.trust_anchors)
+
+
 def load_or_generate(
     store: CredentialStore, options: SentryOptions, settings: CaSettings
 ) -> StoredCredentials:
@@ -84,8 +93,20 @@ def load_or_generate(
             algorithm=options.ca_key_algorithm,
             skew=settings.clock_skew,
         )
+        previous = _previous_roots(store, bundle)
+        if previous:
+            bundle = dataclasses.replace(bundle, trust_anchors=(*bundle.trust_anchors, *previous))
+            log.warning(
+                "Kept %d previous root certificate(s) in ca.crt, so sidecars that still hold a "
+                "certificate from the old CA are trusted until they renew; once every sidecar "
+                "has a certificate from the new CA, run 'dapr mtls drop-old-roots' (right away "
+                "if the old root key was compromised)",
+                len(previous),
+            )
         log.info("Generating self-signed CA certs and persisting to store")
         store.save(bundle)
+        if isinstance(store, FileStore):
+            store.history.remember(bundle.trust_anchors)
         log.info("Self-signed certs and JWT root key generated and persisted successfully")
         return StoredCredentials(bundle, store.version())
     except StoreLocationError as err:

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from pysentry.credentials import CREDENTIAL_FILENAMES
+from pysentry.credentials.history import HISTORY_FILENAME
 from pysentry.credentials.journal import JOURNAL_NAME, staged_path
 from pysentry.pki.bundle import CaBundle
 
@@ -96,7 +97,12 @@ def state_after_kill(creds: Path) -> str:
 
 
 def check_complete_and_clean(creds: Path) -> CaBundle:
-    assert sorted(os.listdir(creds)) == sorted(CREDENTIAL_FILENAMES), os.listdir(creds)
+    # the three files, and the record of the served root (public certificates only)
+    assert sorted(set(os.listdir(creds)) - {HISTORY_FILENAME}) == sorted(CREDENTIAL_FILENAMES), (
+        os.listdir(creds)
+    )
+    history = creds / HISTORY_FILENAME
+    assert not history.exists() or b"PRIVATE KEY" not in history.read_bytes()
     for name in CREDENTIAL_FILENAMES:
         assert stat.S_IMODE((creds / name).stat().st_mode) == 0o600, name
     assert stat.S_IMODE(creds.stat().st_mode) == 0o700
