@@ -1,0 +1,3 @@
+from pysentry.injector.main import main
+
+main()

@@ -1,0 +1,291 @@
+"""The sidecar injector as a real webhook: the testbed's API server calls it on 127.0.0.1
+(``clientConfig.url``) while Pods are created, and stores the mutated spec (issue 11 §2).
+
+Each test registers its own MutatingWebhookConfiguration, limited to its namespace, so no other
+test's Pods go to it; the injector runs as a local process with the admin kubeconfig.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.k8s.cluster import chart_objects, create_pod, sentry_id
+from tests.k8s.pki import write_pki
+from tests.k8s.testbed import Testbed, free_port
+
+WEBHOOKS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+IMAGE = "ghcr.io/pysentry/pysentry:0.1.0"
+START_TIMEOUT_S = 20.0
+ANCHORS = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+class InjectorProcess:
+    def __init__(self, kube: Testbed, namespace: str, workdir: Path) -> None:
+        self.kube, self.namespace, self.workdir = kube, namespace, workdir
+        self.pki = workdir / "webhook-pki"
+        write_pki(self.pki)  # a CA and a serving certificate for 127.0.0.1
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/mutate"
+
+    @property
+    def ca_bundle(self) -> str:
+        return base64.b64encode((self.pki / "ca.crt").read_bytes()).decode()
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+        env.update(NAMESPACE=self.namespace, SIDECAR_IMAGE=IMAGE, PYTHONUNBUFFERED="1")
+        with (self.workdir / "injector.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pysentry.injector",
+                    "--listen-address",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--tls-cert-file",
+                    str(self.pki / "serving.crt"),
+                    "--tls-key-file",
+                    str(self.pki / "serving.key"),
+                    "--kubeconfig",
+                    str(self.kube.kubeconfig),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"injector exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"injector not listening after {START_TIMEOUT_S}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return (self.workdir / "injector.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+def register(kube: Testbed, injector: InjectorProcess, failure_policy: str) -> str:
+    name = f"pysentry-injector-{injector.namespace}"
+    body: dict[str, Any] = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": "sidecar-injector.dapr.io",
+                "clientConfig": {"url": injector.url, "caBundle": injector.ca_bundle},
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "resources": ["pods"],
+                        "operations": ["CREATE"],
+                    }
+                ],
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": injector.namespace}
+                },
+                "failurePolicy": failure_policy,
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 5,
+            }
+        ],
+    }
+    status, out = kube.request("GET", f"{WEBHOOKS}/{name}")
+    if status == 200:
+        body["metadata"]["resourceVersion"] = out["metadata"]["resourceVersion"]
+        kube.must("PUT", f"{WEBHOOKS}/{name}", body)
+    else:
+        kube.must("POST", WEBHOOKS, body)
+    wait_active(kube, injector.namespace)
+    return name
+
+
+def wait_active(kube: Testbed, namespace: str, timeout: float = 10.0) -> None:
+    """The API server picks webhook configurations up asynchronously: dry-run an annotated Pod
+    until the injector answers it (injected, or refused with the injector's message)."""
+    kube.request(
+        "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "probe"}}
+    )
+    probe = {
+        "metadata": {"name": "probe", "annotations": {"dapr.io/enabled": "true"}},
+        "spec": {"serviceAccountName": "probe", "containers": [{"name": "app", "image": "x"}]},
+    }
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, out = kube.request("POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All", probe)
+        if status == 201 and "daprd" in containers(out):
+            return
+        if status >= 400 and "dapr sidecar injector" in str(out):
+            return
+        time.sleep(0.05)
+    raise AssertionError(
+        f"the webhook for {namespace} was not called within {timeout}s: HTTP {status}: {out!r}"
+    )
+
+
+@pytest.fixture
+def injector(
+    kube: Testbed, dapr_crds: None, namespace: str, tmp_path: Path
+) -> Iterator[InjectorProcess]:
+    chart_objects(kube, namespace, configmap_ca=ANCHORS)
+    proc = InjectorProcess(kube, namespace, tmp_path)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        kube.request("DELETE", f"{WEBHOOKS}/pysentry-injector-{namespace}")
+
+
+def containers(pod: dict[str, Any]) -> dict[str, Any]:
+    return {c["name"]: c for c in pod["spec"]["containers"]}
+
+
+def flag(args: list[str], name: str) -> str:
+    assert name in args, f"{name} not in {args}"
+    return args[args.index(name) + 1]
+
+
+def test_annotated_pod_gets_daprd_and_plain_pod_is_unchanged(
+    kube: Testbed, namespace: str, injector: InjectorProcess
+) -> None:
+    register(kube, injector, "Fail")
+    annotations = {
+        "dapr.io/enabled": "true",
+        "dapr.io/app-id": "orders",
+        "dapr.io/app-port": "8080",
+        "dapr.io/config": "appconfig",
+    }
+    created = create_pod(kube, namespace, "orders-1", "orders", annotations)
+    stored = kube.must("GET", f"/api/v1/namespaces/{namespace}/pods/orders-1")
+    assert stored["spec"] == created["spec"]
+    by_name = containers(stored)
+    assert sorted(by_name) == ["app", "daprd"]
+    daprd = by_name["daprd"]
+    assert daprd["image"] == IMAGE
+    args = daprd["args"]
+    assert flag(args, "--mode") == "kubernetes"
+    assert flag(args, "--app-id") == "orders"
+    assert flag(args, "--app-port") == "8080"
+    assert flag(args, "--config") == "appconfig"
+    assert flag(args, "--sentry-address") == f"dapr-sentry.{namespace}.svc.cluster.local:443"
+    assert flag(args, "--control-plane-namespace") == namespace
+    assert flag(args, "--control-plane-trust-domain") == "cluster.local"
+    assert flag(args, "--trust-anchors-file") == "/var/run/secrets/dapr.io/tls/ca.crt"
+    assert "--enable-mtls" in args  # daprsystem has mtls.enabled: true
+    env = {e["name"]: e for e in daprd["env"]}
+    assert env["NAMESPACE"]["value"] == namespace
+    assert env["DAPR_TRUST_ANCHORS"]["value"] == ANCHORS.decode()
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["DAPR_CONTROLPLANE_NAMESPACE"]["value"] == namespace
+    assert env["DAPR_CONTROLPLANE_TRUST_DOMAIN"]["value"] == "cluster.local"
+    mounts = {m["name"]: m["mountPath"] for m in daprd["volumeMounts"]}
+    assert mounts["dapr-identity-token"] == "/var/run/secrets/dapr.io/sentrytoken"
+    assert mounts["dapr-trust-bundle"] == "/var/run/secrets/dapr.io/tls"
+    volumes = {v["name"]: v for v in stored["spec"]["volumes"]}
+    token = volumes["dapr-identity-token"]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token == {"audience": sentry_id(namespace), "expirationSeconds": 7200, "path": "token"}
+    assert volumes["dapr-trust-bundle"]["configMap"]["name"] == "dapr-trust-bundle"
+    app_env = {e["name"]: e["value"] for e in by_name["app"]["env"]}
+    assert app_env == {"DAPR_HTTP_PORT": "3500", "DAPR_GRPC_PORT": "50001"}
+
+    plain = create_pod(kube, namespace, "plain-1", "plain")
+    assert sorted(containers(plain)) == ["app"]
+    assert "env" not in containers(plain)["app"]
+    assert not [v for v in plain["spec"].get("volumes", []) if v["name"].startswith("dapr-")]
+
+    off = create_pod(kube, namespace, "off-1", "plain", {"dapr.io/enabled": "false"})
+    assert sorted(containers(off)) == ["app"]
+
+
+def test_mtls_disabled_in_daprsystem_drops_enable_mtls(
+    kube: Testbed, namespace: str, injector: InjectorProcess
+) -> None:
+    path = f"/apis/dapr.io/v1alpha1/namespaces/{namespace}/configurations/daprsystem"
+    conf = kube.must("GET", path)
+    conf["spec"]["mtls"]["enabled"] = False
+    kube.must("PUT", path, conf)
+    register(kube, injector, "Fail")
+    pod = create_pod(kube, namespace, "p", "p", {"dapr.io/enabled": "true"})
+    daprd = containers(pod)["daprd"]
+    assert "--enable-mtls" not in daprd["args"]
+    assert flag(daprd["args"], "--app-id") == "p"  # no dapr.io/app-id: the Pod's name
+
+
+def test_no_trust_anchors_refuses_with_the_fix(
+    kube: Testbed, namespace: str, injector: InjectorProcess
+) -> None:
+    path = f"/api/v1/namespaces/{namespace}/configmaps/dapr-trust-bundle"
+    cm = kube.must("GET", path)
+    cm.pop("data")
+    kube.must("PUT", path, cm)
+    register(kube, injector, "Fail")
+    kube.must(
+        "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "a"}}
+    )
+    status, out = kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods",
+        {
+            "metadata": {"name": "a", "annotations": {"dapr.io/enabled": "true"}},
+            "spec": {"serviceAccountName": "a", "containers": [{"name": "app", "image": "x"}]},
+        },
+    )
+    assert status >= 400
+    assert f"ConfigMap {namespace}/dapr-trust-bundle has no ca.crt yet" in out["message"]
+
+
+@pytest.mark.parametrize(("policy", "admitted"), [("Fail", False), ("Ignore", True)])
+def test_webhook_down_follows_failure_policy(
+    kube: Testbed, namespace: str, injector: InjectorProcess, policy: str, admitted: bool
+) -> None:
+    register(kube, injector, policy)
+    injector.stop()
+    kube.must(
+        "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "a"}}
+    )
+    status, out = kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods",
+        {
+            "metadata": {"name": "a", "annotations": {"dapr.io/enabled": "true"}},
+            "spec": {"serviceAccountName": "a", "containers": [{"name": "app", "image": "x"}]},
+        },
+    )
+    if admitted:
+        assert status == 201, out
+        assert sorted(containers(out)) == ["app"]
+    else:
+        assert status == 500, out
+        assert 'failed calling webhook "sidecar-injector.dapr.io"' in out["message"]
