@@ -29,7 +29,7 @@ DEFAULT_TRUST_DOMAIN = "localhost"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_MAX_CONCURRENT_SIGNS = 64
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
-DEFAULT_MAX_SIGN_WAIT = timedelta(milliseconds=500)
+DEFAULT_MAX_SIGN_WAIT = timedelta(seconds=1)
 DEFAULT_RELOAD_QUIET_PERIOD = timedelta(seconds=2)
 RELOAD_QUIET_PERIOD_ENV = "PYSENTRY_RELOAD_QUIET_PERIOD"
 """Seconds (float). Undocumented in --help: lets tests shorten Dapr's 2 s reload batching wait."""
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-sign-wait", type=_wait, default=DEFAULT_MAX_SIGN_WAIT,
         help="pysentry: longest a request waits to start signing (and never past its own "
         "deadline); it gets RESOURCE_EXHAUSTED instead, at once when the wait is foreseen "
-        "(default 500ms)")
+        "(default 1s)")
     add("--max-request-bytes", type=_positive_int, default=DEFAULT_MAX_REQUEST_BYTES,
         help="pysentry: largest SignCertificate request accepted, in bytes; larger ones get "
         f"RESOURCE_EXHAUSTED (default {DEFAULT_MAX_REQUEST_BYTES})")

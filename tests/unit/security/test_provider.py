@@ -228,7 +228,7 @@ async def test_shed_renewal_retries_after_a_jittered_pause(
     time = FakeTime()
     shed = (
         "error from sentry SignCertificate: rpc error: code = ResourceExhausted desc = too many "
-        "certificate signing requests: signing could not start within 500ms; retry later",
+        "certificate signing requests: signing could not start within 1s; retry later",
         "sign",
         "RESOURCE_EXHAUSTED",
     )
