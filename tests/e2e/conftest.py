@@ -21,6 +21,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from pysentry.testing import TestCA
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 APPS = ROOT / "tests" / "apps"
@@ -155,6 +157,17 @@ class Cluster:
         await wait_http(proc, f"http://127.0.0.1:{health}/healthz", (200,))
         return proc, port
 
+    async def mtls_sentry(self) -> tuple[int, Path, TestCA]:
+        """A Sentry on a CA of the test's own: (Sentry's port, the anchors file, the CA)."""
+        ca = TestCA.create("localhost")
+        creds = self.tmp / "creds"
+        creds.mkdir(mode=0o700)
+        ca.write_credentials(creds)
+        anchors = self.tmp / "anchors.pem"
+        anchors.write_bytes(ca.anchors_pem())
+        _, port = await self.sentry(creds)
+        return port, anchors, ca
+
     def daprd_config(self, extra: str = "") -> Path:
         path = self.tmp / f"daprd-{abs(hash(extra))}.yaml"
         path.write_text(
@@ -238,6 +251,20 @@ class Cluster:
 
     def dump(self) -> str:
         return "\n".join(f"===== {p.name} =====\n{p.text()[-3000:]}" for p in self.procs)
+
+
+async def wait_tcp(port: int, timeout: float = 20) -> None:
+    """Until something accepts connections on 127.0.0.1:``port`` (a gRPC app has no /health)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def wait_http(proc: Proc, url: str, ok: tuple[int, ...], timeout: float = 30) -> None:

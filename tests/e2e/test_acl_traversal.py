@@ -128,13 +128,7 @@ def _app_paths(log: Path) -> list[str]:
 
 
 async def _setup(cluster: Cluster) -> tuple[Daprd, Daprd, Path, TestCA]:
-    ca = TestCA.create("localhost")
-    creds = cluster.tmp / "creds"
-    creds.mkdir(mode=0o700)
-    ca.write_credentials(creds)
-    anchors = cluster.tmp / "anchors.pem"
-    anchors.write_bytes(ca.anchors_pem())
-    _, sentry_port = await cluster.sentry(creds)
+    sentry_port, anchors, ca = await cluster.mtls_sentry()
     site = cluster.tmp / "site"
     _site(site)
     log = cluster.tmp / "app-requests.jsonl"

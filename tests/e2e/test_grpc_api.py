@@ -6,25 +6,17 @@ process (its generated protos share file names with ours).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
 
 import aiohttp
 
-from pysentry.testing import TestCA
-from tests.e2e.conftest import APPS, Cluster, free_port
+from tests.e2e.conftest import APPS, Cluster, free_port, wait_tcp
 
 
 async def test_sdk_grpc_client_invokes_and_reads_metadata(cluster: Cluster) -> None:
-    ca = TestCA.create("localhost")
-    creds = cluster.tmp / "creds"
-    creds.mkdir(mode=0o700)
-    ca.write_credentials(creds)
-    anchors = cluster.tmp / "anchors.pem"
-    anchors.write_bytes(ca.anchors_pem())
-    _, sentry_port = await cluster.sentry(creds)
+    sentry_port, anchors, _ = await cluster.mtls_sentry()
     _, app_port = await cluster.app("b")
     await cluster.daprd("appB", app_port, sentry_port=sentry_port, anchors_file=anchors)
     a = await cluster.daprd("appA", sentry_port=sentry_port, anchors_file=anchors)
@@ -71,31 +63,12 @@ async def test_sdk_grpc_client_invokes_and_reads_metadata(cluster: Cluster) -> N
         assert (await r.json())["extended"]["cliPID"] == "1234"
 
 
-async def _wait_tcp(port: int, timeout: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
 async def test_grpc_app_behind_the_callee(cluster: Cluster) -> None:
     """``--app-protocol grpc``: the callee calls ``AppCallback/OnInvoke`` on an SDK gRPC app."""
-    ca = TestCA.create("localhost")
-    creds = cluster.tmp / "creds"
-    creds.mkdir(mode=0o700)
-    ca.write_credentials(creds)
-    anchors = cluster.tmp / "anchors.pem"
-    anchors.write_bytes(ca.anchors_pem())
-    _, sentry_port = await cluster.sentry(creds)
+    sentry_port, anchors, _ = await cluster.mtls_sentry()
     port = free_port()
     cluster.spawn("app-grpc", [sys.executable, str(APPS / "grpc_app.py"), str(port)])
-    await _wait_tcp(port)
+    await wait_tcp(port)
     await cluster.daprd(
         "appG",
         port,

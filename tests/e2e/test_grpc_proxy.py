@@ -14,9 +14,7 @@ import sys
 import grpc
 import pytest
 
-from pysentry.testing import TestCA
-from tests.e2e.conftest import APPS, Cluster, free_port
-from tests.e2e.test_grpc_api import _wait_tcp
+from tests.e2e.conftest import APPS, Cluster, free_port, wait_tcp
 
 ACL = """  accessControl:
     defaultAction: deny
@@ -73,16 +71,10 @@ def _chat_open(port: int) -> list[bytes]:
 
 @pytest.mark.parametrize("acl", [True, False], ids=["acl", "no-acl"])
 async def test_grpc_proxying_through_two_sidecars(cluster: Cluster, acl: bool) -> None:
-    ca = TestCA.create("localhost")
-    creds = cluster.tmp / "creds"
-    creds.mkdir(mode=0o700)
-    ca.write_credentials(creds)
-    anchors = cluster.tmp / "anchors.pem"
-    anchors.write_bytes(ca.anchors_pem())
-    _, sentry_port = await cluster.sentry(creds)
+    sentry_port, anchors, _ = await cluster.mtls_sentry()
     port = free_port()
     cluster.spawn("app-echo", [sys.executable, str(APPS / "grpc_echo.py"), str(port)])
-    await _wait_tcp(port)
+    await wait_tcp(port)
     await cluster.daprd(
         "appE",
         port,

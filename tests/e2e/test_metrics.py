@@ -7,7 +7,6 @@ checked against what Dapr's ``pkg/diagnostics`` would export for the same calls.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sys
 
@@ -20,8 +19,7 @@ from grpclib.exceptions import GRPCError
 from pysentry.proto.dapr.proto.common.v1 import common_pb2
 from pysentry.proto.dapr.proto.runtime.v1 import dapr_pb2
 from pysentry.sidecar.grpc_proxy import RawMessage
-from pysentry.testing import TestCA
-from tests.e2e.conftest import APPS, Cluster, Daprd, free_port
+from tests.e2e.conftest import APPS, Cluster, Daprd, free_port, wait_tcp
 
 LATENCY = [
     "1",
@@ -141,31 +139,12 @@ async def scrape(session: aiohttp.ClientSession, d: Daprd) -> Scrape:
         return Scrape(await r.text())
 
 
-async def _wait_tcp(port: int, timeout: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
 async def test_dapr_metrics_after_http_grpc_and_proxied_calls(cluster: Cluster) -> None:
-    ca = TestCA.create("localhost")
-    creds = cluster.tmp / "creds"
-    creds.mkdir(mode=0o700)
-    ca.write_credentials(creds)
-    anchors = cluster.tmp / "anchors.pem"
-    anchors.write_bytes(ca.anchors_pem())
-    _, sentry_port = await cluster.sentry(creds)
+    sentry_port, anchors, _ = await cluster.mtls_sentry()
     _, app_port = await cluster.app("b")
     echo_port = free_port()
     cluster.spawn("app-echo", [sys.executable, str(APPS / "grpc_echo.py"), str(echo_port)])
-    await _wait_tcp(echo_port)
+    await wait_tcp(echo_port)
     mtls = {"sentry_port": sentry_port, "anchors_file": anchors}
     b = await cluster.daprd(
         "appB",
