@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from pysentry.pki.pem import load_certificates
+from tests.k8s.cluster import create_pod, service_account_token, write_kubeconfig
 from tests.k8s.helm import CHART_DIR, Helm, session_helm
+from tests.k8s.injector import InjectorProcess, containers, wait_active
 from tests.k8s.sentry import KubeLauncher
 from tests.k8s.testbed import Testbed, free_port
 
@@ -152,3 +154,48 @@ def test_install_with_own_certificates_and_sentry_loads_them(
     sentry = kube_sentry(namespace)
     assert sentry.anchors_pem() == expected["ca.crt"]  # loaded, not re-rooted
     assert secret_data(kube, namespace) == expected
+
+
+def test_chart_webhook_calls_the_injector_under_the_charts_rbac(
+    kube: Testbed,
+    helm: Helm,
+    namespace: str,
+    release: str,
+    kube_sentry: KubeLauncher,
+    tmp_path: Path,
+) -> None:
+    """The chart's own MutatingWebhookConfiguration (URL on 127.0.0.1), Sentry and the injector
+    each as the chart's ServiceAccount: an annotated Pod gets the trust anchors Sentry wrote."""
+    injector = InjectorProcess(kube, namespace, tmp_path / "injector")
+    (tmp_path / "injector").mkdir(exist_ok=True)
+    helm.run(
+        [
+            "install",
+            release,
+            str(CHART_DIR),
+            "--namespace",
+            namespace,
+            "--set",
+            f"dapr_sidecar_injector.webhookURL={injector.url}",
+            "--set",
+            f"dapr_sidecar_injector.caBundle={injector.ca_bundle}",
+            "--set",
+            "dapr_sidecar_injector.webhookFailurePolicy=Fail",
+            "--set",
+            "dapr_sidecar_injector.namespaceSelector.matchLabels."
+            rf"kubernetes\.io/metadata\.name={namespace}",
+        ]
+    )
+    kube_sentry(namespace)
+    anchors = secret_data(kube, namespace)["ca.crt"]
+    token = service_account_token(kube, namespace, "dapr-injector")
+    injector.kubeconfig = write_kubeconfig(kube, tmp_path / "injector-kubeconfig", token)
+    try:
+        injector.start()
+        wait_active(kube, namespace)
+        pod = create_pod(kube, namespace, "web-1", "web", {"dapr.io/enabled": "true"})
+    finally:
+        injector.stop()
+    env = {e["name"]: e.get("value") for e in containers(pod)["daprd"]["env"]}
+    assert env["DAPR_TRUST_ANCHORS"] == anchors.decode()
+    assert "forbidden" not in injector.log().lower()
