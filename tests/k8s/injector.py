@@ -48,7 +48,7 @@ class InjectorProcess:
     def ca_bundle(self) -> str:
         return base64.b64encode((self.pki / "ca.crt").read_bytes()).decode()
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
         env.update(NAMESPACE=self.namespace, SIDECAR_IMAGE=IMAGE, PYTHONUNBUFFERED="1")
         with (self.workdir / "injector.log").open("ab") as log:
@@ -67,6 +67,7 @@ class InjectorProcess:
                     str(self.pki / "serving.key"),
                     "--kubeconfig",
                     str(self.kubeconfig),
+                    *extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

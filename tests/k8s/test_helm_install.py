@@ -9,6 +9,7 @@ server never dials a Service, and no other test's Pods are sent to it.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pysentry.pki.pem import load_certificates
 from tests.k8s.cluster import create_pod, service_account_token, write_kubeconfig
 from tests.k8s.helm import CHART_DIR, Helm, session_helm
 from tests.k8s.injector import InjectorProcess, containers, wait_active
+from tests.k8s.pki import write_pki
 from tests.k8s.sentry import KubeLauncher
 from tests.k8s.testbed import Testbed, free_port
 
@@ -67,6 +69,19 @@ def release(helm: Helm, namespace: str) -> Iterator[str]:
     cluster-scoped objects have Dapr's fixed names, so a leftover would block the next install)."""
     yield "dapr"
     helm.run(["uninstall", "dapr", "--namespace", namespace, "--wait"], check=False)
+
+
+def wait_ca_bundle(kube: Testbed, ca_pem: bytes, timeout: float = 10.0) -> None:
+    want = base64.b64encode(ca_pem).decode()
+    deadline = time.monotonic() + timeout
+    got = None
+    while time.monotonic() < deadline:
+        webhook = kube.must("GET", f"{WEBHOOKS}/dapr-sidecar-injector")["webhooks"][0]
+        got = webhook["clientConfig"].get("caBundle")
+        if got == want:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"caBundle not updated within {timeout}s (has {got is not None})")
 
 
 def secret_data(kube: Testbed, namespace: str) -> dict[str, bytes]:
@@ -164,8 +179,9 @@ def test_chart_webhook_calls_the_injector_under_the_charts_rbac(
     kube_sentry: KubeLauncher,
     tmp_path: Path,
 ) -> None:
-    """The chart's own MutatingWebhookConfiguration (URL on 127.0.0.1), Sentry and the injector
-    each as the chart's ServiceAccount: an annotated Pod gets the trust anchors Sentry wrote."""
+    """The chart's own MutatingWebhookConfiguration (URL on 127.0.0.1, no caBundle), Sentry and
+    the injector each as the chart's ServiceAccount: the injector sets the caBundle (and follows
+    a change of its CA file), and an annotated Pod gets the trust anchors Sentry wrote."""
     injector = InjectorProcess(kube, namespace, tmp_path / "injector")
     (tmp_path / "injector").mkdir(exist_ok=True)
     helm.run(
@@ -178,8 +194,6 @@ def test_chart_webhook_calls_the_injector_under_the_charts_rbac(
             "--set",
             f"dapr_sidecar_injector.webhookURL={injector.url}",
             "--set",
-            f"dapr_sidecar_injector.caBundle={injector.ca_bundle}",
-            "--set",
             "dapr_sidecar_injector.webhookFailurePolicy=Fail",
             "--set",
             "dapr_sidecar_injector.namespaceSelector.matchLabels."
@@ -188,12 +202,18 @@ def test_chart_webhook_calls_the_injector_under_the_charts_rbac(
     )
     kube_sentry(namespace)
     anchors = secret_data(kube, namespace)["ca.crt"]
+    ca_file = tmp_path / "webhook-ca.crt"
+    ca_file.write_bytes((injector.pki / "ca.crt").read_bytes())
     token = service_account_token(kube, namespace, "dapr-injector")
     injector.kubeconfig = write_kubeconfig(kube, tmp_path / "injector-kubeconfig", token)
     try:
-        injector.start()
+        injector.start("--webhook-ca-file", str(ca_file))
         wait_active(kube, namespace)
         pod = create_pod(kube, namespace, "web-1", "web", {"dapr.io/enabled": "true"})
+        write_pki(tmp_path / "other-pki")
+        new_ca = (tmp_path / "other-pki" / "ca.crt").read_bytes()
+        ca_file.write_bytes(new_ca)
+        wait_ca_bundle(kube, new_ca)
     finally:
         injector.stop()
     env = {e["name"]: e.get("value") for e in containers(pod)["daprd"]["env"]}

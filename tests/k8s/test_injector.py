@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.cluster import chart_objects, create_pod, sentry_id
+from tests.k8s.cluster import (
+    chart_objects,
+    create_pod,
+    sentry_id,
+    service_account_token,
+    write_kubeconfig,
+)
 from tests.k8s.injector import ANCHORS, IMAGE, WEBHOOKS, InjectorProcess, containers, register
 from tests.k8s.testbed import Testbed
 
@@ -148,3 +154,21 @@ def test_webhook_down_follows_failure_policy(
     else:
         assert status == 500, out
         assert 'failed calling webhook "sidecar-injector.dapr.io"' in out["message"]
+
+
+def test_ca_bundle_patch_without_rbac_stops_with_the_fix(
+    kube: Testbed, namespace: str, dapr_crds: None, tmp_path: Path
+) -> None:
+    kube.must(
+        "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "nobody"}}
+    )
+    token = service_account_token(kube, namespace, "nobody")
+    proc = InjectorProcess(
+        kube, namespace, tmp_path, write_kubeconfig(kube, tmp_path / "kubeconfig", token)
+    )
+    with pytest.raises(AssertionError, match="injector exited 2"):
+        proc.start("--webhook-ca-file", str(proc.pki / "ca.crt"))
+    log = proc.log()
+    assert "cannot set the caBundle of MutatingWebhookConfiguration 'dapr-sidecar-injector'" in log
+    assert "needs `patch` on it" in log
+    assert "BEGIN CERTIFICATE" not in log

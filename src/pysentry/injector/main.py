@@ -22,6 +22,7 @@ from aiohttp import web
 
 from pysentry import logs
 from pysentry.errors import ConfigError
+from pysentry.injector.cabundle import CaBundleKeeper
 from pysentry.injector.patch import InjectorConfig
 from pysentry.injector.server import Injector, make_app, server_context
 from pysentry.kube.client import KubeClient
@@ -35,6 +36,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--listen-address", default="0.0.0.0", help="The address to listen on")
     p.add_argument("--tls-cert-file", required=True, help="PEM certificate the webhook serves")
     p.add_argument("--tls-key-file", required=True, help="PEM key of --tls-cert-file")
+    p.add_argument(
+        "--webhook-ca-file",
+        default=None,
+        help="CA (PEM) of --tls-cert-file: set as the caBundle of the MutatingWebhookConfiguration "
+        "dapr-sidecar-injector at start and whenever the file changes",
+    )
     p.add_argument("--kubeconfig", default=None, help="Path to a kubeconfig (outside a cluster)")
     p.add_argument("--log-level", default="info", help="debug, info, warn, error or fatal")
     return p.parse_args(list(argv))
@@ -65,6 +72,10 @@ async def serve(args: argparse.Namespace, config: InjectorConfig) -> None:
             raise ConfigError(f"injector: {flag} {path!r}: no such file")
     context = server_context(args.tls_cert_file, args.tls_key_file)
     async with await KubeClient.connect(args.kubeconfig) as kube:
+        keeper = CaBundleKeeper(kube, Path(args.webhook_ca_file)) if args.webhook_ca_file else None
+        if keeper is not None:
+            await keeper.start()
+            keeping = asyncio.create_task(keeper.run())
         runner = web.AppRunner(make_app(Injector(config, kube)), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, args.listen_address, args.port, ssl_context=context).start()
@@ -77,6 +88,8 @@ async def serve(args: argparse.Namespace, config: InjectorConfig) -> None:
         try:
             await stop.wait()
         finally:
+            if keeper is not None:
+                keeping.cancel()
             await runner.cleanup()
 
 

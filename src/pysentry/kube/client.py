@@ -134,12 +134,13 @@ class KubeClient:
         body: JsonObject | None = None,
         *,
         params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
     ) -> JsonObject:
         headers = await self._headers()
         data = None
         if body is not None:
             data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         try:
             async with self._session.request(
                 method,
@@ -167,6 +168,12 @@ class KubeClient:
 
     async def post(self, path: str, body: JsonObject) -> JsonObject:
         return await self.request("POST", path, body)
+
+    async def patch(
+        self, path: str, body: JsonObject, *, content_type: str = "application/merge-patch+json"
+    ) -> JsonObject:
+        """PATCH; ``content_type`` picks merge (default), strategic-merge or json-patch."""
+        return await self.request("PATCH", path, body, content_type=content_type)
 
     async def watch(
         self,
