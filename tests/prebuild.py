@@ -54,6 +54,12 @@ def _dapr_binaries() -> object:
     return module.build_dapr_binaries()
 
 
+def _dapr_cli() -> object:
+    from tests.interop.daprcli import build_dapr_cli
+
+    return build_dapr_cli()
+
+
 def builders(pytest_args: Sequence[str]) -> list[tuple[str, Callable[[], object]]]:
     """Every cache the suite needs, in build order. Add yours here (name, zero-arg builder)."""
     steps: list[tuple[str, Callable[[], object]]] = [
@@ -67,6 +73,8 @@ def builders(pytest_args: Sequence[str]) -> list[tuple[str, Callable[[], object]
     # Go Dapr binaries (daprd, sentry from dapr/dapr) for the Dapr interop tests, when present:
     if importlib.util.find_spec("tests.interop.daprbins") is not None:
         steps.append(("Go Dapr binaries", _dapr_binaries))
+    # The real Dapr CLI (github.com/dapr/cli v1.16.5) for tests/interop/test_real_dapr_cli.py:
+    steps.append(("Dapr CLI", _dapr_cli))
     return steps
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import hashlib
+import itertools
 import os
 import re
 import socket
@@ -296,6 +297,23 @@ def stable_random_port(app_id: str, *, cwd: str | None = None) -> int:
     return STABLE_PORT_BASE + (h[0] | h[1] << 8) % (65535 - STABLE_PORT_BASE)
 
 
+def _blanked_flag_values(args: list[str], rest: list[str]) -> tuple[list[str], list[str]]:
+    """Drop what remains of a flag the real CLI blanked: ``""`` and the value right after it.
+
+    ``dapr run`` (v1.16.5) replaces ``--scheduler-host-address`` by ``""`` for a runtime whose
+    ``--version`` is older than 1.14 (ours is pysentry's), leaving ``"" localhost:50006``. An
+    empty argument means nothing; a leftover that follows one is that flag's value. Returns
+    (the leftovers that are still errors, the dropped values)."""
+    after_empty = {b for a, b in itertools.pairwise(args) if a == "" and b != ""}
+    kept: list[str] = []
+    dropped: list[str] = []
+    for r in rest:
+        if r == "":
+            continue
+        (dropped if r in after_empty and not r.startswith("-") else kept).append(r)
+    return kept, dropped
+
+
 def parse_options(
     argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Options:
@@ -306,8 +324,8 @@ def parse_options(
     args = ["-" + a if _GO_FLAG.match(a) else a for a in args]
     parser = _parser()
     ns, rest = parser.parse_known_args(args)
-    # The real CLI (v1.16.5) may pass a stray empty argument: it means nothing.
-    if rest := [r for r in rest if r != ""]:
+    rest, blanked = _blanked_flag_values(args, rest)
+    if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if ns.app_protocol not in APP_PROTOCOLS:
         raise ConfigError(
@@ -342,7 +360,10 @@ def parse_options(
             max_age = parse_duration(ns.internal_connection_max_age)
         except InvalidDuration as err:
             raise ConfigError(f"--internal-connection-max-age: {err}") from err
-    ignored = _unsupported(ns)
+    ignored = _unsupported(ns) + tuple(
+        f"{value!r} after an empty argument (the value of a flag the dapr CLI blanked)"
+        for value in blanked
+    )
     return Options(
         app_id=ns.app_id,
         app_port=ns.app_port or None,

@@ -166,3 +166,40 @@ def test_unknown_flags_are_still_errors(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         parse_options(["--app-id", "a", "--no-such-flag"], {})
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+# What the real `dapr run` v1.16.5 passed to our daprd (captured): it blanks
+# `--scheduler-host-address` for a runtime older than 1.14 (`daprd --version` is pysentry's),
+# leaving `"" localhost:50006`.
+REAL_CLI_1165_ARGV = [
+    "--config", "/h/.dapr/config.yaml", "--app-protocol", "http", "--log-level", "info",
+    "--app-max-concurrency", "-1", "--placement-host-address", "localhost:50005",
+    "--components-path", "/h/.dapr/components", "--max-body-size", "4Mi",
+    "--read-buffer-size", "4Ki", "", "localhost:50006", "--app-id", "mana", "--app-port", "48891",
+    "--dapr-http-port", "41323", "--dapr-grpc-port", "36951", "--profile-port", "-1",
+    "--metrics-port", "46879", "--dapr-internal-grpc-port", "42187",
+]  # fmt: skip
+
+
+def test_the_value_of_a_flag_the_real_cli_blanked_is_ignored_with_a_warning() -> None:
+    opts = parse_options(REAL_CLI_1165_ARGV, {})
+    assert (opts.app_id, opts.app_port, opts.dapr_http_port) == ("mana", 48891, 41323)
+    assert opts.ignored_flags[-1] == (
+        "'localhost:50006' after an empty argument (the value of a flag the dapr CLI blanked)"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--app-id", "a", "stray"],  # not after an empty argument
+        ["--app-id", "a", "", "--app-port", "1", "stray"],  # an empty argument elsewhere
+    ],
+)
+def test_other_positional_arguments_still_fail(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as err:
+        parse_options(argv, {})
+    assert err.value.code == 2
+    assert "unrecognized arguments: stray" in capsys.readouterr().err

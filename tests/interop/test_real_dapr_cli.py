@@ -1,0 +1,213 @@
+"""The real Dapr CLI (v1.16.5, :mod:`tests.interop.daprcli`) drives pysentry's ``daprd``.
+
+``HOME`` is a temp dir laid out as ``dapr init --slim`` leaves it (the CLI finds everything from
+``~/.dapr`` when neither ``--runtime-path`` nor ``DAPR_RUNTIME_PATH`` is set):
+
+- ``~/.dapr/bin/daprd``: a symlink to this venv's ``daprd`` script;
+- ``~/.dapr/config.yaml``: the slim init's Configuration (``daprConfig``, empty spec);
+- ``~/.dapr/components/``: empty.
+
+Then the real ``dapr run`` starts two sidecars with their apps, ``dapr list`` (table and JSON)
+finds them by process name and reads their metadata, ``dapr invoke`` calls one, a call crosses
+from one sidecar to the other, and ``dapr stop`` stops both, app and sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import free_port
+from tests.interop.daprbins import DaprBuildError
+from tests.interop.daprcli import CLI_VERSION, DaprCli, build_dapr_cli
+
+DAPRD = Path(sys.executable).parent / "daprd"
+CL_APP = Path(__file__).resolve().parent / "cl_app.py"
+UP_S = 40.0  # `dapr run` until "You're up and running!"
+CMD_S = 30.0  # any other CLI command
+STOP_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def dapr_cli() -> DaprCli:
+    try:
+        return build_dapr_cli()
+    except DaprBuildError as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+@dataclass
+class Run:
+    """One ``dapr run`` in its own process group (cleanup kills the group: CLI, daprd, app)."""
+
+    app_id: str
+    app_port: int
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_text(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.text():
+                return
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"dapr run {self.app_id}: {needle!r} not seen:\n{self.text()[-4000:]}")
+
+    def kill_group(self) -> None:
+        with suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            self.popen.wait(STOP_S)
+        with suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
+
+
+def slim_home(home: Path) -> dict[str, str]:
+    """What ``dapr init --slim`` leaves in ``~/.dapr``, with our daprd; the env to run the CLI."""
+    dapr_dir = home / ".dapr"
+    (dapr_dir / "bin").mkdir(parents=True)
+    (dapr_dir / "components").mkdir()
+    (dapr_dir / "bin" / "daprd").symlink_to(DAPRD)
+    (dapr_dir / "config.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprConfig\n"
+        "spec: {}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAPR_")}
+    env.update({"HOME": str(home), "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"})
+    return env
+
+
+def cli(dapr: DaprCli, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(dapr.dapr), *args], env=env, capture_output=True, text=True, timeout=CMD_S
+    )
+
+
+def listed(dapr: DaprCli, env: dict[str, str], ids: set[str]) -> dict[str, dict[str, Any]]:
+    """``dapr list -o json`` rows for ``ids`` (other tests' sidecars may be listed too)."""
+    done = cli(dapr, env, "list", "-o", "json")
+    assert done.returncode == 0, done
+    return {row["appId"]: row for row in json.loads(done.stdout) if row["appId"] in ids}
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def wait_gone(pids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not [p for p in pids if alive(p)], f"still running after {timeout}s: {pids}"
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Iterator[list[Run]]:
+    started: list[Run] = []
+    yield started
+    for run in started:
+        run.kill_group()
+
+
+def start_run(dapr: DaprCli, env: dict[str, str], tmp: Path, app_id: str) -> Run:
+    port = free_port()
+    log = tmp / f"dapr-run-{app_id}.log"
+    cmd = [str(dapr.dapr), "run", "--app-id", app_id, "--app-port", str(port)]
+    cmd += ["--", sys.executable, str(CL_APP), str(port)]
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            cmd, env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Run(app_id, port, popen, log)
+
+
+def test_real_cli_runs_lists_invokes_and_stops_our_daprd(
+    dapr_cli: DaprCli, tmp_path: Path, runs: list[Run]
+) -> None:
+    env = slim_home(tmp_path / "home")
+
+    version = cli(dapr_cli, env, "--version")
+    assert version.returncode == 0, version
+    assert version.stdout == f"CLI version: {CLI_VERSION} \nRuntime version: 0.1.0\n"
+
+    suffix = uuid.uuid4().hex[:8]
+    a_id, b_id = f"cli-a-{suffix}", f"cli-b-{suffix}"
+    for app_id in (a_id, b_id):
+        runs.append(start_run(dapr_cli, env, tmp_path, app_id))
+    for run in runs:
+        run.wait_text("You're up and running! Both Dapr and your app logs will appear here.", UP_S)
+        assert f"Starting Dapr with id {run.app_id}. HTTP Port: " in run.text()
+        assert "Could not update sidecar metadata" not in run.text()
+    a, b = runs
+
+    # dapr list: the table, then JSON with Dapr's keys and the PIDs of CLI, daprd and app.
+    table = cli(dapr_cli, env, "list")
+    assert table.returncode == 0, table
+    header = table.stdout.splitlines()[0].split()
+    assert header[:4] == ["APP", "ID", "HTTP", "PORT"], table.stdout
+    rows = listed(dapr_cli, env, {a_id, b_id})
+    assert set(rows) == {a_id, b_id}, rows
+    for run in runs:
+        row = rows[run.app_id]
+        assert row["appPort"] == run.app_port
+        assert row["cliPid"] == run.popen.pid
+        assert row["command"] == f"{sys.executable} {CL_APP} {run.app_port}"[:17] + "..."
+        assert Path(f"/proc/{row['daprdPid']}/comm").read_text().strip() == "daprd"
+        app_cmdline = Path(f"/proc/{row['appPid']}/cmdline").read_bytes().split(b"\0")
+        assert app_cmdline[-2:] == [str(run.app_port).encode(), b""]
+        assert any(f" {run.app_id} " in f" {line} " for line in table.stdout.splitlines())
+        health = f"http://127.0.0.1:{row['httpPort']}/v1.0/healthz"
+        with urllib.request.urlopen(health, timeout=5) as r:
+            assert r.status == 204
+
+    # dapr invoke: through B's own sidecar to B's app; POST by default, the body as sent.
+    body = '{"hello":"world"}'
+    invoked = cli(dapr_cli, env, "invoke", "--app-id", b_id, "--method", "len", "--data", body)
+    assert invoked.returncode == 0, invoked
+    reply = json.loads(invoked.stdout.splitlines()[0])
+    assert (reply["method"], reply["content_length"]) == ("POST", str(len(body)))
+    assert invoked.stdout.endswith("✅  App invoked successfully\n"), invoked.stdout
+    missing = cli(dapr_cli, env, "invoke", "--app-id", f"nope-{suffix}", "--method", "len")
+    assert missing.returncode == 1, missing
+    assert f"app ID nope-{suffix} not found" in missing.stderr
+
+    # A's sidecar (started by the real CLI) reaches B's through name resolution.
+    url = f"http://127.0.0.1:{rows[a_id]['httpPort']}/v1.0/invoke/{b_id}/method/len?x=1"
+    req = urllib.request.Request(url, data=b"abc", method="PUT")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        crossed = json.loads(r.read())
+    assert (crossed["method"], crossed["received"]) == ("PUT", 3)
+
+    # dapr stop: the CLI process goes, and with it daprd and the app.
+    for run in (a, b):
+        pids = [rows[run.app_id]["daprdPid"], rows[run.app_id]["appPid"], run.popen.pid]
+        stopped = cli(dapr_cli, env, "stop", "--app-id", run.app_id)
+        assert stopped.returncode == 0, stopped
+        assert stopped.stdout == f"✅  app stopped successfully: {run.app_id}\n", stopped
+        run.popen.wait(STOP_S)
+        wait_gone(pids, STOP_S)
+        assert "Exited Dapr successfully" in run.text()
+    assert listed(dapr_cli, env, {a_id, b_id}) == {}
