@@ -25,7 +25,14 @@ from pysentry.cli import console
 from pysentry.cli.console import CliError
 from pysentry.cli.home import DaprHome
 from pysentry.cli.procs import Child
-from pysentry.cli.run import check_sidecar, in_use, start_app, store_run_metadata, wait_ready
+from pysentry.cli.run import (
+    DAPRD_STOP_GRACE_S,
+    check_sidecar,
+    in_use,
+    start_app,
+    store_run_metadata,
+    wait_ready,
+)
 from pysentry.cli.runfile import AppSpec, Template, load_template, run_file_path
 from pysentry.cli.runplan import InUse, Plan, ignored_warning, plan
 
@@ -94,7 +101,7 @@ async def _stop(r: Running) -> None:
     if r.app is not None:
         await r.app.stop()
         console.success(f"Exited App successfully ({r.plan.app_id})")
-    await r.daprd.stop()
+    await r.daprd.stop(grace_s=DAPRD_STOP_GRACE_S)
     console.success(f"Exited Dapr successfully ({r.plan.app_id})")
     for f in r.files:
         with contextlib.suppress(OSError):

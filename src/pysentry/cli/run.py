@@ -35,6 +35,8 @@ from pysentry.errors import ConfigError
 APP_PREFIX = "== APP == "
 DAPRD_READY_TIMEOUT_S = 30.0
 GRPC_WAIT_S = 10.0  # after daprd's HTTP API answers
+#: daprd's own shutdown budget is 5 s (Dapr's --dapr-graceful-shutdown-seconds); then SIGKILL
+DAPRD_STOP_GRACE_S = 10.0
 
 
 def in_use(home: DaprHome, config: str) -> InUse:
@@ -154,7 +156,7 @@ async def supervise(p: Plan) -> int:
     app: Child | None = None
     try:
         if not await wait_ready(p, daprd, stop):
-            return exit_code(await daprd.stop(received[0]))
+            return exit_code(await daprd.stop(received[0], DAPRD_STOP_GRACE_S))
         if p.app_port <= 0:
             await check_sidecar(p)
         if p.app_argv:
@@ -172,7 +174,7 @@ async def supervise(p: Plan) -> int:
     finally:
         if app is not None:
             await app.stop()
-        await daprd.stop()
+        await daprd.stop(grace_s=DAPRD_STOP_GRACE_S)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
@@ -183,7 +185,7 @@ async def _finish(daprd: Child, app: Child | None, received: list[int]) -> int:
         console.info(f"Received signal {signal.Signals(sig).name}: stopping the app and daprd")
         console.info("\nterminated signal received: shutting down")
         app_code = await app.stop(sig) if app is not None else None
-        daprd_code = await daprd.stop()
+        daprd_code = await daprd.stop(grace_s=DAPRD_STOP_GRACE_S)
         console.success(
             "Exited Dapr successfully"
             if daprd_code in (0, 128 + signal.SIGTERM)
@@ -198,7 +200,7 @@ async def _finish(daprd: Child, app: Child | None, received: list[int]) -> int:
             console.success("Exited App successfully")
         else:
             console.info(f"The App process exited with error code: {app_code}")
-        await daprd.stop()
+        await daprd.stop(grace_s=DAPRD_STOP_GRACE_S)
         console.success("Exited Dapr successfully")
         return app_code
     daprd_code = exit_code(daprd.proc.returncode or 0)

@@ -72,7 +72,7 @@ def test_list_invoke_stop(home: Path, tmp_path: Path, dapr: Dapr) -> None:
         assert stopped.stdout == "✅  app stopped successfully: svc\n"
         assert bg.wait_exit(20) == 0  # dapr run got SIGTERM, the aiohttp app exits cleanly
         assert wait_gone(pids) == []
-        assert "Exited Dapr successfully" in bg.text()
+        assert "Exited Dapr successfully" in bg.text(), bg.text()[-3000:]
     assert listed(home) == []
 
 
