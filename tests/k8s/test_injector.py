@@ -131,6 +131,28 @@ def test_no_trust_anchors_refuses_with_the_fix(
     assert f"ConfigMap {namespace}/dapr-trust-bundle has no ca.crt yet" in out["message"]
 
 
+def test_bad_annotation_refuses_the_pod_naming_it(
+    kube: Testbed, namespace: str, injector: InjectorProcess
+) -> None:
+    register(kube, injector, "Fail")
+    kube.must(
+        "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "a"}}
+    )
+    status, out = kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods",
+        {
+            "metadata": {
+                "name": "a",
+                "annotations": {"dapr.io/enabled": "true", "dapr.io/app-port": "http"},
+            },
+            "spec": {"serviceAccountName": "a", "containers": [{"name": "app", "image": "x"}]},
+        },
+    )
+    assert status == 400, out
+    assert "annotation dapr.io/app-port: 'http' is not a port number (1-65535)" in out["message"]
+
+
 @pytest.mark.parametrize(("policy", "admitted"), [("Fail", False), ("Ignore", True)])
 def test_webhook_down_follows_failure_policy(
     kube: Testbed, namespace: str, injector: InjectorProcess, policy: str, admitted: bool

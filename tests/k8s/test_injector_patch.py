@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from pysentry.injector.patch import InjectorConfig, app_id, build_patch, wants_sidecar
+from pysentry.injector.patch import (
+    BadAnnotation,
+    InjectorConfig,
+    app_id,
+    build_patch,
+    wants_sidecar,
+)
 from pysentry.injector.review import BadReview, allow, parse_review
 
 CONFIG = InjectorConfig("dapr-system", "example.org", "img:1")
@@ -108,3 +114,10 @@ def test_review_round_trip_carries_uid_and_base64_patch() -> None:
 def test_bad_reviews_name_the_problem(body: bytes, message: str) -> None:
     with pytest.raises(BadReview, match=message):
         parse_review(body)
+
+
+@pytest.mark.parametrize("port", ["abc", "0", "70000", "-1", "80x"])
+def test_bad_app_port_is_refused_naming_the_annotation(port: str) -> None:
+    bad = pod({"dapr.io/enabled": "true", "dapr.io/app-port": port})
+    with pytest.raises(BadAnnotation, match=f"annotation dapr.io/app-port: '{port}' is not a port"):
+        build_patch(bad, CONFIG, "PEM")

@@ -66,6 +66,20 @@ def app_id(pod: dict[str, Any]) -> str:
     return str(meta.get("name") or str(meta.get("generateName") or "").rstrip("-"))
 
 
+class BadAnnotation(ValueError):
+    """An annotation's value that daprd would refuse (the Pod is refused, naming it)."""
+
+
+def _port_annotation(annotations: dict[str, Any], name: str) -> str | None:
+    value = annotations.get(name)
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise BadAnnotation(f"annotation {name}: {value!r} is not a port number (1-65535)")
+    return text
+
+
 def sidecar_container(
     pod: dict[str, Any], config: InjectorConfig, trust_anchors: str, mtls: bool
 ) -> dict[str, Any]:
@@ -88,8 +102,9 @@ def sidecar_container(
         "--control-plane-trust-domain", config.trust_domain,
         "--trust-anchors-file", f"{BUNDLE_MOUNT}/ca.crt",
     ]  # fmt: skip
-    if annotations.get(APP_PORT):
-        args += ["--app-port", str(annotations[APP_PORT])]
+    app_port = _port_annotation(annotations, APP_PORT)
+    if app_port is not None:
+        args += ["--app-port", app_port]
     args += ["--enable-metrics", "--metrics-port", str(METRICS_PORT)]
     if annotations.get(CONFIG):
         args += ["--config", str(annotations[CONFIG])]
@@ -163,7 +178,9 @@ def _app_env_ops(containers: list[dict[str, Any]]) -> Patch:
 def build_patch(
     pod: dict[str, Any], config: InjectorConfig, trust_anchors: str, *, mtls: bool = True
 ) -> Patch:
-    """The JSONPatch that injects ``daprd`` (``[]`` when the Pod does not want one)."""
+    """The JSONPatch that injects ``daprd`` (``[]`` when the Pod does not want one).
+
+    :class:`BadAnnotation` when an annotation's value would make daprd fail to start."""
     if not wants_sidecar(pod):
         return []
     spec = pod.get("spec") or {}

@@ -15,7 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
-from pysentry.injector.patch import InjectorConfig, app_id, build_patch, wants_sidecar
+from pysentry.injector.patch import (
+    BadAnnotation,
+    InjectorConfig,
+    app_id,
+    build_patch,
+    wants_sidecar,
+)
 from pysentry.injector.review import BadReview, Review, allow, deny, parse_review
 from pysentry.kube.client import KubeClient, KubeError
 
@@ -72,7 +78,10 @@ class Injector:
         except NoTrustAnchors as err:
             log.error("Sidecar injection for app %r refused: %s", app_id(pod), err)
             return deny(review, f"dapr sidecar injector: {err}")
-        patch = build_patch(pod, self.config, anchors, mtls=await self.mtls_enabled())
+        try:
+            patch = build_patch(pod, self.config, anchors, mtls=await self.mtls_enabled())
+        except BadAnnotation as err:
+            return deny(review, f"dapr sidecar injector: {err}", code=400)
         log.info(
             "Sidecar injector succeeded injection for app %r in namespace %r",
             app_id(pod),
