@@ -13,8 +13,8 @@ The binary goes to ``$XDG_CACHE_HOME/pysentry-daprcli/<digest>/dapr`` (default `
 not under ``pysentry-interop``, whose Go-program builds prune every other directory there); the
 digest covers ``go version`` and the wrapper's files. Builds are serialized
 across processes with ``flock`` on ``daprcli.lock``. ``python -m tests.prebuild`` calls
-:func:`build_dapr_cli` before the suite, which then runs without network. A cold build takes
-about 3 minutes on 2 cores.
+:func:`build_dapr_cli` before the suite, which then runs without network. A cold build took
+9 minutes on 2 busy cores (empty module cache), 52 s with the modules already downloaded.
 """
 
 from __future__ import annotations

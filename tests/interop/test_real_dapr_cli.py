@@ -10,6 +10,9 @@
 Then the real ``dapr run`` starts two sidecars with their apps, ``dapr list`` (table and JSON)
 finds them by process name and reads their metadata, ``dapr invoke`` calls one, a call crosses
 from one sidecar to the other, and ``dapr stop`` stops both, app and sidecar.
+
+Without mTLS: with ``spec.mtls.enabled`` in the config the real CLI passes
+``--sentry-address localhost:50001``, a fixed port other sessions' Sentrys and sidecars may hold.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from pysentry import __version__
 from tests.e2e.conftest import free_port
 from tests.interop.daprbins import DaprBuildError
 from tests.interop.daprcli import CLI_VERSION, DaprCli, build_dapr_cli
@@ -151,7 +156,7 @@ def test_real_cli_runs_lists_invokes_and_stops_our_daprd(
 
     version = cli(dapr_cli, env, "--version")
     assert version.returncode == 0, version
-    assert version.stdout == f"CLI version: {CLI_VERSION} \nRuntime version: 0.1.0\n"
+    assert version.stdout == f"CLI version: {CLI_VERSION} \nRuntime version: {__version__}\n"
 
     suffix = uuid.uuid4().hex[:8]
     a_id, b_id = f"cli-a-{suffix}", f"cli-b-{suffix}"
@@ -170,6 +175,13 @@ def test_real_cli_runs_lists_invokes_and_stops_our_daprd(
     assert header[:4] == ["APP", "ID", "HTTP", "PORT"], table.stdout
     rows = listed(dapr_cli, env, {a_id, b_id})
     assert set(rows) == {a_id, b_id}, rows
+    as_yaml = cli(dapr_cli, env, "list", "-o", "yaml")
+    assert as_yaml.returncode == 0, as_yaml
+    same = ("appId", "httpPort", "grpcPort", "appPort", "daprdPid", "cliPid", "appPid", "command")
+    from_yaml = [r for r in yaml.safe_load(as_yaml.stdout) if r["appId"] in rows]
+    assert sorted(tuple(r[k] for k in same) for r in from_yaml) == sorted(
+        tuple(r[k] for k in same) for r in rows.values()
+    )
     for run in runs:
         row = rows[run.app_id]
         assert row["appPort"] == run.app_port
