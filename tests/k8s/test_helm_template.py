@@ -107,6 +107,14 @@ def test_defaults_render_an_empty_bundle_and_daprs_settings(helm: Helm) -> None:
         "service": {"namespace": "dapr-system", "name": "dapr-sidecar-injector", "path": "/mutate"}
     }
     assert webhook["failurePolicy"] == "Ignore"
+    injector = find(objects, "Deployment", "dapr-sidecar-injector")["spec"]["template"]["spec"]
+    injector_args = injector["containers"][0]["args"]
+    assert flag(injector_args, "--tls-cert-file") == "/var/run/secrets/dapr.io/webhook/tls.crt"
+    assert flag(injector_args, "--tls-key-file") == "/var/run/secrets/dapr.io/webhook/tls.key"
+    assert flag(injector_args, "--webhook-ca-file") == "/var/run/secrets/dapr.io/webhook/ca.crt"
+    assert {"name": "webhook-tls", "secret": {"secretName": "dapr-sidecar-injector-tls"}} in (
+        injector["volumes"]
+    )
 
 
 def test_own_certificates_fill_the_secret_and_configmap(helm: Helm, tmp_path: Path) -> None:
@@ -247,6 +255,8 @@ def test_webhook_url_replaces_the_service_and_disabling_drops_the_injector(helm:
     webhook = find(objects, "MutatingWebhookConfiguration", "dapr-sidecar-injector")["webhooks"][0]
     assert webhook["clientConfig"] == {"url": "https://127.0.0.1:4443/mutate", "caBundle": "Q0E="}
     assert webhook["failurePolicy"] == "Fail"
+    injector_args = args_of(find(objects, "Deployment", "dapr-sidecar-injector"))
+    assert "--webhook-ca-file" not in injector_args  # a given caBundle is left alone
     off = helm.template(["--set", "dapr_sidecar_injector.enabled=false"])
     assert not [o for o in off if "injector" in o["metadata"]["name"]]
     assert find(off, "Deployment", "dapr-sentry")  # Sentry stays
