@@ -121,3 +121,22 @@ def test_bad_app_port_is_refused_naming_the_annotation(port: str) -> None:
     bad = pod({"dapr.io/enabled": "true", "dapr.io/app-port": port})
     with pytest.raises(BadAnnotation, match=f"annotation dapr.io/app-port: '{port}' is not a port"):
         build_patch(bad, CONFIG, "PEM")
+
+
+def test_the_injected_command_is_one_our_daprd_accepts() -> None:
+    from pysentry.sidecar.options import parse_options
+
+    given = pod({"dapr.io/enabled": "true", "dapr.io/app-id": "orders", "dapr.io/app-port": "80"})
+    sidecar = next(
+        op["value"]
+        for op in build_patch(given, CONFIG, "PEM")
+        if op["path"] == "/spec/containers/-"
+    )
+    env = {e["name"]: e.get("value", "") for e in sidecar["env"]}
+    options = parse_options(sidecar["args"], env={**env, "POD_NAME": "p"})
+    assert (options.mode, options.app_id, options.app_port) == ("kubernetes", "orders", 80)
+    assert options.enable_mtls
+    assert options.control_plane_namespace == "dapr-system"
+    assert options.control_plane_trust_domain == "example.org"
+    assert str(options.trust_anchors_file) == "/var/run/secrets/dapr.io/tls/ca.crt"
+    assert options.sentry_address == "dapr-sentry.dapr-system.svc.cluster.local:443"
