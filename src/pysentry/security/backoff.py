@@ -16,9 +16,9 @@ Random = Callable[[], float]
 """A uniform number in [0, 1): ``random.random``, or a fixed sequence in tests."""
 
 RETRY_BACKOFF = timedelta(milliseconds=50)
-SHED_BACKOFF = timedelta(seconds=1)
+SHED_BACKOFF = timedelta(seconds=2)
 """Ceiling of the first pause after RESOURCE_EXHAUSTED; it doubles after each one in a row."""
-SHED_BACKOFF_MAX = timedelta(seconds=8)
+SHED_BACKOFF_MAX = timedelta(seconds=10)
 MIN_SHED_PAUSE_S = 0.01
 MAX_SHED_RETRIES = 64
 """A bound on retries after RESOURCE_EXHAUSTED, whatever the clock says."""

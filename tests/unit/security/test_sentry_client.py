@@ -232,7 +232,7 @@ async def test_resource_exhausted_backs_off_exponentially_with_jitter(
     client = _client(run, clock=clock, sleep=clock.sleep, rand=lambda: 0.5)
     assert await client.sign(build_csr(generate_key()), app_id="a", namespace="default")
     assert len(run.sentry.requests) == 4
-    assert clock.calls == [0.5, 1.0, 2.0]  # half of 1 s, 2 s, 4 s
+    assert clock.calls == [1.0, 2.0, 4.0]  # half of 2 s, 4 s, 8 s
 
 
 async def test_resource_exhausted_is_retried_as_long_as_daprs_attempts_last(
@@ -249,9 +249,9 @@ async def test_resource_exhausted_is_retried_as_long_as_daprs_attempts_last(
     client = _client(run, clock=clock, sleep=clock.sleep, rand=lambda: 0.999)
     with pytest.raises(SentryRequestFailed, match="code = ResourceExhausted desc = try later"):
         await client.sign(build_csr(generate_key()), app_id="a", namespace="default")
-    # ceilings 1, 2, 4, 8 s: 15 s; one more 8 s pause would pass the 15 s of 5 x 3 s
-    assert clock.calls == pytest.approx([0.999, 1.998, 3.996, 7.992])
-    assert len(run.sentry.requests) == 5
+    # ceilings 2, 4, 8 s: 14 s; one more 10 s pause would pass the 15 s of 5 x 3 s
+    assert clock.calls == pytest.approx([1.998, 3.996, 7.992])
+    assert len(run.sentry.requests) == 4
 
 
 async def test_sheds_do_not_use_up_the_five_attempts(servers: list[Server]) -> None:
@@ -266,10 +266,10 @@ async def test_sheds_do_not_use_up_the_five_attempts(servers: list[Server]) -> N
 
 def test_shed_pause_bounds() -> None:
     assert [shed_pause(n, lambda: 0.999_999) for n in range(1, 8)] == pytest.approx(
-        [1, 2, 4, 8, 8, 8, 8], rel=1e-5
+        [2, 4, 8, 10, 10, 10, 10], rel=1e-5
     )
     assert shed_pause(1, lambda: 0.0) == 0.01
-    assert shed_pause(10_000, lambda: 0.5) == 4.0
+    assert shed_pause(10_000, lambda: 0.5) == 5.0
 
 
 async def test_refusal_passes_status_and_message_through(servers: list[Server]) -> None:
