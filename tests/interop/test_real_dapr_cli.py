@@ -223,3 +223,64 @@ def test_real_cli_runs_lists_invokes_and_stops_our_daprd(
         wait_gone(pids, STOP_S)
         assert "Exited Dapr successfully" in run.text()
     assert listed(dapr_cli, env, {a_id, b_id}) == {}
+
+
+def spawn(cmd: list[str], env: dict[str, str], log: Path, runs: list[Run], app_id: str) -> Run:
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            cmd, env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    runs.append(Run(app_id, 0, popen, log))
+    return runs[-1]
+
+
+def test_real_cli_finds_sidecars_of_the_daprd_script_and_of_our_dapr_run(
+    dapr_cli: DaprCli, tmp_path: Path, runs: list[Run]
+) -> None:
+    """Process name and metadata are the same whoever starts daprd: the ``daprd`` script itself
+    (no CLI PID: the real ``dapr stop`` kills daprd) or pysentry's ``dapr run``."""
+    env = slim_home(tmp_path / "home")
+    suffix = uuid.uuid4().hex[:8]
+    script_id, ours_id = f"script-{suffix}", f"ours-{suffix}"
+    app_port, http_port = free_port(), free_port()
+    app = spawn(
+        [sys.executable, str(CL_APP), str(app_port)], env, tmp_path / "app.log", runs, "app"
+    )
+    daprd_cmd = [str(DAPRD), "--app-id", script_id, "--app-port", str(app_port)]
+    daprd_cmd += ["--dapr-http-port", str(http_port), "--dapr-grpc-port", str(free_port())]
+    daprd_cmd += ["--metrics-port", str(free_port())]
+    script = spawn(daprd_cmd, env, tmp_path / "daprd.log", runs, script_id)
+    ours = spawn(
+        [str(DAPRD.parent / "dapr"), "run", "--app-id", ours_id, "--", sys.executable, "-c",
+         "import time; time.sleep(120)"],
+        env, tmp_path / "ours.log", runs, ours_id,
+    )  # fmt: skip
+    deadline = time.monotonic() + UP_S
+    rows: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        rows = listed(dapr_cli, env, {script_id, ours_id})
+        if len(rows) == 2 and rows[ours_id]["appPid"] and rows[script_id]["httpPort"]:
+            break
+        time.sleep(0.5)
+    assert set(rows) == {script_id, ours_id}, (rows, script.text()[-2000:], ours.text()[-2000:])
+    assert rows[script_id]["httpPort"] == http_port
+    assert rows[script_id]["appPort"] == app_port
+    assert (rows[script_id]["cliPid"], rows[script_id]["appPid"]) == (0, 0)
+    assert rows[script_id]["daprdPid"] == script.popen.pid
+    assert rows[ours_id]["cliPid"] == ours.popen.pid, rows[ours_id]
+
+    invoked = cli(dapr_cli, env, "invoke", "--app-id", script_id, "--method", "len", "-v", "GET")
+    assert invoked.returncode == 0, invoked
+    assert json.loads(invoked.stdout.splitlines()[0])["method"] == "GET"
+
+    for run, pids in (
+        (script, [script.popen.pid]),
+        (ours, [ours.popen.pid, rows[ours_id]["daprdPid"], rows[ours_id]["appPid"]]),
+    ):
+        stopped = cli(dapr_cli, env, "stop", "--app-id", run.app_id)
+        assert stopped.stdout == f"✅  app stopped successfully: {run.app_id}\n", stopped
+        run.popen.wait(STOP_S)
+        wait_gone(pids, STOP_S)
+    assert listed(dapr_cli, env, {script_id, ours_id}) == {}
+    assert app.popen.poll() is None  # the script's app was never the CLI's to stop
