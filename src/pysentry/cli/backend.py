@@ -1,9 +1,15 @@
 """Where the CA credentials live: the seam between the ``mtls`` commands and a platform.
 
-:class:`CredentialsBackend` reads and writes the three files Sentry uses (``ca.crt``,
-``issuer.crt``, ``issuer.key``). :class:`SelfHostedCredentials` is the directory Sentry is
-started with (``--issuer-credentials``); a Kubernetes backend (the ``dapr-trust-bundle``
-Secret) can implement the same protocol later.
+:class:`CredentialsBackend` reads and writes the three items Sentry uses, under the names of
+:mod:`pysentry.credentials.base`. :class:`SelfHostedCredentials` is the directory Sentry is
+started with (``--issuer-credentials``), seen through Sentry's own
+:class:`~pysentry.credentials.FileStore`: its state (none, partial, complete) and a first
+generated CA (:meth:`SelfHostedCredentials.save`, which never overwrites) are the store's. Two
+things stay here on purpose: the strict reads (:mod:`pysentry.cli.pemfile`: every damaged block
+is an error naming its file, where the store's load only says the bundle does not verify), and
+:meth:`SelfHostedCredentials.write`, the one writer that *replaces* an existing bundle
+(``renew-certificate``, ``init`` with given certificates, ``drop-old-roots``), which
+``FileStore.save`` refuses by design; it stages every file first (:mod:`pysentry.cli.staging`).
 """
 
 from __future__ import annotations
@@ -16,11 +22,18 @@ from typing import Protocol
 from pysentry.cli.console import CliError
 from pysentry.cli.pemfile import label_of, read_regular
 from pysentry.cli.staging import make_private_dirs, write_files
-
-CA_FILE = "ca.crt"
-ISSUER_CERT_FILE = "issuer.crt"
-ISSUER_KEY_FILE = "issuer.key"
-CREDENTIAL_FILES = (CA_FILE, ISSUER_CERT_FILE, ISSUER_KEY_FILE)
+from pysentry.credentials import (
+    CA_FILENAME,
+    ISSUER_CERT_FILENAME,
+    ISSUER_KEY_FILENAME,
+    CredentialPaths,
+    CredentialsUnavailable,
+    FileStore,
+    SaveFailed,
+    StoreLocationError,
+    StoreState,
+)
+from pysentry.pki.bundle import CaBundle
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +53,8 @@ class CredentialsBackend(Protocol):
         """Human-readable place, for messages (a directory, a Secret name)."""
         ...
 
-    def exists(self) -> bool:
-        """True when all three credential files are present."""
+    def state(self) -> StoreState:
+        """None, some or all of the three items are present."""
         ...
 
     def read_anchors(self) -> bytes:
@@ -70,8 +83,24 @@ class SelfHostedCredentials:
     def path(self, name: str) -> Path:
         return self.directory / name
 
-    def exists(self) -> bool:
-        return all(self.path(name).is_file() for name in CREDENTIAL_FILES)
+    @property
+    def store(self) -> FileStore:
+        """Sentry's file store for this directory (the same names, state and save)."""
+        return FileStore(CredentialPaths.in_directory(self.directory))
+
+    def state(self) -> StoreState:
+        """Which of the three files exist (the store's rule); :class:`CliError` if unknown."""
+        try:
+            return self.store.state()
+        except (CredentialsUnavailable, StoreLocationError) as err:
+            raise CliError(f"{err}") from err
+
+    def save(self, bundle: CaBundle) -> None:
+        """A first CA, through the store: all three files or none, never over existing ones."""
+        try:
+            self.store.save(bundle)
+        except (SaveFailed, StoreLocationError) as err:
+            raise CliError(f"{err}") from err
 
     def has(self, name: str) -> bool:
         """True when ``name`` is there, readable or not (only a missing file gives False)."""
@@ -99,13 +128,13 @@ class SelfHostedCredentials:
         return read_regular(path, self.label(name))
 
     def read_anchors(self) -> bytes:
-        return self.read_file(CA_FILE)
+        return self.read_file(CA_FILENAME)
 
     def read(self) -> Credentials:
         return Credentials(
-            ca_pem=self.read_file(CA_FILE),
-            issuer_pem=self.read_file(ISSUER_CERT_FILE),
-            key_pem=self.read_file(ISSUER_KEY_FILE),
+            ca_pem=self.read_file(CA_FILENAME),
+            issuer_pem=self.read_file(ISSUER_CERT_FILENAME),
+            key_pem=self.read_file(ISSUER_KEY_FILENAME),
         )
 
     def write(self, credentials: Credentials) -> None:
@@ -117,15 +146,15 @@ class SelfHostedCredentials:
         write_files(
             self.directory,
             (
-                (CA_FILE, credentials.ca_pem),
-                (ISSUER_KEY_FILE, credentials.key_pem),
-                (ISSUER_CERT_FILE, credentials.issuer_pem),
+                (CA_FILENAME, credentials.ca_pem),
+                (ISSUER_KEY_FILENAME, credentials.key_pem),
+                (ISSUER_CERT_FILENAME, credentials.issuer_pem),
             ),
         )
 
     def write_anchors(self, ca_pem: bytes) -> None:
         """Replace ``ca.crt`` alone (the issuer files are left as they are)."""
-        write_files(self.directory, ((CA_FILE, ca_pem),))
+        write_files(self.directory, ((CA_FILENAME, ca_pem),))
 
 
 def self_hosted(directory: Path | None, default: Path) -> SelfHostedCredentials:

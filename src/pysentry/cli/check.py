@@ -27,6 +27,7 @@ from pysentry.cli.mtls import ConfigOption, CredentialsOption, credentials_of
 from pysentry.cli.pemfile import certificates, private_key
 from pysentry.cli.sentryprobe import probe_sentry
 from pysentry.clock import system_clock
+from pysentry.credentials import CA_FILENAME, ISSUER_CERT_FILENAME, ISSUER_KEY_FILENAME
 from pysentry.errors import InvalidBundle
 from pysentry.pki.bundle import CaBundle
 from pysentry.pki.chain import check_signature_from
@@ -71,12 +72,12 @@ def expiry_finding(label: str, not_after: datetime, now: datetime) -> Finding:
 
 
 def _signatures(chain: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate]) -> Finding:
-    name = "issuer chain signed by ca.crt"
+    name = f"issuer chain signed by {CA_FILENAME}"
     try:
         for child, parent in itertools.pairwise(chain):
             check_signature_from(child, parent)
     except ValueError as err:
-        return Finding(name, Status.FAIL, f"issuer.crt is not a chain: {err}")
+        return Finding(name, Status.FAIL, f"{ISSUER_CERT_FILENAME} is not a chain: {err}")
     top = chain[-1]
     errors = []
     for anchor in anchors:
@@ -88,7 +89,8 @@ def _signatures(chain: Sequence[x509.Certificate], anchors: Sequence[x509.Certif
             return Finding(
                 name, Status.OK, f"signed by {anchor.subject.rfc4514_string() or '<empty>'}"
             )
-    return Finding(name, Status.FAIL, "no root in ca.crt signed the issuer: " + "; ".join(errors))
+    why = "; ".join(errors)
+    return Finding(name, Status.FAIL, f"no root in {CA_FILENAME} signed the issuer: {why}")
 
 
 def renewal_finding(workload_ttl: timedelta, clock_skew: timedelta) -> Finding:
@@ -114,16 +116,18 @@ def evaluate(
 ) -> list[Finding]:
     """Every offline check, in report order."""
     out: list[Finding] = []
-    anchors = _parse(creds.ca_pem, "ca.crt", out)
-    chain = _parse(creds.issuer_pem, "issuer.crt", out)
+    anchors = _parse(creds.ca_pem, CA_FILENAME, out)
+    chain = _parse(creds.issuer_pem, ISSUER_CERT_FILENAME, out)
     chain = tuple(c for c in chain if not (len(chain) > 1 and is_self_signed(c)))
     try:
-        key = private_key(creds.key_pem, "issuer.key")
+        key = private_key(creds.key_pem, ISSUER_KEY_FILENAME)
     except CliError as err:
         key = None
-        out.append(Finding("issuer.key parses", Status.FAIL, str(err).removeprefix("issuer.key: ")))
+        why = str(err).removeprefix(f"{ISSUER_KEY_FILENAME}: ")
+        out.append(Finding(f"{ISSUER_KEY_FILENAME} parses", Status.FAIL, why))
     else:
-        out.append(Finding("issuer.key parses", Status.OK, type(key).__name__.lstrip("_")))
+        kind = type(key).__name__.lstrip("_")
+        out.append(Finding(f"{ISSUER_KEY_FILENAME} parses", Status.OK, kind))
     if anchors:
         bad = [a for a in anchors if not is_self_signed(a)]
         out.append(
@@ -141,7 +145,7 @@ def evaluate(
         match = same_public_key(key.public_key(), chain[0].public_key())
         out.append(
             Finding(
-                "issuer key matches issuer.crt",
+                f"issuer key matches {ISSUER_CERT_FILENAME}",
                 Status.OK if match else Status.FAIL,
                 "same public key" if match else "issuer key does not match issuer certificate",
             )

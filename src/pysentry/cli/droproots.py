@@ -9,13 +9,13 @@ from __future__ import annotations
 import typer
 
 from pysentry.cli import console
-from pysentry.cli.backend import CA_FILE, ISSUER_CERT_FILE, ISSUER_KEY_FILE
 from pysentry.cli.chainview import describe_root
 from pysentry.cli.console import CliError
 from pysentry.cli.mtls import CredentialsOption, credentials_of
 from pysentry.cli.pemfile import certificates, private_key, scan
 from pysentry.cli.rotation import split_roots
 from pysentry.clock import system_clock
+from pysentry.credentials import CA_FILENAME, ISSUER_CERT_FILENAME, ISSUER_KEY_FILENAME
 from pysentry.errors import InvalidBundle
 from pysentry.pki.bundle import CaBundle
 from pysentry.pki.pem import dump_certificates
@@ -29,10 +29,10 @@ def drop_old_roots_command(
     """Remove roots the current issuer does not chain to from ca.crt (ends a root change)."""
     creds = credentials_of(ctx, issuer_credentials)
     data = creds.read()
-    ca_label = creds.label(CA_FILE)
+    ca_label = creds.label(CA_FILENAME)
     certificates(data.ca_pem, ca_label, only_certificates=True)
-    certificates(data.issuer_pem, creds.label(ISSUER_CERT_FILE))
-    private_key(data.key_pem, creds.label(ISSUER_KEY_FILE))
+    certificates(data.issuer_pem, creds.label(ISSUER_CERT_FILENAME))
+    private_key(data.key_pem, creds.label(ISSUER_KEY_FILENAME))
     now = system_clock()
     try:
         bundle = CaBundle.from_pem(data.ca_pem, data.issuer_pem, data.key_pem, now=now)
@@ -55,4 +55,4 @@ def drop_old_roots_command(
         raise CliError(f"cannot write {ca_label}: {err.strerror}; {UNCHANGED}") from err
     for anchor in drop:
         console.info(f"Dropped {describe_root(anchor, 'expires')}")
-    console.success(f"ca.crt now holds {len(keep)} root(s)")
+    console.success(f"{CA_FILENAME} now holds {len(keep)} root(s)")

@@ -14,29 +14,28 @@ import os
 import stat
 from pathlib import Path
 
-from pysentry.cli.backend import (
-    CA_FILE,
-    CREDENTIAL_FILES,
-    ISSUER_CERT_FILE,
-    ISSUER_KEY_FILE,
-    Credentials,
-    SelfHostedCredentials,
-)
+from pysentry.cli.backend import Credentials, SelfHostedCredentials
 from pysentry.cli.console import CliError
 from pysentry.cli.pemfile import certificates, private_key
 from pysentry.cli.staging import PartiallyWritten, make_private_dirs, write_files
+from pysentry.credentials import (
+    CA_FILENAME,
+    CREDENTIAL_FILENAMES,
+    ISSUER_CERT_FILENAME,
+    ISSUER_KEY_FILENAME,
+)
 from pysentry.pki.keys import same_public_key
 
 
 def check_credentials(creds: SelfHostedCredentials, data: Credentials) -> None:
     """Each file parses and the issuer key is the issuer certificate's (else :class:`CliError`)."""
-    certificates(data.ca_pem, creds.label(CA_FILE))
-    issuer = certificates(data.issuer_pem, creds.label(ISSUER_CERT_FILE))[0]
-    key = private_key(data.key_pem, creds.label(ISSUER_KEY_FILE))
+    certificates(data.ca_pem, creds.label(CA_FILENAME))
+    issuer = certificates(data.issuer_pem, creds.label(ISSUER_CERT_FILENAME))[0]
+    key = private_key(data.key_pem, creds.label(ISSUER_KEY_FILENAME))
     if not same_public_key(key.public_key(), issuer.public_key()):
         raise CliError(
-            f"{creds.label(ISSUER_KEY_FILE)}: does not match the issuer certificate in "
-            f"{creds.label(ISSUER_CERT_FILE)}; put the issuer's own key there "
+            f"{creds.label(ISSUER_KEY_FILENAME)}: does not match the issuer certificate in "
+            f"{creds.label(ISSUER_CERT_FILENAME)}; put the issuer's own key there "
             "('dapr mtls check' shows every problem)"
         )
 
@@ -44,7 +43,7 @@ def check_credentials(creds: SelfHostedCredentials, data: Credentials) -> None:
 def _existing(target: Path) -> tuple[str, ...]:
     """Names that ``export`` would replace in ``target``; anything but a file is refused."""
     found = []
-    for name in CREDENTIAL_FILES:
+    for name in CREDENTIAL_FILENAMES:
         path = target / name
         try:
             mode = os.lstat(path).st_mode
@@ -75,9 +74,9 @@ def export(creds: SelfHostedCredentials, target: Path) -> tuple[str, ...]:
         write_files(
             target,
             (
-                (CA_FILE, data.ca_pem),
-                (ISSUER_CERT_FILE, data.issuer_pem),
-                (ISSUER_KEY_FILE, data.key_pem),
+                (CA_FILENAME, data.ca_pem),
+                (ISSUER_CERT_FILENAME, data.issuer_pem),
+                (ISSUER_KEY_FILENAME, data.key_pem),
             ),
         )
     except PartiallyWritten as err:

@@ -19,11 +19,12 @@ import typer
 
 from pysentry import __version__
 from pysentry.cli import console
-from pysentry.cli.backend import CA_FILE, ISSUER_CERT_FILE, ISSUER_KEY_FILE, self_hosted
+from pysentry.cli.backend import self_hosted
 from pysentry.cli.console import CliError
 from pysentry.cli.home import DEFAULT_CONFIG, DaprHome
 from pysentry.cli.mtls import KubernetesOption, refuse_kubernetes
 from pysentry.clock import system_clock
+from pysentry.credentials import StoreState
 from pysentry.fileio import ensure_private_dir, write_atomic
 
 MTLS_CONFIG = DEFAULT_CONFIG.replace("    enabled: false\n", "    enabled: true\n")
@@ -97,7 +98,7 @@ def _certs(home: DaprHome, ca: str | None, key: str | None, cert: str | None) ->
     from pysentry.cli.renew import _provided  # the same checks as renew-certificate
 
     creds = self_hosted(None, home.certs_dir)
-    if any(creds.has(n) for n in (CA_FILE, ISSUER_CERT_FILE, ISSUER_KEY_FILE)):
+    if creds.state() is not StoreState.NONE:
         raise CliError(
             f"{home.certs_dir} already holds credentials, kept as they are: replace them with "
             "'dapr mtls renew-certificate --ca-root-certificate ... --issuer-private-key ... "

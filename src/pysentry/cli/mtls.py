@@ -14,13 +14,14 @@ import typer
 from cryptography import x509
 
 from pysentry.cli import console
-from pysentry.cli.backend import CA_FILE, SelfHostedCredentials, self_hosted
+from pysentry.cli.backend import SelfHostedCredentials, self_hosted
 from pysentry.cli.configfile import read_mtls
 from pysentry.cli.console import CliError
 from pysentry.cli.export import export
 from pysentry.cli.home import DaprHome
 from pysentry.cli.pemfile import certificates
 from pysentry.clock import system_clock
+from pysentry.credentials import CA_FILENAME
 from pysentry.pki.pem import load_certificates
 
 CredentialsOption = Annotated[
@@ -91,7 +92,7 @@ def mtls_status(
 def expiry_command(ctx: typer.Context, issuer_credentials: CredentialsOption = None) -> None:
     """Checks the expiry of the root certificate."""
     creds = credentials_of(ctx, issuer_credentials)
-    root = first_root(creds.read_anchors(), creds.label(CA_FILE))
+    root = first_root(creds.read_anchors(), creds.label(CA_FILENAME))
     not_after = root.not_valid_after_utc
     hours = console.hours_until(not_after, system_clock())
     print(f"Root certificate expires in {hours} hours. Expiry date: {console.go_time(not_after)}")

@@ -17,7 +17,7 @@ from cryptography import x509
 
 from pysentry.cli.chainview import render
 from pysentry.clock import system_clock
-from pysentry.fileio import ensure_private_dir, write_atomic
+from pysentry.credentials import CREDENTIAL_FILENAMES, CredentialPaths, FileStore
 from pysentry.pki.bundle import CaBundle
 from pysentry.pki.csr import build_csr, parse_csr
 from pysentry.pki.keys import generate_key
@@ -53,18 +53,10 @@ def run_offline_demo() -> int:
     with tempfile.TemporaryDirectory(prefix="pysentry-demo-") as tmp:
         workdir = Path(tmp)
         certs = workdir / "certs"
-        ensure_private_dir(certs)
-        bundle = CaBundle.generate(TRUST_DOMAIN, NAMESPACE, now=system_clock())
-        write_atomic(certs / "ca.crt", bundle.anchors_pem())
-        write_atomic(certs / "issuer.crt", bundle.issuer_chain_pem())
-        write_atomic(certs / "issuer.key", bundle.issuer_key_pem())
-        print(f"CA created in {certs} (ca.crt, issuer.crt, issuer.key; mode 0600)")
-        loaded = CaBundle.from_pem(
-            (certs / "ca.crt").read_bytes(),
-            (certs / "issuer.crt").read_bytes(),
-            (certs / "issuer.key").read_bytes(),
-            now=system_clock(),
-        )
+        store = FileStore(CredentialPaths.in_directory(certs))  # Sentry's own store
+        store.save(CaBundle.generate(TRUST_DOMAIN, NAMESPACE, now=system_clock()))
+        print(f"CA created in {certs} ({', '.join(CREDENTIAL_FILENAMES)}; mode 0600)")
+        loaded = store.load(now=system_clock()).bundle
         anchors = loaded.trust_anchors
         svid_a, svid_b = _issue(loaded, "appA"), _issue(loaded, "appB")
         id_a, id_b = svid_a.spiffe_id, svid_b.spiffe_id

@@ -24,13 +24,7 @@ import typer
 from cryptography import x509
 
 from pysentry.cli import console
-from pysentry.cli.backend import (
-    CA_FILE,
-    ISSUER_CERT_FILE,
-    ISSUER_KEY_FILE,
-    Credentials,
-    SelfHostedCredentials,
-)
+from pysentry.cli.backend import Credentials, SelfHostedCredentials
 from pysentry.cli.chainview import describe_root
 from pysentry.cli.configfile import read_mtls
 from pysentry.cli.console import CliError
@@ -47,6 +41,12 @@ from pysentry.cli.pemfile import private_key as pem_private_key
 from pysentry.cli.rotation import Renewal, generate, provided
 from pysentry.cli.staging import PartiallyWritten
 from pysentry.clock import system_clock
+from pysentry.credentials import (
+    CA_FILENAME,
+    CREDENTIAL_FILENAMES,
+    ISSUER_CERT_FILENAME,
+    ISSUER_KEY_FILENAME,
+)
 from pysentry.errors import InvalidBundle, PysentryError
 from pysentry.pki.keys import KeyAlgorithm, generate_key
 from pysentry.pki.pem import load_certificates
@@ -57,8 +57,9 @@ ALL_FLAGS_MESSAGE = (
 )
 
 
-_FILE_AT_LINE_START = re.compile(r"^(ca\.crt|issuer\.crt|issuer\.key):", re.MULTILINE)
-_FILE_WORD = re.compile(r"(?<![\w./'-])(ca\.crt|issuer\.crt|issuer\.key)(?![\w-])")
+_NAMES = "|".join(re.escape(name) for name in CREDENTIAL_FILENAMES)
+_FILE_AT_LINE_START = re.compile(rf"^({_NAMES}):", re.MULTILINE)
+_FILE_WORD = re.compile(rf"(?<![\w./'-])({_NAMES})(?![\w-])")
 UNCHANGED = "nothing was changed"
 
 
@@ -89,10 +90,10 @@ def _name_given_files(message: str, given: dict[str, _Given]) -> str:
 def _current_anchors(creds: SelfHostedCredentials) -> tuple[x509.Certificate, ...]:
     """The roots of the current ``ca.crt`` (none if it is missing); any damage is an error, so
     that a rewrite never drops a root this command could not read."""
-    if not creds.has(CA_FILE):
+    if not creds.has(CA_FILENAME):
         return ()
-    label = creds.label(CA_FILE)
-    data = read_regular(creds.path(CA_FILE), label)
+    label = creds.label(CA_FILENAME)
+    data = read_regular(creds.path(CA_FILENAME), label)
     anchors = certificates(data, label, only_certificates=True)
     if scan(data, label).stray_text:
         console.warning(f"{label}: the text outside its PEM blocks is not kept in the new file")
@@ -211,19 +212,17 @@ def _provided(
     creds: SelfHostedCredentials, ca: str, key: str, cert: str, *, now: datetime
 ) -> Renewal:
     files = {
-        CA_FILE: _Given.read("--ca-root-certificate", ca),
-        ISSUER_CERT_FILE: _Given.read("--issuer-public-certificate", cert),
-        ISSUER_KEY_FILE: _Given.read("--issuer-private-key", key),
+        CA_FILENAME: _Given.read("--ca-root-certificate", ca),
+        ISSUER_CERT_FILENAME: _Given.read("--issuer-public-certificate", cert),
+        ISSUER_KEY_FILENAME: _Given.read("--issuer-private-key", key),
     }
-    for name in (CA_FILE, ISSUER_CERT_FILE):
+    for name in (CA_FILENAME, ISSUER_CERT_FILENAME):
         certificates(files[name].data, files[name].label)
-    pem_private_key(files[ISSUER_KEY_FILE].data, files[ISSUER_KEY_FILE].label)
+    pem_private_key(files[ISSUER_KEY_FILENAME].data, files[ISSUER_KEY_FILENAME].label)
     current = _current_anchors(creds)
     try:
         return provided(
-            Credentials(
-                files[CA_FILE].data, files[ISSUER_CERT_FILE].data, files[ISSUER_KEY_FILE].data
-            ),
+            Credentials(*(files[name].data for name in CREDENTIAL_FILENAMES)),
             current,
             now=now,
         )
@@ -240,14 +239,14 @@ def _next_steps(renewal: Renewal, creds: SelfHostedCredentials, restart: bool) -
     elif renewal.root_key_changed:
         count = len(load_certificates(renewal.credentials.ca_pem))
         console.warning(
-            f"The root key changed. ca.crt now holds {count} root(s), the new one first, so "
+            f"The root key changed. {CA_FILENAME} now holds {count} root(s), the new one first, so "
             "certificates under the old and the new root both verify wherever this bundle is "
             "loaded. New workload certificates are signed under the new root."
         )
         console.info(
-            "Next: sidecars started with 'dapr run' watch ca.crt and trust the new root within "
-            "seconds; restart any sidecar that got DAPR_TRUST_ANCHORS from its environment, or "
-            "it rejects certificates signed under the new root."
+            f"Next: sidecars started with 'dapr run' watch {CA_FILENAME} and trust the new root "
+            "within seconds; restart any sidecar that got DAPR_TRUST_ANCHORS from its "
+            "environment, or it rejects certificates signed under the new root."
         )
         console.info(
             "Then, once every sidecar has the new bundle and the old workload certificates have "

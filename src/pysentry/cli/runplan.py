@@ -26,6 +26,7 @@ from pysentry.cli.console import CliError
 from pysentry.cli.home import DEFAULT_SENTRY_ADDRESS, HOME_ENV, DaprHome
 from pysentry.cli.procs import free_port, port_available
 from pysentry.cli.runflags import BY_NAME, FLAGS, RunArgs, Value
+from pysentry.credentials import CA_FILENAME
 from pysentry.sidecar.options import UNSUPPORTED_FLAGS
 
 #: Flags every plan sets itself (ports, id, config, log level).
@@ -180,7 +181,7 @@ def plan(
         if not env.get("DAPR_TRUST_ANCHORS"):
             creds = args.str_("issuer-credentials")
             anchors = (Path(creds) if creds else home.certs_dir).expanduser().absolute()
-            anchors = anchors / "ca.crt"
+            anchors = anchors / CA_FILENAME
             if not anchors.is_file():
                 raise CliError(
                     f"mTLS is enabled in {str(config_path)!r} but the trust anchors file "

@@ -21,7 +21,6 @@ import yaml
 from rich.table import Table
 
 from pysentry.cli import console
-from pysentry.cli.backend import CA_FILE, ISSUER_CERT_FILE
 from pysentry.cli.console import CliError
 from pysentry.cli.home import DaprHome
 from pysentry.cli.mtls import (
@@ -36,6 +35,7 @@ from pysentry.cli.nrread import read_registrations, settings_for
 from pysentry.cli.pemfile import certificates
 from pysentry.cli.sidecars import Sidecar, discover
 from pysentry.clock import system_clock
+from pysentry.credentials import CA_FILENAME, ISSUER_CERT_FILENAME, StoreState
 from pysentry.nameresolution import Registration
 
 OutputOption = Annotated[
@@ -206,11 +206,11 @@ def status_command(
     if output in ("json", "yaml"):
         return
     creds = credentials_of(ctx, issuer_credentials)
-    if not any(creds.has(name) for name in (CA_FILE, ISSUER_CERT_FILE)):
+    if creds.state() is StoreState.NONE:
         console.info(f"No CA credentials in {creds.location}: mTLS is not set up (see 'dapr init')")
         return
-    anchors = certificates(creds.read_anchors(), creds.label(CA_FILE))
-    issuer = certificates(creds.read_file(ISSUER_CERT_FILE), creds.label(ISSUER_CERT_FILE))
+    anchors = certificates(creds.read_anchors(), creds.label(CA_FILENAME))
+    issuer = certificates(creds.read_file(ISSUER_CERT_FILENAME), creds.label(ISSUER_CERT_FILENAME))
     for index, root in enumerate(anchors):
         label = "Root certificate" if len(anchors) == 1 else f"Root certificate #{index + 1}"
         console.info(

@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from pysentry.config.duration import parse_duration
+from pysentry.credentials.base import CA_FILENAME, ISSUER_CERT_FILENAME, ISSUER_KEY_FILENAME
 from pysentry.errors import InvalidDuration
 from pysentry.pki.keys import KeyAlgorithm
 from pysentry.pki.profiles import SENTRY_APP_ID
@@ -45,9 +46,9 @@ class SentryOptions:
     config: str = DEFAULT_CONFIG
     config_explicit: bool = False
     issuer_credentials: Path = Path(DEFAULT_CREDENTIALS_DIR)
-    issuer_ca_filename: str = "ca.crt"
-    issuer_certificate_filename: str = "issuer.crt"
-    issuer_key_filename: str = "issuer.key"
+    issuer_ca_filename: str = CA_FILENAME
+    issuer_certificate_filename: str = ISSUER_CERT_FILENAME
+    issuer_key_filename: str = ISSUER_KEY_FILENAME
     trust_domain: str = DEFAULT_TRUST_DOMAIN
     port: int = DEFAULT_PORT
     listen_address: str = ""
@@ -149,9 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"Path to the Configuration file (default {DEFAULT_CONFIG!r})")
     add("--issuer-credentials", default=DEFAULT_CREDENTIALS_DIR,
         help="Path to the directory holding the issuer credentials")
-    add("--issuer-ca-filename", default="ca.crt", help="Certificate Authority certificate filename")
-    add("--issuer-certificate-filename", default="issuer.crt", help="Issuer certificate filename")
-    add("--issuer-key-filename", default="issuer.key", help="Issuer private key filename")
+    add("--issuer-ca-filename", default=CA_FILENAME,
+        help="Certificate Authority certificate filename")
+    add("--issuer-certificate-filename", default=ISSUER_CERT_FILENAME,
+        help="Issuer certificate filename")
+    add("--issuer-key-filename", default=ISSUER_KEY_FILENAME, help="Issuer private key filename")
     add("--trust-domain", default=DEFAULT_TRUST_DOMAIN,
         help="The CA trust domain (overrides spec.mtls.controlPlaneTrustDomain)")
     add("--port", type=_port, default=DEFAULT_PORT,
