@@ -11,23 +11,20 @@ Then the real ``dapr run`` starts two sidecars with their apps, ``dapr list`` (t
 finds them by process name and reads their metadata, ``dapr invoke`` calls one, a call crosses
 from one sidecar to the other, and ``dapr stop`` stops both, app and sidecar.
 
-Without mTLS: with ``spec.mtls.enabled`` in the config the real CLI passes
-``--sentry-address localhost:50001``, a fixed port other sessions' Sentrys and sidecars may hold.
+With ``spec.mtls.enabled`` the real CLI passes ``--sentry-address localhost:50001``, a fixed
+port: that scenario (:func:`tests.interop.realcli.mtls_scenario`, our ``sentry`` on 50001) runs
+in a network namespace of its own.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +32,24 @@ import pytest
 import yaml
 
 from pysentry import __version__
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import ROOT, free_port
 from tests.interop.daprbins import DaprBuildError
 from tests.interop.daprcli import CLI_VERSION, DaprCli, build_dapr_cli
-
-DAPRD = Path(sys.executable).parent / "daprd"
-CL_APP = Path(__file__).resolve().parent / "cl_app.py"
-UP_S = 40.0  # `dapr run` until "You're up and running!"
-CMD_S = 30.0  # any other CLI command
-STOP_S = 15.0
+from tests.interop.realcli import (
+    CL_APP,
+    DAPRD,
+    MTLS_DONE,
+    STOP_S,
+    UP_S,
+    Run,
+    cli,
+    listed,
+    slim_home,
+    spawn,
+    start_run,
+    wait_gone,
+)
+from tests.prebuild import NETNS_SCRIPT
 
 
 @pytest.fixture(scope="module")
@@ -54,99 +60,12 @@ def dapr_cli() -> DaprCli:
         pytest.fail(str(err), pytrace=False)
 
 
-@dataclass
-class Run:
-    """One ``dapr run`` in its own process group (cleanup kills the group: CLI, daprd, app)."""
-
-    app_id: str
-    app_port: int
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_text(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.text():
-                return
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"dapr run {self.app_id}: {needle!r} not seen:\n{self.text()[-4000:]}")
-
-    def kill_group(self) -> None:
-        with suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        with suppress(subprocess.TimeoutExpired):
-            self.popen.wait(STOP_S)
-        with suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait()
-
-
-def slim_home(home: Path) -> dict[str, str]:
-    """What ``dapr init --slim`` leaves in ``~/.dapr``, with our daprd; the env to run the CLI."""
-    dapr_dir = home / ".dapr"
-    (dapr_dir / "bin").mkdir(parents=True)
-    (dapr_dir / "components").mkdir()
-    (dapr_dir / "bin" / "daprd").symlink_to(DAPRD)
-    (dapr_dir / "config.yaml").write_text(
-        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprConfig\n"
-        "spec: {}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAPR_")}
-    env.update({"HOME": str(home), "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"})
-    return env
-
-
-def cli(dapr: DaprCli, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(dapr.dapr), *args], env=env, capture_output=True, text=True, timeout=CMD_S
-    )
-
-
-def listed(dapr: DaprCli, env: dict[str, str], ids: set[str]) -> dict[str, dict[str, Any]]:
-    """``dapr list -o json`` rows for ``ids`` (other tests' sidecars may be listed too)."""
-    done = cli(dapr, env, "list", "-o", "json")
-    assert done.returncode == 0, done
-    return {row["appId"]: row for row in json.loads(done.stdout) if row["appId"] in ids}
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
-def wait_gone(pids: list[int], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(alive(p) for p in pids):
-        time.sleep(0.1)
-    assert not [p for p in pids if alive(p)], f"still running after {timeout}s: {pids}"
-
-
 @pytest.fixture
 def runs(tmp_path: Path) -> Iterator[list[Run]]:
     started: list[Run] = []
     yield started
     for run in started:
         run.kill_group()
-
-
-def start_run(dapr: DaprCli, env: dict[str, str], tmp: Path, app_id: str) -> Run:
-    port = free_port()
-    log = tmp / f"dapr-run-{app_id}.log"
-    cmd = [str(dapr.dapr), "run", "--app-id", app_id, "--app-port", str(port)]
-    cmd += ["--", sys.executable, str(CL_APP), str(port)]
-    with log.open("wb") as out:
-        popen = subprocess.Popen(
-            cmd, env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return Run(app_id, port, popen, log)
 
 
 def test_real_cli_runs_lists_invokes_and_stops_our_daprd(
@@ -225,16 +144,6 @@ def test_real_cli_runs_lists_invokes_and_stops_our_daprd(
     assert listed(dapr_cli, env, {a_id, b_id}) == {}
 
 
-def spawn(cmd: list[str], env: dict[str, str], log: Path, runs: list[Run], app_id: str) -> Run:
-    with log.open("wb") as out:
-        popen = subprocess.Popen(
-            cmd, env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    runs.append(Run(app_id, 0, popen, log))
-    return runs[-1]
-
-
 def test_real_cli_finds_sidecars_of_the_daprd_script_and_of_our_dapr_run(
     dapr_cli: DaprCli, tmp_path: Path, runs: list[Run]
 ) -> None:
@@ -284,3 +193,13 @@ def test_real_cli_finds_sidecars_of_the_daprd_script_and_of_our_dapr_run(
         wait_gone(pids, STOP_S)
     assert listed(dapr_cli, env, {script_id, ours_id}) == {}
     assert app.popen.poll() is None  # the script's app was never the CLI's to stop
+
+
+def test_real_cli_with_mtls_through_our_sentry_on_its_fixed_address(
+    dapr_cli: DaprCli, tmp_path: Path
+) -> None:
+    cmd = ["unshare", "--net", "sh", "-c", NETNS_SCRIPT, sys.executable, "-m"]
+    cmd += ["tests.interop.realcli", str(tmp_path), str(dapr_cli.dapr)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    assert done.stdout.endswith(f"{MTLS_DONE}\n"), done.stdout
