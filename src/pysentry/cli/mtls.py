@@ -22,7 +22,6 @@ from pysentry.cli.home import DaprHome
 from pysentry.cli.pemfile import certificates
 from pysentry.clock import system_clock
 from pysentry.credentials import CA_FILENAME
-from pysentry.pki.pem import load_certificates
 
 CredentialsOption = Annotated[
     Path | None,
@@ -144,10 +143,14 @@ def expiry_warning(anchors: tuple[x509.Certificate, ...], now: datetime) -> str 
 
 
 def warn_if_root_expires(creds: SelfHostedCredentials) -> None:
-    """PostRun check of Dapr's CLI: silent when the anchors cannot be read."""
+    """PostRun check of Dapr's CLI: silent without a ``ca.crt``, as Dapr. A damaged or unreadable
+    one is a warning naming it (Dapr's lenient read would check the roots around the damage)."""
+    if not creds.has(CA_FILENAME):
+        return
     try:
-        anchors = load_certificates(creds.read_anchors())
-    except (CliError, ValueError):
+        anchors = certificates(creds.read_anchors(), creds.label(CA_FILENAME))
+    except CliError as err:
+        console.warning(f"cannot check the root certificate's expiry: {err}")
         return
     text = expiry_warning(anchors, system_clock())
     if text is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography import x509
 
 from pysentry.cli.chainview import render
+from pysentry.cli.console import CliError
 from pysentry.cli.demo_apps import APP_A, APP_B
 from pysentry.cli.demo_procs import (
     DemoFailed,
@@ -31,12 +32,13 @@ from pysentry.cli.demo_procs import (
     stop_all,
     wait_for,
 )
+from pysentry.cli.pemfile import certificates, label_of, read_regular
 from pysentry.cli.procs import free_port
 from pysentry.cli.status import running_sidecars
 from pysentry.clock import system_clock
+from pysentry.credentials import CA_FILENAME, CREDENTIAL_FILENAMES
 from pysentry.pki.csr import build_csr
 from pysentry.pki.keys import generate_key
-from pysentry.pki.pem import load_certificates
 from pysentry.pki.svid import authorize_id, verify_svid
 from pysentry.spiffe import SpiffeId
 
@@ -114,7 +116,7 @@ def _quickstart(tmp: Path, procs: list[Proc]) -> None:
         "Sentry /healthz", lambda: http_ok(f"http://127.0.0.1:{healthz}/healthz"), procs=[sentry]
     )
     print(
-        f"Sentry is up on {sentry_address}; it created ca.crt, issuer.crt, issuer.key in "
+        f"Sentry is up on {sentry_address}; it created {', '.join(CREDENTIAL_FILENAMES)} in "
         f"{dapr_dir / 'certs'}"
     )
 
@@ -171,12 +173,13 @@ def _quickstart(tmp: Path, procs: list[Proc]) -> None:
 
     _step("4. the certificate appB's sidecar presents (TLS handshake with its internal port)")
     b_reg = next(r for r in running_sidecars(config, dapr_dir) if r.app_id == "appB")
-    anchors = load_certificates((dapr_dir / "certs" / "ca.crt").read_bytes())
+    ca_path = dapr_dir / "certs" / CA_FILENAME
+    anchors = certificates(read_regular(ca_path, label_of(ca_path, CA_FILENAME)), CA_FILENAME)
     chain = asyncio.run(peek_chain(b_reg.address, sentry_address, anchors))
     peer = verify_svid(
         chain, anchors, now=system_clock(), authorizer=authorize_id(SpiffeId.parse(b_reg.spiffe_id))
     )
-    print(f"peer SPIFFE ID: {peer} (verified against ca.crt)")
+    print(f"peer SPIFFE ID: {peer} (verified against {CA_FILENAME})")
     root = next(a for a in anchors if a.subject == chain[-1].issuer)
     print("certificate chain (root -> issuer -> leaf):")
     print(render((root, *reversed(chain[1:]), chain[0])))
@@ -206,7 +209,7 @@ def run_quickstart() -> int:
     failed: DemoFailed | None = None
     try:
         _quickstart(tmp, procs)
-    except (DemoFailed, subprocess.TimeoutExpired, OSError) as err:
+    except (DemoFailed, CliError, subprocess.TimeoutExpired, OSError) as err:
         failed = DemoFailed(str(err))
         for proc in procs:
             print(f"\n--- last lines of {proc.name} ---")

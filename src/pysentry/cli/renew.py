@@ -49,7 +49,6 @@ from pysentry.credentials import (
 )
 from pysentry.errors import InvalidBundle, PysentryError
 from pysentry.pki.keys import KeyAlgorithm, generate_key
-from pysentry.pki.pem import load_certificates
 
 ALL_FLAGS_MESSAGE = (
     'all required flags for this certificate rotation path, "ca-root-certificate", '
@@ -237,7 +236,7 @@ def _next_steps(renewal: Renewal, creds: SelfHostedCredentials, restart: bool) -
     if renewal.first:
         console.info(f"New CA credentials: start Sentry with --issuer-credentials {creds.location}")
     elif renewal.root_key_changed:
-        count = len(load_certificates(renewal.credentials.ca_pem))
+        count = len(certificates(renewal.credentials.ca_pem, creds.label(CA_FILENAME)))
         console.warning(
             f"The root key changed. {CA_FILENAME} now holds {count} root(s), the new one first, so "
             "certificates under the old and the new root both verify wherever this bundle is "

@@ -130,3 +130,15 @@ def test_check_reports_a_truncated_block_and_writes_nothing(dapr: Dapr, certs: P
     assert "FAIL" in _row(result.stdout, "issuer.key parses")
     assert "Traceback" not in result.output
     assert tree_state(certs.parent) == before
+
+
+def test_check_does_not_probe_sentry_with_a_damaged_ca_crt(dapr: Dapr, certs: Path) -> None:
+    """The probe reads ca.crt strictly too: no handshake against the roots around the damage."""
+    two_roots(certs)
+    damage, fragment = CORRUPTIONS["bad-der"]
+    (certs / "ca.crt").write_bytes(damage((certs / "ca.crt").read_bytes()))
+    result = dapr("mtls", "check", "--sentry-address", "127.0.0.1:1")
+    assert result.returncode == 1
+    row = _row(result.stdout, "Sentry at 127.0.0.1:1")
+    assert "skip" in row.lower() and "not tried: ca.crt does not parse" in row, row
+    assert fragment in row and "cannot connect" not in result.stdout

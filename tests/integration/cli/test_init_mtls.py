@@ -10,6 +10,7 @@ from pathlib import Path
 from pysentry.pki.pem import load_certificates
 from pysentry.testing import TestCA
 from tests.integration.cli.conftest import Dapr
+from tests.integration.cli.damage import bad_base64, two_roots
 
 
 def _mode(path: Path) -> int:
@@ -139,3 +140,23 @@ def test_export_errors_exit_nonzero(dapr: Dapr, certs: Path, tmp_path: Path) -> 
 def test_kubernetes_flag_is_refused(dapr: Dapr) -> None:
     result = dapr("mtls", "-k")
     assert result.returncode == 1 and "Kubernetes mode (-k) is not supported yet" in result.stderr
+
+
+def test_mtls_status_names_a_damaged_ca_crt_instead_of_checking_around_it(
+    dapr: Dapr, certs: Path
+) -> None:
+    """The PostRun expiry check reads strictly: a damaged block is a warning naming the file."""
+    assert dapr("init").returncode == 0
+    two_roots(certs)
+    ca_file = certs / "ca.crt"
+    ca_file.write_bytes(bad_base64(ca_file.read_bytes()))
+    result = dapr("mtls")
+    assert result.returncode == 0, result.output
+    assert result.stdout.startswith("Mutual TLS is disabled in your self-hosted configuration")
+    assert (
+        f"cannot check the root certificate's expiry: ca.crt {str(ca_file)!r}: PEM block #2 "
+        "('CERTIFICATE') is damaged" in result.output
+    )
+    ca_file.unlink()  # no ca.crt at all: silent, as Dapr
+    quiet = dapr("mtls")
+    assert quiet.returncode == 0 and "expiry" not in quiet.output, quiet.output
