@@ -89,8 +89,15 @@ def cached_bin_dir(flavor: str) -> Path | None:
 
 
 def _prune(root: Path, keep: int) -> None:
-    """Drop all but the ``keep`` newest finished builds (staging ``build-*`` dirs are left)."""
-    builds = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith("build-")]
+    """Drop all but the ``keep`` newest finished builds of these programs (staging ``build-*``
+    dirs, and other builders' directories such as ``dapr-*``, are left)."""
+    builds = [
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and not p.name.startswith("build-")
+        and p.name.endswith(tuple(f"-{f}" for f in FLAVORS))
+    ]
     builds.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     for old in builds[keep:]:
         shutil.rmtree(old, ignore_errors=True)
