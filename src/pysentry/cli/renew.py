@@ -143,7 +143,8 @@ def renew_command(
         str | None,
         typer.Option(
             "--trust-domain",
-            help="Trust domain in a new root's subject (default: kept, or cluster.local)",
+            help="Trust domain of the CA (default: the renewed root's SPIFFE URI SAN or "
+            "subject O; cluster.local for a new root)",
         ),
     ] = None,
     issuer_credentials: CredentialsOption = None,

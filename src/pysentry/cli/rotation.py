@@ -21,6 +21,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
 from pysentry.cli.backend import Credentials
+from pysentry.cli.console import CliError
+from pysentry.credentials import CA_FILENAME
+from pysentry.errors import InvalidSpiffeId
 from pysentry.pki.bundle import CaBundle
 from pysentry.pki.csr import signature_hash
 from pysentry.pki.keys import (
@@ -32,7 +35,7 @@ from pysentry.pki.keys import (
 )
 from pysentry.pki.pem import dump_certificates
 from pysentry.pki.profiles import issuer_certificate, random_serial, root_certificate
-from pysentry.spiffe import TrustDomain
+from pysentry.spiffe import SpiffeId, TrustDomain
 
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 
@@ -71,11 +74,36 @@ def reissue_root(
     return builder.sign(key, signature_hash(key))
 
 
-def trust_domain_of(root: x509.Certificate) -> str:
-    """The ``O=`` of a Dapr root (its trust domain), else ``cluster.local``."""
+def trust_domain_of(root: x509.Certificate) -> TrustDomain:
+    """The trust domain a root names: that of its SPIFFE URI SAN, else its subject ``O=`` when
+    that is a trust domain (a Dapr root), else ``cluster.local`` for a root with no ``O=``.
+
+    Raises :class:`CliError` asking for ``--trust-domain`` when the root names none (the Dapr
+    docs' OpenSSL root has ``O=dapr.io/sentry``, which is not a trust domain).
+    """
+    try:
+        sans = root.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    for uri in uris:
+        if uri.startswith("spiffe://"):
+            try:
+                return SpiffeId.parse(uri).trust_domain
+            except InvalidSpiffeId:
+                continue
     orgs = root.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     value = orgs[0].value if orgs else ""
-    return value if isinstance(value, str) and value else DEFAULT_TRUST_DOMAIN
+    if not value:
+        return TrustDomain.parse(DEFAULT_TRUST_DOMAIN)
+    try:
+        return TrustDomain.parse(str(value))
+    except InvalidSpiffeId:
+        raise CliError(
+            f"cannot tell the trust domain of the root in {CA_FILENAME} with this key: its "
+            f"subject O {value!r} is not a trust domain and it has no SPIFFE URI SAN; give it "
+            "with --trust-domain (the trust domain Sentry runs with, e.g. cluster.local)"
+        ) from None
 
 
 def generate(
@@ -93,7 +121,7 @@ def generate(
     expired = tuple(a for a in current if not _same_key(a, root_key) and a not in others)
     if same:
         root = reissue_root(same[0], root_key, now=now, ttl=ttl, skew=skew)
-        td = TrustDomain.parse(trust_domain or trust_domain_of(same[0]))
+        td = TrustDomain.parse(trust_domain) if trust_domain else trust_domain_of(same[0])
     else:
         td = TrustDomain.parse(trust_domain or DEFAULT_TRUST_DOMAIN)
         root = root_certificate(root_key, td, now=now, ttl=ttl, skew=skew)

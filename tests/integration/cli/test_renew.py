@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
@@ -15,10 +16,11 @@ from pysentry.cli.console import INFO
 from pysentry.pki.bundle import CaBundle
 from pysentry.pki.chain import verify_chain
 from pysentry.pki.keys import KeyAlgorithm, dump_private_key, generate_key, same_public_key
-from pysentry.pki.pem import load_certificates
+from pysentry.pki.pem import dump_certificates, load_certificates
 from pysentry.spiffe import SpiffeId
 from pysentry.testing import TestCA
 from tests.integration.cli.conftest import Dapr, snapshot
+from tests.integration.openssl import openssl_recipe
 
 SUCCESS = "✅  Certificate rotation is successful! Your new certificate is valid through "
 
@@ -214,3 +216,87 @@ def test_partial_flags_and_bad_private_key(dapr: Dapr, certs: Path, tmp_path: Pa
     ed.write_bytes(dump_private_key(generate_key(KeyAlgorithm.ED25519)))
     ok = dapr("mtls", "renew-certificate", "--private-key", str(ed))
     assert ok.returncode == 0, ok.output
+
+
+def test_private_key_on_the_docs_openssl_root_asks_for_the_trust_domain(
+    dapr: Dapr, certs: Path, tmp_path: Path
+) -> None:
+    """The docs' OpenSSL root has ``O=dapr.io/sentry``, not a trust domain, and no SPIFFE SAN:
+    the command refuses, naming ``--trust-domain``, then works with it."""
+    certs.mkdir(parents=True)
+    openssl_recipe(certs)
+    root_key = certs / "root.key"
+    before = snapshot(certs)
+    refused = dapr("mtls", "renew-certificate", "--private-key", str(root_key))
+    assert refused.returncode == 1, refused.output
+    assert (
+        "cannot tell the trust domain of the root in ca.crt with this key: its subject O "
+        "'dapr.io/sentry' is not a trust domain and it has no SPIFFE URI SAN; "
+        "give it with --trust-domain" in refused.stderr
+    ), refused.stderr
+    assert "nothing was changed" in refused.stderr and "Traceback" not in refused.output
+    assert snapshot(certs) == before
+
+    done = dapr(
+        "mtls", "renew-certificate", "--private-key", str(root_key), "--trust-domain", "example.org"
+    )
+    assert done.returncode == 0, done.output
+    bundle = _bundle(certs)
+    assert bundle.trust_anchors[0].subject.rfc4514_string().startswith("CN=cluster.local")
+    signed = bundle.sign(
+        generate_key().public_key(),
+        SpiffeId.parse("spiffe://example.org/ns/default/appA"),
+        now=datetime.now(UTC),
+    )
+    chain = load_certificates(signed.chain_pem)
+    verify_chain(chain[0], chain[1:], bundle.trust_anchors, now=datetime.now(UTC))
+
+
+def test_private_key_takes_the_trust_domain_from_a_spiffe_uri_san(
+    dapr: Dapr, certs: Path, tmp_path: Path
+) -> None:
+    """A root whose subject O is not a trust domain but that names one in a SPIFFE URI SAN."""
+    key = generate_key()
+    now = datetime.now(UTC)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "dapr.io/sentry")])
+    root = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier("spiffe://corp.example/ns/dapr-system/dapr-sentry")]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    certs.mkdir(parents=True)
+    (certs / "ca.crt").write_bytes(dump_certificates((root,)))
+    key_file = tmp_path / "root.key"
+    key_file.write_bytes(dump_private_key(key))
+    done = dapr("mtls", "renew-certificate", "--private-key", str(key_file))
+    assert done.returncode == 0, done.output
+    bundle = _bundle(certs)
+    assert bundle.trust_anchors[0].subject == name
+    issuer_org = bundle.issuer_cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+    assert [a.value for a in issuer_org] == ["spiffe://corp.example/ns/default/dapr-sentry"]
