@@ -5,8 +5,9 @@
 - ``kubernetes``: Dapr's template resolver, no API server needed (:mod:`.kubernetes`).
 
 :func:`from_spec` picks one from ``spec.nameResolution``. With no ``nameResolution`` at all,
-pysentry uses ``sqlite`` on ``$HOME/.dapr/nr.db`` (Dapr's self-hosted default is mDNS, which
-pysentry does not implement). Any other component name gets a warning and the same default.
+pysentry uses ``sqlite`` on ``$DAPR_HOME/nr.db``, else ``$HOME/.dapr/nr.db`` (Dapr's self-hosted
+default is mDNS, which pysentry does not implement). Any other component name gets a warning and
+the same default.
 """
 
 from __future__ import annotations

@@ -30,8 +30,13 @@ _KEY = "nameResolution.configuration"
 
 
 def default_db_path(env: Mapping[str, str] | None = None) -> Path:
-    """``$HOME/.dapr/nr.db`` (``HOME`` honoured, as Dapr's CLI does)."""
+    """``$DAPR_HOME/nr.db`` when ``DAPR_HOME`` is set (``dapr --home X run`` sets it for daprd,
+    and ``dapr list``/``status`` read ``X/nr.db``), else ``$HOME/.dapr/nr.db`` (``HOME``
+    honoured, as Dapr's CLI does)."""
     env = os.environ if env is None else env
+    dapr_home = env.get("DAPR_HOME")
+    if dapr_home:
+        return Path(dapr_home).expanduser().absolute() / "nr.db"
     home = env.get("HOME") or str(Path.home())
     return Path(home) / ".dapr" / "nr.db"
 

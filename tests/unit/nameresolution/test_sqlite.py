@@ -174,6 +174,11 @@ def test_settings_keys_defaults_and_validation(tmp_path: Path) -> None:
     assert s.heartbeat_period == timedelta(seconds=1)
     assert default_db_path({"HOME": str(tmp_path)}) == tmp_path / ".dapr" / "nr.db"
     assert SqliteSettings.from_metadata({}, env={"HOME": "/h"}).path == Path("/h/.dapr/nr.db")
+    # `dapr --home X run` gives daprd DAPR_HOME=X; `dapr list` reads X/nr.db: the same file.
+    both = {"HOME": "/h", "DAPR_HOME": str(tmp_path / "dh")}
+    assert default_db_path(both) == tmp_path / "dh" / "nr.db"
+    assert SqliteSettings.from_metadata({}, env=both).path == tmp_path / "dh" / "nr.db"
+    assert default_db_path({"HOME": "/h", "DAPR_HOME": ""}) == Path("/h/.dapr/nr.db")
     bad = {
         "x; drop table y": {"tableName": "x; drop table y"},
         "at least 1s greater than timeout": {"updateInterval": "1s"},
