@@ -93,16 +93,41 @@ def bind_internal(opts: Options) -> socket.socket:
     return bind(host, 0, "--dapr-internal-grpc-port")
 
 
-def bind_api_grpc(opts: Options) -> socket.socket:
+def listen_hosts(opts: Options) -> tuple[str, ...]:
+    return opts.dapr_listen_addresses or (opts.dapr_listen_address,)
+
+
+def bind_each(hosts: Sequence[str], port: int, flag: str) -> list[socket.socket]:
+    """One socket per ``--dapr-listen-addresses`` entry. As in Dapr, an address that cannot be
+    bound (e.g. ``::1`` with IPv6 off) is skipped while another one works (with a warning).
+    Port 0: the first address gets a free port, the others the same one."""
+    socks: list[socket.socket] = []
+    errors: list[StartupError] = []
+    for host in hosts:
+        try:
+            socks.append(bind(host, port, flag))
+        except StartupError as err:
+            errors.append(err)
+        else:
+            port = socks[-1].getsockname()[1]
+    if not socks:
+        raise errors[0]
+    for problem in errors:
+        log.warning("%s; listening on the other --dapr-listen-addresses only", problem)
+    return socks
+
+
+def bind_api_grpc(opts: Options) -> list[socket.socket]:
     """``--dapr-grpc-port``. Left at its default (50001, also Sentry's default port), a taken
     port moves the API to a free one with a warning instead of failing (docs/choices.md)."""
-    host = opts.dapr_listen_address
+    hosts = listen_hosts(opts)
     if opts.dapr_grpc_port is not None:
-        return bind(host, opts.dapr_grpc_port, "--dapr-grpc-port")
+        return bind_each(hosts, opts.dapr_grpc_port, "--dapr-grpc-port")
     try:
-        return bind(host, DEFAULT_GRPC_PORT, "--dapr-grpc-port")
+        return bind_each(hosts, DEFAULT_GRPC_PORT, "--dapr-grpc-port")
     except StartupError:
-        sock = bind(host, 0, "--dapr-grpc-port")
+        socks = bind_each(hosts, 0, "--dapr-grpc-port")
+        sock = socks[0]
         log.warning(
             "gRPC API port %d is in use (Sentry listens there by default): serving the gRPC API "
             "on port %d instead; give the app DAPR_GRPC_PORT=%d, or pass --dapr-grpc-port",
@@ -110,7 +135,7 @@ def bind_api_grpc(opts: Options) -> socket.socket:
             sock.getsockname()[1],
             sock.getsockname()[1],
         )
-        return sock
+        return socks
 
 
 def bind_metrics(opts: Options) -> socket.socket:
@@ -158,7 +183,12 @@ async def run(opts: Options) -> None:
     started = time.monotonic()
     log.info("Starting Dapr Runtime -- version %s -- commit pysentry", __version__)
     log.info("Log level set to: %s", opts.log_level)
-    cfg = load_config(opts)
+    if opts.mode == "kubernetes":
+        from pysentry.sidecar.kubernetes import prepare
+
+        opts, cfg = await prepare(opts)
+    else:
+        cfg = load_config(opts)
     mtls = opts.enable_mtls or cfg.spec.mtls.enabled
     if not opts.app_id:
         raise ConfigError("--app-id: required")
@@ -174,9 +204,9 @@ async def run(opts: Options) -> None:
         log.warning("Flag %s has been deprecated, use %s instead", flag, replacement)
     log.info("The request body size parameter is: %d bytes", opts.max_body_size)
 
-    http_sock = bind(opts.dapr_listen_address, opts.dapr_http_port, "--dapr-http-port")
+    http_socks = bind_each(listen_hosts(opts), opts.dapr_http_port, "--dapr-http-port")
     internal_sock = bind_internal(opts)
-    api_grpc_sock = bind_api_grpc(opts)
+    api_grpc_socks = bind_api_grpc(opts)
     internal_port = internal_sock.getsockname()[1]
     metrics_sock = bind_metrics(opts) if opts.enable_metrics else None
     metrics_port = metrics_sock.getsockname()[1] if metrics_sock is not None else 0
@@ -284,12 +314,13 @@ async def run(opts: Options) -> None:
         check_token=dapr_api.check_token,
         metrics=recorder,
     )
-    api_grpc = api_server(dapr_api, caller_proxy)
-    if recorder is not None:
-        instrument(api_grpc, recorder, api=True)
-    await api_grpc.start(sock=api_grpc_sock)
+    api_grpcs = [api_server(dapr_api, caller_proxy) for _ in api_grpc_socks]  # one per address
+    for api_grpc, api_grpc_sock in zip(api_grpcs, api_grpc_socks, strict=True):
+        if recorder is not None:
+            instrument(api_grpc, recorder, api=True)
+        await api_grpc.start(sock=api_grpc_sock)
     logging.getLogger("pysentry.sidecar.grpc_api").info(
-        "gRPC server listening on TCP address: :%d", api_grpc_sock.getsockname()[1]
+        "gRPC server listening on TCP address: :%d", api_grpc_socks[0].getsockname()[1]
     )
     api = HttpApi(
         ApiSettings(
@@ -310,12 +341,14 @@ async def run(opts: Options) -> None:
         metrics=recorder,
     )
     runners: list[web.AppRunner] = []
-    for app, sock in ((api.app(), http_sock), (metrics.app(), metrics_sock)):
-        if sock is None:
-            continue
+    sites = [(api.app(), http_socks)]
+    if metrics_sock is not None:
+        sites.append((metrics.app(), [metrics_sock]))
+    for app, socks in sites:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        for sock in socks:
+            await web.SockSite(runner, sock).start()
         runners.append(runner)
     log.info("HTTP server is running on port %d", opts.dapr_http_port)
     if metrics_sock is not None:
@@ -374,7 +407,8 @@ async def run(opts: Options) -> None:
             )
         resolver.close()
         grpc_server.close()
-        api_grpc.close()
+        for api_grpc in api_grpcs:
+            api_grpc.close()
         caller_proxy.close()
         for runner in runners:
             await runner.cleanup()

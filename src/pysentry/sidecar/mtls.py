@@ -170,7 +170,13 @@ class SidecarSecurity:
 def load_anchors(opts: Options) -> TrustAnchors:
     """``--trust-anchors-file`` (watched) or ``DAPR_TRUST_ANCHORS``; a clear error if neither."""
     if opts.trust_anchors_file is not None:
-        if opts.trust_anchors_pem is not None:
+        if opts.trust_anchors_pem is not None and opts.mode == "kubernetes":
+            # the injector sets both: the env for tools that read the Pod spec, the file to reload
+            log.info(
+                "Trust anchors from %s (watched); DAPR_TRUST_ANCHORS not used",
+                opts.trust_anchors_file,
+            )
+        elif opts.trust_anchors_pem is not None:
             log.warning("Both --trust-anchors-file and DAPR_TRUST_ANCHORS are set; using the file")
         return FileAnchors(opts.trust_anchors_file)
     if opts.trust_anchors_pem is not None:

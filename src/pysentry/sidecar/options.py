@@ -92,6 +92,8 @@ class Options:
     deprecated_env: tuple[str, ...]
     ignored_flags: tuple[str, ...]
     deprecated_flags: tuple[tuple[str, str], ...] = ()  # (flag, replacement)
+    # every --dapr-listen-addresses entry (the first is dapr_listen_address); () = just that one
+    dapr_listen_addresses: tuple[str, ...] = ()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -314,6 +316,12 @@ def _blanked_flag_values(args: list[str], rest: list[str]) -> tuple[list[str], l
     return kept, dropped
 
 
+def listen_addresses(value: str) -> tuple[str, ...]:
+    """``--dapr-listen-addresses``: a comma list, IPv6 in brackets (``[::1],127.0.0.1``)."""
+    out = tuple(dict.fromkeys(a.strip().strip("[]").strip() for a in value.split(",")))
+    return tuple(a for a in out if a) or ("127.0.0.1",)
+
+
 def parse_options(
     argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Options:
@@ -360,6 +368,7 @@ def parse_options(
             max_age = parse_duration(ns.internal_connection_max_age)
         except InvalidDuration as err:
             raise ConfigError(f"--internal-connection-max-age: {err}") from err
+    listen = listen_addresses(ns.dapr_listen_addresses)
     ignored = _unsupported(ns) + tuple(
         f"{value!r} after an empty argument (the value of a flag the dapr CLI blanked)"
         for value in blanked
@@ -370,7 +379,8 @@ def parse_options(
         app_protocol=ns.app_protocol,
         app_channel_address=ns.app_channel_address,
         dapr_http_port=ns.dapr_http_port,
-        dapr_listen_address=ns.dapr_listen_addresses.split(",")[0].strip("[] ") or "127.0.0.1",
+        dapr_listen_address=listen[0],
+        dapr_listen_addresses=listen,
         dapr_internal_grpc_port=internal,
         dapr_internal_grpc_listen_address=ns.dapr_internal_grpc_listen_address,
         metrics_port=DEFAULT_METRICS_PORT if ns.metrics_port is None else ns.metrics_port,
