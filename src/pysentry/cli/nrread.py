@@ -13,14 +13,13 @@ import os
 import sqlite3
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from pysentry.cli.configfile import name_resolution_metadata
 from pysentry.cli.console import CliError
 from pysentry.nameresolution import Registration, SqliteSettings
+from pysentry.nameresolution.registrations import query_registrations, side_table
 
 NR_DB_NAME = "nr.db"
 
@@ -58,31 +57,6 @@ def settings_for(config: Path, dapr_root: Path) -> SqliteSettings:
     return settings
 
 
-def _dt(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, UTC) if value is not None else None
-
-
-def _query(db: sqlite3.Connection, s: SqliteSettings) -> list[tuple[Any, ...]]:
-    side = s.table + "_pysentry"
-    has_side = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (side,)
-    ).fetchone()
-    window, now = s.interval_seconds, int(time.time())
-    if has_side:
-        sql = (
-            "SELECT h.app_id, coalesce(s.namespace, h.namespace), h.address, s.pid, s.http_port,"
-            " s.metrics_port, s.app_port, s.spiffe_id, s.cert_expiry, h.last_update"
-            f" FROM {s.table} h LEFT JOIN {side} s ON s.registration_id = h.registration_id"
-        )
-    else:
-        sql = (
-            "SELECT h.app_id, h.namespace, h.address, NULL, NULL, NULL, NULL, NULL, NULL,"
-            f" h.last_update FROM {s.table} h"
-        )
-    sql += " WHERE ? - h.last_update < ? ORDER BY h.app_id, h.registration_id"
-    return db.execute(sql, (now, window)).fetchall()
-
-
 def _uri(path: Path) -> str:
     """``mode=ro``; for a WAL database that no connection has open (no ``-wal`` file) also
     ``immutable=1``, else SQLite would leave ``-wal`` and ``-shm`` files it may not remove."""
@@ -111,23 +85,15 @@ def read_registrations(settings: SqliteSettings) -> tuple[Registration, ...]:
         db = sqlite3.connect(uri, uri=True, timeout=max(settings.busy_timeout.total_seconds(), 0))
         try:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master").fetchall()}
-            rows = _query(db, settings) if settings.table in tables else []
+            if settings.table not in tables:
+                return ()
+            return query_registrations(
+                db,
+                settings,
+                now=int(time.time()),
+                with_side_table=side_table(settings) in tables,
+            )
         finally:
             db.close()
     except sqlite3.Error as err:
         raise CliError(database_problem(path, err)) from err
-    return tuple(
-        Registration(
-            str(r[0]),
-            str(r[1]),
-            str(r[2]),
-            int(r[3] or 0),
-            int(r[4] or 0),
-            int(r[5] or 0),
-            int(r[6] or 0),
-            str(r[7] or ""),
-            _dt(r[8]),
-            _dt(r[9]),
-        )
-        for r in rows
-    )

@@ -33,11 +33,12 @@ import math
 import sqlite3
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pysentry.clock import Clock, system_clock
 from pysentry.nameresolution.base import Registration, ResolutionError
+from pysentry.nameresolution.registrations import query_registrations, side_table
 from pysentry.nameresolution.sqlite_migrations import perform_migrations
 from pysentry.nameresolution.sqlite_settings import SqliteSettings
 
@@ -56,10 +57,6 @@ def _ts(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
 
 
-def _dt(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, UTC) if value is not None else None
-
-
 class SqliteResolver:
     """Register, heartbeat, resolve, over one connection for writes and one for lookups."""
 
@@ -71,7 +68,7 @@ class SqliteResolver:
         self._cache: dict[tuple[str, str], tuple[datetime, tuple[str, ...]]] = {}
         self._rr: dict[tuple[str, str], int] = {}
         settings.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        t, side = settings.table, settings.table + "_pysentry"
+        t, side = settings.table, side_table(settings)
         self._t, self._side = t, side
         # Heartbeats run in a worker thread (a write can wait for another sidecar's lock), so
         # the connection is shared across threads behind a lock; lookups have their own.
@@ -223,29 +220,10 @@ class SqliteResolver:
 
     def list_registrations(self, *, include_stale: bool = False) -> tuple[Registration, ...]:
         """Every row (fresh only, unless ``include_stale``), Go's included (namespace ``''``)."""
-        window = self._settings.interval_seconds
-        rows = self._query(
-            "SELECT h.app_id, coalesce(s.namespace, h.namespace), h.address, s.pid, s.http_port,"
-            " s.metrics_port, s.app_port, s.spiffe_id, s.cert_expiry, h.last_update"
-            f" FROM {self._t} h LEFT JOIN {self._side} s ON s.registration_id = h.registration_id"
-            " WHERE ? OR ? - h.last_update < ? ORDER BY h.app_id, h.registration_id",
-            (include_stale, self._now(), window),
-        )
-        return tuple(
-            Registration(
-                str(r[0]),
-                str(r[1]),
-                str(r[2]),
-                int(r[3] or 0),
-                int(r[4] or 0),
-                int(r[5] or 0),
-                int(r[6] or 0),
-                str(r[7] or ""),
-                _dt(r[8]),
-                _dt(r[9]),
+        with self._read_lock:
+            return query_registrations(
+                self._reader, self._settings, now=self._now(), include_stale=include_stale
             )
-            for r in rows
-        )
 
     def next_heartbeat_delay(self, next_at: float) -> tuple[float, float]:
         """(seconds to wait, the beat after) for a ticker due at Unix time ``next_at``.
