@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from pysentry.injector.patch import InjectorConfig, sidecar_container
 from pysentry.pki.pem import load_certificates
 from tests.integration.sentry.conftest import free_port
 from tests.k8s.cluster import (
@@ -334,3 +335,52 @@ def test_two_injected_pods_call_over_mtls_and_follow_a_root_rotation(
 
 def _issued_by(sidecar: Sidecar, issuer: x509.Name) -> Callable[[], bool]:
     return lambda: svid_issuer(sidecar) == issuer
+
+
+def _patched_pod(kube: Testbed, namespace: str, app: str, config: str) -> dict[str, Any]:
+    """A Pod created in the cluster, with the daprd container ``injector.patch`` builds (no
+    webhook: this test is about daprd's errors, the webhook is tested above)."""
+    annotations = {
+        "dapr.io/enabled": "true",
+        "dapr.io/app-id": app,
+        "dapr.io/app-port": "8080",
+        "dapr.io/config": config,
+    }
+    pod = create_pod(kube, namespace, f"{app}-0", app, annotations)
+    cfg = InjectorConfig(control_plane_namespace=namespace, trust_domain="cluster.local",
+                         sidecar_image="x")  # fmt: skip
+    pod["spec"]["containers"].append(sidecar_container(pod, cfg, "unused", mtls=True))
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing", "configurations.dapr.io 'nope' in namespace {ns!r} not found: create it"),
+        ("no-rbac", "the API server refused to read it: "),
+        ("apiserver-down", "cannot reach the Kubernetes API server at 'https://127.0.0.1:"),
+    ],
+)
+def test_config_errors_are_fatal_and_name_the_fix(
+    kube: Testbed, namespace: str, dapr_crds: None, tmp_path: Path, case: str, expected: str
+) -> None:
+    pod = _patched_pod(kube, namespace, "c", "nope" if case == "missing" else "appconfig")
+    if case != "no-rbac":
+        config_reader_rbac(kube, namespace, "c")
+    if case != "missing":
+        put_config(kube, namespace, "appconfig", {})
+    sidecar = sidecar_for(kube, namespace, pod, tmp_path, free_port(), free_port())
+    if case == "apiserver-down":
+        closed = f"https://127.0.0.1:{free_port()}"
+        sidecar.kubeconfig.write_text(sidecar.kubeconfig.read_text().replace(kube.url, closed))
+    sidecar.start("unused")
+    try:
+        assert sidecar.wait_exit() == 1
+    finally:
+        sidecar.stop()
+    log = sidecar.log()
+    assert expected.format(ns=namespace) in log, log
+    if case == "no-rbac":
+        assert "grant the Pod's service account 'get' on configurations.dapr.io" in log
+        assert f"system:serviceaccount:{namespace}:c" in log  # the API server's own message
+    assert "Fatal error from runtime: --config: " in log
