@@ -75,6 +75,7 @@ def run_daprd(
         "NAMESPACE": apps,
         "DAPR_TRUST_ANCHORS": sentry.anchors_pem().decode(),
         "DAPR_SENTRY_TOKEN_FILE": str(token_file),
+        "DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK": "true",  # the suite runs as root (netns)
     }
     log = tmp_path / f"daprd-{app_id}.log"
     with log.open("wb") as out:
