@@ -67,10 +67,26 @@ class Sentry:
         prefix = [sys.executable]
         if profile is not None:
             prefix += ["-m", "cProfile", "-o", str(profile)]
-        cmd = [*prefix, "-m", "pysentry.sentry.main", "--issuer-credentials", str(workdir / "c"),
-               "--listen-address", "127.0.0.1", "--port", str(self.port), "--healthz-port",
-               str(self.healthz), "--enable-metrics=false", "--log-level", "warn",
-               "--max-concurrent-signs", "4096", "--config", os.devnull]
+        cmd = [
+            *prefix,
+            "-m",
+            "pysentry.sentry.main",
+            "--issuer-credentials",
+            str(workdir / "c"),
+            "--listen-address",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--healthz-port",
+            str(self.healthz),
+            "--enable-metrics=false",
+            "--log-level",
+            "warn",
+            "--max-concurrent-signs",
+            "4096",
+            "--config",
+            os.devnull,
+        ]
         self.log = (workdir / "sentry.log").open("wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
@@ -113,8 +129,11 @@ async def _close(chan: Channel) -> None:
 
 
 async def run_case(
-    sentry: Sentry, requests: list[sentry_pb2.SignCertificateRequest], clients: int,
-    persistent: bool, seconds: float,
+    sentry: Sentry,
+    requests: list[sentry_pb2.SignCertificateRequest],
+    clients: int,
+    persistent: bool,
+    seconds: float,
 ) -> dict[str, Any]:
     ctx = client_context(sentry.anchors)
     latencies: list[float] = []
@@ -168,8 +187,10 @@ async def run_case(
 
 
 _GROUPS = (  # (label, substrings of "file:function"), first match wins
-    ("crypto: sign (cryptography)", ("create_x509_certificate", "pki/profiles.py",
-                                     "hazmat", "x509.")),
+    (
+        "crypto: sign (cryptography)",
+        ("create_x509_certificate", "pki/profiles.py", "hazmat", "x509."),
+    ),
     ("crypto: CSR parse + PoP", ("pki/csr.py", "pki/pem.py", "pki/keys.py", "CertificateSigning")),
     ("idle (epoll wait)", ("select.epoll", "'poll'", "run_once")),
     ("socket syscalls", ("_socket.socket", "'send'", "'recv", "sock_")),
@@ -199,9 +220,11 @@ def profile_groups(stats: pstats.Stats) -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     ceiling = report["ceiling_csr_sign_per_s"]
-    lines = [f"{'connections':<12} {'clients':>7} {'certs/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-             f"{'errors':>6} {'of ceiling':>10} {'srv cpu':>8} {'srv ms/cert':>11} "
-             f"{'srv cap/s':>9} {'cap/ceil':>8}"]
+    lines = [
+        f"{'connections':<12} {'clients':>7} {'certs/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>6} {'of ceiling':>10} {'srv cpu':>8} {'srv ms/cert':>11} "
+        f"{'srv cap/s':>9} {'cap/ceil':>8}"
+    ]
     for r in report["results"]:
         lines.append(
             f"{r['connections']:<12} {r['clients']:>7} {r['certs_per_s']:>9.0f} "
@@ -210,13 +233,17 @@ def format_table(report: dict[str, Any]) -> str:
             f"{r['server_cpu_ms_per_cert']:>11.3f} {r['server_capacity_per_core']:>9.0f} "
             f"{r['server_capacity_per_core'] / ceiling:>8.0%}"
         )
-    lines.append(f"ceiling cost: {1000 / ceiling:.3f} ms of CPU per cert. 'srv cpu': share of one "
-                 "core the sentry process used; 'srv cap/s': certs/s it would sign with a whole "
-                 "core (1 / its CPU per cert); load average "
-                 f"{report['machine']['loadavg_1m_before_after']}")
-    lines.append(f"in-process ceiling (csr+sign, P-256 issuer, 1 core, median): {ceiling:.0f}/s; "
-                 f"best persistent = {report['best_persistent_ratio']:.0%} of it end to end, "
-                 f"server capacity {report['best_persistent_server_capacity_ratio']:.0%} of it")
+    lines.append(
+        f"ceiling cost: {1000 / ceiling:.3f} ms of CPU per cert. 'srv cpu': share of one "
+        "core the sentry process used; 'srv cap/s': certs/s it would sign with a whole "
+        "core (1 / its CPU per cert); load average "
+        f"{report['machine']['loadavg_1m_before_after']}"
+    )
+    lines.append(
+        f"in-process ceiling (csr+sign, P-256 issuer, 1 core, median): {ceiling:.0f}/s; "
+        f"best persistent = {report['best_persistent_ratio']:.0%} of it end to end, "
+        f"server capacity {report['best_persistent_server_capacity_ratio']:.0%} of it"
+    )
     return "\n".join(lines)
 
 

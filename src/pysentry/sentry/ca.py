@@ -203,18 +203,25 @@ class CertificateAuthority:
         if now >= bundle.issuer_not_after:
             log.error(
                 "Refusing to sign for %s: the issuer certificate expired at %s; install new "
-                "issuer credentials", spiffe_id, bundle.issuer_not_after.isoformat(),
+                "issuer credentials",
+                spiffe_id,
+                bundle.issuer_not_after.isoformat(),
             )
             raise SignError(Code.INTERNAL, "failed to sign certificate")
         signed = bundle.sign(
-            public_key, spiffe_id, now=now, ttl=self.settings.workload_ttl,
-            skew=self.settings.clock_skew, dns_names=dns_names,
+            public_key,
+            spiffe_id,
+            now=now,
+            ttl=self.settings.workload_ttl,
+            skew=self.settings.clock_skew,
+            dns_names=dns_names,
         )
         if signed.clamped and not self._clamp_warned:
             self._clamp_warned = True
             log.warning(
                 "Workload certificates expire with the issuer certificate at %s, sooner than "
-                "workloadCertTTL %s: renew the issuer", bundle.issuer_not_after.isoformat(),
+                "workloadCertTTL %s: renew the issuer",
+                bundle.issuer_not_after.isoformat(),
                 self.settings.workload_ttl,
             )
         return signed

@@ -45,7 +45,10 @@ class ServingIdentity:
         self._ca = ca
         self._metrics = metrics
         self.provider = SecurityProvider(
-            self._request, app_id=SENTRY_APP_ID, key_algorithm=key_algorithm, clock=clock,
+            self._request,
+            app_id=SENTRY_APP_ID,
+            key_algorithm=key_algorithm,
+            clock=clock,
             on_rotate=self._rotated,
         )
         self._rotating: RotatingServerContext | None = None
@@ -70,8 +73,12 @@ class ServingIdentity:
     def _rotated(self, svid: X509Svid) -> None:
         if self._rotating is not None:
             self._rotating.set_identity(svid)
-        log.info("Serving certificate rotated: id=%s serial=%s not_after=%s",
-                 svid.spiffe_id, svid.serial, svid.not_after.isoformat())
+        log.info(
+            "Serving certificate rotated: id=%s serial=%s not_after=%s",
+            svid.spiffe_id,
+            svid.serial,
+            svid.not_after.isoformat(),
+        )
 
     async def start(self) -> X509Svid:
         """Issue the first SVID and build the listener context."""
@@ -80,8 +87,12 @@ class ServingIdentity:
         # Sidecars open a new connection per request and never resume a session: skip the two
         # TLS 1.3 session tickets OpenSSL would otherwise make and send after every handshake.
         self._rotating.listener.num_tickets = 0
-        log.info("Serving certificate issued: id=%s serial=%s not_after=%s",
-                 svid.spiffe_id, svid.serial, svid.not_after.isoformat())
+        log.info(
+            "Serving certificate issued: id=%s serial=%s not_after=%s",
+            svid.spiffe_id,
+            svid.serial,
+            svid.not_after.isoformat(),
+        )
         return svid
 
     def current(self) -> X509Svid:

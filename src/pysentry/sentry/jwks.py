@@ -46,8 +46,13 @@ _ALGS_BY_KTY: dict[str, tuple[str, ...]] = {
     "RSA": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
     "oct": ("HS256", "HS384", "HS512"),
 }
-_ALGS_BY_CRV = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "secp256k1": "ES256K",
-                "Ed25519": "EdDSA"}
+_ALGS_BY_CRV = {
+    "P-256": "ES256",
+    "P-384": "ES384",
+    "P-521": "ES512",
+    "secp256k1": "ES256K",
+    "Ed25519": "EdDSA",
+}
 
 
 def _duration(
@@ -155,8 +160,10 @@ class JwksValidator:
         if source.startswith(("https://", "http://")):
             self._url = source
             if source.startswith("http://"):
-                log.warning("Loading JWK from an HTTP endpoint without TLS: this is not "
-                            "recommended on production environments.")
+                log.warning(
+                    "Loading JWK from an HTTP endpoint without TLS: this is not "
+                    "recommended on production environments."
+                )
         elif _is_file(source):
             self._file = Path(source)
         else:
@@ -195,9 +202,10 @@ class JwksValidator:
         ssl_arg: ssl.SSLContext | bool = (
             self._ssl_context() if self._url.startswith("https://") else False
         )
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
-            self._url, ssl=ssl_arg
-        ) as resp:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(self._url, ssl=ssl_arg) as resp,
+        ):
             if resp.status != 200:
                 raise ValueError(f"failed to fetch JWKS from {self._url!r}: HTTP {resp.status}")
             return parse_key_set(await resp.read(), self._url)
@@ -259,8 +267,12 @@ class JwksValidator:
             try:
                 key = jwt.PyJWK(jwk, algorithm=alg).key
                 claims = jwt.decode(
-                    token, key, algorithms=[alg], audience=self._sentry_id,
-                    leeway=JWT_ACCEPTABLE_SKEW, options={"require": ["aud"], "verify_sub": False},
+                    token,
+                    key,
+                    algorithms=[alg],
+                    audience=self._sentry_id,
+                    leeway=JWT_ACCEPTABLE_SKEW,
+                    options={"require": ["aud"], "verify_sub": False},
                 )
             except jwt.InvalidSignatureError:
                 continue

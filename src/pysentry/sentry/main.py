@@ -56,14 +56,17 @@ COMMIT = "pysentry"
 def load_config(options: SentryOptions) -> Configuration:
     path = Path(options.config)
     if not options.config_explicit and options.config == DEFAULT_CONFIG and not path.exists():
-        log.info("Configuration file %r not found: using default configuration values",
-                 options.config)
+        log.info(
+            "Configuration file %r not found: using default configuration values", options.config
+        )
         return parse_configuration("", options.config)
     return load_configuration(path)
 
 
 def build_validators(
-    config: Configuration, options: SentryOptions, kube: KubernetesMode | None = None,
+    config: Configuration,
+    options: SentryOptions,
+    kube: KubernetesMode | None = None,
     settings: CaSettings | None = None,
 ) -> tuple[dict[TokenValidator, Validator], TokenValidator]:
     choice = sentry_validators(config, options.mode)
@@ -123,8 +126,11 @@ async def run(options: SentryOptions) -> None:
         return
     kube = await KubernetesMode.open(
         kubeconfig=options.kubeconfig if options.kubeconfig_explicit else None,
-        names=(options.issuer_ca_filename, options.issuer_certificate_filename,
-               options.issuer_key_filename),
+        names=(
+            options.issuer_ca_filename,
+            options.issuer_certificate_filename,
+            options.issuer_key_filename,
+        ),
     )
     try:
         await _run(options, kube)
@@ -160,22 +166,32 @@ async def _run(options: SentryOptions, kube: KubernetesMode | None) -> None:
     else:
         log.info("Using kubernetes secret store for trust bundle storage")
         bundle = await kube.load_bundle(settings, options.ca_key_algorithm)
-    metrics.ca_loaded(issuer_not_after=bundle.issuer_not_after,
-                      root_not_after=bundle.root_not_after)
+    metrics.ca_loaded(
+        issuer_not_after=bundle.issuer_not_after, root_not_after=bundle.root_not_after
+    )
     log.info("CA certificate key pair ready")
     validators, default = build_validators(config, options, kube, settings)
     for validator in validators.values():
         if validator.health_target is not None:
             health.add_target(validator.health_target)
-    ca = CertificateAuthority(bundle, settings, validators=validators,
-                              default_validator=default, metrics=metrics)
-    runners = [await _start_site(healthz_app(health), options.healthz_listen_address,
-                                 options.healthz_port,
-                                 ("--healthz-port", "--healthz-listen-address"))]
+    ca = CertificateAuthority(
+        bundle, settings, validators=validators, default_validator=default, metrics=metrics
+    )
+    runners = [
+        await _start_site(
+            healthz_app(health),
+            options.healthz_listen_address,
+            options.healthz_port,
+            ("--healthz-port", "--healthz-listen-address"),
+        )
+    ]
     health.set_ready("healthz-server")
     if options.enable_metrics:
-        runners.append(await _start_site(metrics_app(metrics), "", options.metrics_port,
-                                         ("--metrics-port", None)))
+        runners.append(
+            await _start_site(
+                metrics_app(metrics), "", options.metrics_port, ("--metrics-port", None)
+            )
+        )
     health.set_ready("metrics-exporter")
     for validator in validators.values():
         await validator.start()
@@ -184,11 +200,18 @@ async def _run(options: SentryOptions, kube: KubernetesMode | None) -> None:
     identity = ServingIdentity(ca, key_algorithm=options.ca_key_algorithm, metrics=metrics)
     await identity.start()
     health.set_ready("security-provider")
-    server = build_server(ca, max_request_bytes=options.max_request_bytes,
-                          max_sign_wait_s=options.max_sign_wait.total_seconds())
+    server = build_server(
+        ca,
+        max_request_bytes=options.max_request_bytes,
+        max_sign_wait_s=options.max_sign_wait.total_seconds(),
+    )
     try:
-        await server.start(options.listen_address or None, options.port,
-                           ssl=identity.listener_context, reuse_address=True)
+        await server.start(
+            options.listen_address or None,
+            options.port,
+            ssl=identity.listener_context,
+            reuse_address=True,
+        )
     except OSError as err:
         for runner in runners:
             await runner.cleanup()
@@ -198,12 +221,23 @@ async def _run(options: SentryOptions, kube: KubernetesMode | None) -> None:
     log.info("Running gRPC server on port %d", options.port)
     reloader: CredentialsReloader | TrustBundleWatcher
     if kube is None:
-        reloader = CredentialsReloader(store, ca, on_swap=identity.reissue, metrics=metrics,
-                                       health=health, quiet_period=options.reload_quiet_period,
-                                       loaded_version=loaded.version)
+        reloader = CredentialsReloader(
+            store,
+            ca,
+            on_swap=identity.reissue,
+            metrics=metrics,
+            health=health,
+            quiet_period=options.reload_quiet_period,
+            loaded_version=loaded.version,
+        )
     else:
-        reloader = kube.watcher(ca, on_swap=identity.reissue, metrics=metrics, health=health,
-                                quiet_period=options.reload_quiet_period)
+        reloader = kube.watcher(
+            ca,
+            on_swap=identity.reissue,
+            metrics=metrics,
+            health=health,
+            quiet_period=options.reload_quiet_period,
+        )
     expiry = ExpiryWarnings(lambda: (ca.bundle.root_not_after, ca.bundle.issuer_not_after))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -211,10 +245,15 @@ async def _run(options: SentryOptions, kube: KubernetesMode | None) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with asyncio.TaskGroup() as tasks:
-            background = [tasks.create_task(c) for c in (
-                reloader.run(), expiry.run(), identity.run(),
-                *(v.run() for v in validators.values()),
-            )]
+            background = [
+                tasks.create_task(c)
+                for c in (
+                    reloader.run(),
+                    expiry.run(),
+                    identity.run(),
+                    *(v.run() for v in validators.values()),
+                )
+            ]
             await reloader.wait_ready()
             health.set_ready("sentry-server")
             await stop.wait()
@@ -239,8 +278,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (OptionsError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    log.info("Starting Dapr Sentry certificate authority -- version %s -- commit %s",
-             __version__, COMMIT)
+    log.info(
+        "Starting Dapr Sentry certificate authority -- version %s -- commit %s", __version__, COMMIT
+    )
     log.info("Log level set to: %s", options.log_level)
     try:
         _run_loop(options)
@@ -273,6 +313,7 @@ def _fatal_error(err: BaseException) -> BaseException | None:
                 return found
         return None
     return err if isinstance(err, (PysentryError, OSError)) else None
+
 
 if __name__ == "__main__":
     main()

@@ -35,32 +35,46 @@ class SentryMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.received = Counter("dapr_sentry_cert_sign_request_received",
-                                "The number of CSRs received.", registry=r)
-        self.success = Counter("dapr_sentry_cert_sign_success",
-                               "The number of certificates issuances that have succeeded.",
-                               registry=r)
-        self.failure = Counter("dapr_sentry_cert_sign_failure",
-                               "The number of errors occurred when signing the CSR.",
-                               ["reason"], registry=r)
-        self.servercert_failed = Counter("dapr_sentry_servercert_issue_failed",
-                                         "The number of server TLS certificate issuance failures.",
-                                         registry=r)
+        self.received = Counter(
+            "dapr_sentry_cert_sign_request_received", "The number of CSRs received.", registry=r
+        )
+        self.success = Counter(
+            "dapr_sentry_cert_sign_success",
+            "The number of certificates issuances that have succeeded.",
+            registry=r,
+        )
+        self.failure = Counter(
+            "dapr_sentry_cert_sign_failure",
+            "The number of errors occurred when signing the CSR.",
+            ["reason"],
+            registry=r,
+        )
+        self.servercert_failed = Counter(
+            "dapr_sentry_servercert_issue_failed",
+            "The number of server TLS certificate issuance failures.",
+            registry=r,
+        )
         self.issuercert_changed = Counter(
             "dapr_sentry_issuercert_changed",
-            "The number of issuer cert updates, when issuer cert or key is changed", registry=r)
+            "The number of issuer cert updates, when issuer cert or key is changed",
+            registry=r,
+        )
         self.issuercert_expiry = Gauge(
             "dapr_sentry_issuercert_expiry_timestamp",
-            "The unix timestamp, in seconds, when issuer/root cert will expire.", registry=r)
+            "The unix timestamp, in seconds, when issuer/root cert will expire.",
+            registry=r,
+        )
         self.rootcert_expiry = Gauge(
             "dapr_sentry_rootcert_expiry_timestamp",
             "The unix timestamp, in seconds, when the earliest trust anchor (root) will expire.",
-            registry=r)
+            registry=r,
+        )
         self.reload_failed = Counter(
             "dapr_sentry_issuercert_reload_failed",
             "The number of issuer credential reloads rejected because the files are invalid or "
             "unreadable.",
-            registry=r)
+            registry=r,
+        )
 
     def sign_request_received(self) -> None:
         self.received.inc()
@@ -103,8 +117,11 @@ class Health:
 
     def report(self) -> tuple[int, dict[str, object]]:
         missing = self.not_ready()
-        body: dict[str, object] = {"status": "ok" if not missing else "not ready",
-                                   "not_ready": list(missing), "detail": dict(self._detail)}
+        body: dict[str, object] = {
+            "status": "ok" if not missing else "not ready",
+            "not_ready": list(missing),
+            "detail": dict(self._detail),
+        }
         return (200 if not missing else 503), body
 
 
@@ -134,16 +151,22 @@ def expiry_warning(kind: str, not_after: datetime, now: datetime) -> str | None:
         return f"Dapr {kind} certificate expiration warning: certificate has expired."
     if not_after - EXPIRY_WARNING_WINDOW < now:
         hours = int((not_after - now).total_seconds() // 3600)
-        return (f"Dapr {kind} certificate expiration warning: certificate expires in "
-                f"{hours // 24} days and {hours % 24} hours")
+        return (
+            f"Dapr {kind} certificate expiration warning: certificate expires in "
+            f"{hours // 24} days and {hours % 24} hours"
+        )
     return None
 
 
 class ExpiryWarnings:
     """Hourly check of the root and issuer expiry; warnings from 30 days before (spec §8.2)."""
 
-    def __init__(self, expiries: ExpirySource, clock: Clock = system_clock,
-                 interval: timedelta = EXPIRY_CHECK_INTERVAL) -> None:
+    def __init__(
+        self,
+        expiries: ExpirySource,
+        clock: Clock = system_clock,
+        interval: timedelta = EXPIRY_CHECK_INTERVAL,
+    ) -> None:
         self._expiries = expiries
         self._clock = clock
         self._interval = interval

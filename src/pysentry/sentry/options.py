@@ -146,49 +146,119 @@ def build_parser() -> argparse.ArgumentParser:
         description="Dapr Sentry: the certificate authority for Dapr mTLS (pysentry).",
     )
     add = p.add_argument
-    add("--config", default=None,
-        help=f"Path to the Configuration file (default {DEFAULT_CONFIG!r})")
-    add("--issuer-credentials", default=DEFAULT_CREDENTIALS_DIR,
-        help="Path to the directory holding the issuer credentials")
-    add("--issuer-ca-filename", default=CA_FILENAME,
-        help="Certificate Authority certificate filename")
-    add("--issuer-certificate-filename", default=ISSUER_CERT_FILENAME,
-        help="Issuer certificate filename")
+    add(
+        "--config",
+        default=None,
+        help=f"Path to the Configuration file (default {DEFAULT_CONFIG!r})",
+    )
+    add(
+        "--issuer-credentials",
+        default=DEFAULT_CREDENTIALS_DIR,
+        help="Path to the directory holding the issuer credentials",
+    )
+    add(
+        "--issuer-ca-filename",
+        default=CA_FILENAME,
+        help="Certificate Authority certificate filename",
+    )
+    add(
+        "--issuer-certificate-filename",
+        default=ISSUER_CERT_FILENAME,
+        help="Issuer certificate filename",
+    )
     add("--issuer-key-filename", default=ISSUER_KEY_FILENAME, help="Issuer private key filename")
-    add("--trust-domain", default=DEFAULT_TRUST_DOMAIN,
-        help="The CA trust domain (overrides spec.mtls.controlPlaneTrustDomain)")
-    add("--port", type=_port, default=DEFAULT_PORT,
-        help="The port for the sentry server to listen on")
+    add(
+        "--trust-domain",
+        default=DEFAULT_TRUST_DOMAIN,
+        help="The CA trust domain (overrides spec.mtls.controlPlaneTrustDomain)",
+    )
+    add(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help="The port for the sentry server to listen on",
+    )
     add("--listen-address", default="", help="The listen address for the sentry server")
-    add("--healthz-port", type=_port, default=DEFAULT_HEALTHZ_PORT,
-        help="The port for the healthz server to listen on")
+    add(
+        "--healthz-port",
+        type=_port,
+        default=DEFAULT_HEALTHZ_PORT,
+        help="The port for the healthz server to listen on",
+    )
     add("--healthz-listen-address", default="", help="The listening address for the healthz server")
-    add("--enable-metrics", type=_parse_bool, nargs="?", const=True, default=True,
-        help="Enable Prometheus metrics (default true)")
-    add("--metrics-port", type=_port, default=DEFAULT_METRICS_PORT,
-        help="The port for the metrics server")
-    add("--metrics-listen-address", default="0.0.0.0",
-        help="Accepted for compatibility; as in Dapr, metrics bind all interfaces")
-    add("--log-level", default="info", choices=_LOG_LEVELS, help="Options are debug, info, warn, "
-        "error, or fatal (default info)")
-    add("--log-as-json", type=_parse_bool, nargs="?", const=True, default=False,
-        help="print log as JSON (default false)")
-    add("--mode", default=None, help="Runtime mode for Dapr Sentry: standalone or kubernetes "
-        "(default: kubernetes when KUBERNETES_SERVICE_HOST is set, else standalone)")
-    add("--kubeconfig", default=None, help="Kubernetes mode only: kubeconfig path (default: "
-        "KUBECONFIG, else the in-cluster service account, else ~/.kube/config)")
-    add("--ca-key-algorithm", default="ecdsa-p256", choices=tuple(_CA_KEY_ALGORITHMS),
-        help="pysentry: key type of a self-generated root and issuer (default ecdsa-p256)")
-    add("--max-concurrent-signs", type=_positive_int, default=DEFAULT_MAX_CONCURRENT_SIGNS,
+    add(
+        "--enable-metrics",
+        type=_parse_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="Enable Prometheus metrics (default true)",
+    )
+    add(
+        "--metrics-port",
+        type=_port,
+        default=DEFAULT_METRICS_PORT,
+        help="The port for the metrics server",
+    )
+    add(
+        "--metrics-listen-address",
+        default="0.0.0.0",
+        help="Accepted for compatibility; as in Dapr, metrics bind all interfaces",
+    )
+    add(
+        "--log-level",
+        default="info",
+        choices=_LOG_LEVELS,
+        help="Options are debug, info, warn, error, or fatal (default info)",
+    )
+    add(
+        "--log-as-json",
+        type=_parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="print log as JSON (default false)",
+    )
+    add(
+        "--mode",
+        default=None,
+        help="Runtime mode for Dapr Sentry: standalone or kubernetes "
+        "(default: kubernetes when KUBERNETES_SERVICE_HOST is set, else standalone)",
+    )
+    add(
+        "--kubeconfig",
+        default=None,
+        help="Kubernetes mode only: kubeconfig path (default: "
+        "KUBECONFIG, else the in-cluster service account, else ~/.kube/config)",
+    )
+    add(
+        "--ca-key-algorithm",
+        default="ecdsa-p256",
+        choices=tuple(_CA_KEY_ALGORITHMS),
+        help="pysentry: key type of a self-generated root and issuer (default ecdsa-p256)",
+    )
+    add(
+        "--max-concurrent-signs",
+        type=_positive_int,
+        default=DEFAULT_MAX_CONCURRENT_SIGNS,
         help="pysentry: requests validated and signed at once; more wait in a queue "
-        f"(default {DEFAULT_MAX_CONCURRENT_SIGNS})")
-    add("--max-sign-wait", type=_wait, default=DEFAULT_MAX_SIGN_WAIT,
+        f"(default {DEFAULT_MAX_CONCURRENT_SIGNS})",
+    )
+    add(
+        "--max-sign-wait",
+        type=_wait,
+        default=DEFAULT_MAX_SIGN_WAIT,
         help="pysentry: longest a request waits to start signing (and never past its own "
         "deadline); it gets RESOURCE_EXHAUSTED instead, at once when the wait is foreseen "
-        "(default 1s)")
-    add("--max-request-bytes", type=_positive_int, default=DEFAULT_MAX_REQUEST_BYTES,
+        "(default 1s)",
+    )
+    add(
+        "--max-request-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_REQUEST_BYTES,
         help="pysentry: largest SignCertificate request accepted, in bytes; larger ones get "
-        f"RESOURCE_EXHAUSTED (default {DEFAULT_MAX_REQUEST_BYTES})")
+        f"RESOURCE_EXHAUSTED (default {DEFAULT_MAX_REQUEST_BYTES})",
+    )
     return p
 
 

@@ -85,12 +85,18 @@ def test_metric_names_and_help_texts() -> None:
         ("cert_sign_request_received_total", "The number of CSRs received."),
         ("cert_sign_success_total", "The number of certificates issuances that have succeeded."),
         ("cert_sign_failure_total", "The number of errors occurred when signing the CSR."),
-        ("servercert_issue_failed_total",
-         "The number of server TLS certificate issuance failures."),
-        ("issuercert_changed_total",
-         "The number of issuer cert updates, when issuer cert or key is changed"),
-        ("issuercert_expiry_timestamp",
-         "The unix timestamp, in seconds, when issuer/root cert will expire."),
+        (
+            "servercert_issue_failed_total",
+            "The number of server TLS certificate issuance failures.",
+        ),
+        (
+            "issuercert_changed_total",
+            "The number of issuer cert updates, when issuer cert or key is changed",
+        ),
+        (
+            "issuercert_expiry_timestamp",
+            "The unix timestamp, in seconds, when issuer/root cert will expire.",
+        ),
     ]
     for name, help_text in expected_help:
         assert f"# HELP dapr_sentry_{name} {help_text}\n" in text, name
