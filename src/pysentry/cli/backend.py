@@ -21,7 +21,7 @@ from typing import Protocol
 
 from pysentry.cli.console import CliError
 from pysentry.cli.pemfile import label_of, read_regular
-from pysentry.cli.staging import make_private_dirs, write_files
+from pysentry.cli.staging import write_files
 from pysentry.credentials import (
     CA_FILENAME,
     ISSUER_CERT_FILENAME,
@@ -33,6 +33,7 @@ from pysentry.credentials import (
     StoreLocationError,
     StoreState,
 )
+from pysentry.fileio import ensure_private_dir
 from pysentry.pki.bundle import CaBundle
 
 
@@ -142,7 +143,7 @@ class SelfHostedCredentials:
         # unwritable directory changes nothing. Then anchors first: a watcher that reloads between
         # two renames sees a wider trust bundle, never an issuer its anchors do not know yet.
         # Sentry debounces the directory.
-        make_private_dirs(self.directory)
+        ensure_private_dir(self.directory)
         write_files(
             self.directory,
             (

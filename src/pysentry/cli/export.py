@@ -17,13 +17,14 @@ from pathlib import Path
 from pysentry.cli.backend import Credentials, SelfHostedCredentials
 from pysentry.cli.console import CliError
 from pysentry.cli.pemfile import certificates, private_key
-from pysentry.cli.staging import PartiallyWritten, make_private_dirs, write_files
+from pysentry.cli.staging import PartiallyWritten, write_files
 from pysentry.credentials import (
     CA_FILENAME,
     CREDENTIAL_FILENAMES,
     ISSUER_CERT_FILENAME,
     ISSUER_KEY_FILENAME,
 )
+from pysentry.fileio import ensure_private_dir
 from pysentry.pki.keys import same_public_key
 
 
@@ -67,7 +68,7 @@ def export(creds: SelfHostedCredentials, target: Path) -> tuple[str, ...]:
         raise CliError(f"{str(target)!r} exists and is not a directory; choose another --out")
     replaced = _existing(target)
     try:
-        make_private_dirs(target)
+        ensure_private_dir(target)
     except OSError as err:
         raise CliError(f"cannot create {str(target)!r}: {err.strerror}") from err
     try:

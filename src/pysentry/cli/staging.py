@@ -3,8 +3,8 @@
 ``write_files(directory, [(name, data), ...])`` first writes every file to a private temp file in
 ``directory`` and fsyncs it, so a full disk, a quota or an unwritable directory fails before any
 file is touched. Only then are the temp files renamed over their targets, in the order given, and
-the directory fsynced. ``make_private_dirs(path)`` creates every missing directory of ``path``
-with mode 0700, whatever the umask.
+the directory fsynced. Directories are made with ``pysentry.fileio.ensure_private_dir`` (every
+missing one 0700, whatever the umask).
 
 Temp files are named ``.dapr-cli.<name>.<random>.tmp``; one left behind by a killed command (it
 may hold a private key) is removed by the next write into that directory.
@@ -19,36 +19,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pysentry.fileio import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
+from pysentry.fileio import PRIVATE_FILE_MODE, fsync_dir
 
 TEMP_PREFIX = ".dapr-cli."
 TEMP_SUFFIX = ".tmp"
 STALE_AFTER_S = 60.0  # a staged file older than this belongs to a command that died
-
-
-def make_private_dirs(path: Path) -> None:
-    """Create ``path`` and its missing parents, each 0700 (existing directories are left alone)."""
-    missing: list[Path] = []
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        missing.append(probe)
-        probe = probe.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=PRIVATE_DIR_MODE)
-        except FileExistsError:
-            if not directory.is_dir():
-                raise
-            continue
-        os.chmod(directory, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove_stale_temps(directory: Path, *, now: float | None = None) -> None:
@@ -112,4 +87,4 @@ def write_files(
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
-    _fsync_dir(directory)
+    fsync_dir(directory)
