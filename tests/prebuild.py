@@ -65,7 +65,7 @@ def builders(pytest_args: Sequence[str]) -> list[tuple[str, Callable[[], object]
     """Every cache the suite needs, in build order. Add yours here (name, zero-arg builder)."""
     steps: list[tuple[str, Callable[[], object]]] = [
         ("Go interop programs (light)", _interop_light),
-        ("Kubernetes testbed (kube-apiserver, etcd)", _k8s_testbed),
+        ("Kubernetes testbed (kube-apiserver, etcd, kubectl)", _k8s_testbed),
     ]
     if any("interop_full" in arg for arg in pytest_args):
         steps.append(("Go interop programs (full)", _interop_full))

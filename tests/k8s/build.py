@@ -1,13 +1,16 @@
-"""Build ``kube-apiserver`` and ``etcd`` from the Go module proxy, pinned, into a shared cache.
+"""Build ``kube-apiserver``, ``etcd`` and ``kubectl`` (Go module proxy, pinned) into a cache.
 
 ``k8s.io/kubernetes`` replaces its staging modules with ``./staging/...`` paths, so it cannot be
 ``go install``-ed. We write a throwaway module that requires it (and etcd) at exact versions and
 replaces every staging module with its published ``v0.X.Y`` (except ``k8s.io/sample-*``, which are
-not on the proxy), then ``go build`` both. See ``docs/kubernetes.md`` ("The testbed").
+not on the proxy), then ``go build`` all three (``kubectl`` is ``k8s.io/kubernetes/cmd/kubectl``
+of the same module graph, with the same version ``-ldflags``). See ``docs/kubernetes.md`` ("The
+testbed").
 
 The cache (``$PYSENTRY_K8S_CACHE``, default ``~/.cache/pysentry/k8s``) holds the Go module and build
-caches and ``bin-<digest>/{kube-apiserver,etcd}``. Builds are serialized with ``flock``; a warm
-cache builds nothing. Cold: about 500 CPU-seconds, 4-6 min on 2 idle cores, 1.8 GB peak RAM.
+caches and ``bin-<digest>/{kube-apiserver,etcd,kubectl}``. Builds are serialized with ``flock``; a
+warm cache builds nothing, and a cache from before ``kubectl`` was added builds only ``kubectl``.
+Cold: about 560 CPU-seconds, 5-7 min on 2 idle cores, 1.8 GB peak RAM.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ ETCD_VERSION = "v3.6.4"
 DAPR_MODULE = "github.com/dapr/dapr"
 DAPR_VERSION = "v1.16.0"  # its module zip carries the Helm chart and the CRDs (charts/dapr)
 CACHE_ENV = "PYSENTRY_K8S_CACHE"
-PROGRAMS = ("kube-apiserver", "etcd")
+SERVER_PROGRAMS = ("kube-apiserver", "etcd")
+PROGRAMS = (*SERVER_PROGRAMS, "kubectl")
 BUILD_TIMEOUT_S = 1800.0
 GO_FALLBACK = Path("/usr/local/go/bin/go")
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/", re.MULTILINE)
@@ -64,6 +68,11 @@ class TestbedBinaries:
     @property
     def etcd(self) -> Path:
         return self.bin_dir / "etcd"
+
+    @property
+    def kubectl(self) -> Path:
+        """``kubectl`` at the testbed's version (for tests that run the docs' commands)."""
+        return self.bin_dir / "kubectl"
 
 
 def cache_root() -> Path:
@@ -100,8 +109,8 @@ def cached_binaries() -> TestbedBinaries | None:
     return TestbedBinaries(bin_dir, 0.0) if _complete(bin_dir) else None
 
 
-def _complete(bin_dir: Path) -> bool:
-    return all((bin_dir / name).is_file() for name in PROGRAMS)
+def _complete(bin_dir: Path, programs: tuple[str, ...] = PROGRAMS) -> bool:
+    return all((bin_dir / name).is_file() for name in programs)
 
 
 def _go_env(root: Path) -> dict[str, str]:
@@ -173,8 +182,8 @@ def _ldflags() -> str:
     return "-s -w " + " ".join(flags)
 
 
-def _build(go: str, root: Path, bin_dir: Path) -> None:
-    env = _go_env(root)
+def _prepare_module(go: str, root: Path, env: dict[str, str]) -> Path:
+    """The throwaway module requiring the pinned Kubernetes and etcd (its go.sum resolved)."""
     work = root / "module"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -191,6 +200,30 @@ def _build(go: str, root: Path, bin_dir: Path) -> None:
         env,
         "resolving the pinned module graph",
     )
+    return work
+
+
+def _build_kubectl(go: str, work: Path, env: dict[str, str], out: Path) -> None:
+    _go(
+        go,
+        [
+            "build",
+            "-trimpath",
+            "-ldflags",
+            _ldflags(),
+            "-o",
+            str(out),
+            "k8s.io/kubernetes/cmd/kubectl",
+        ],
+        work,
+        env,
+        "building kubectl",
+    )
+
+
+def _build(go: str, root: Path, bin_dir: Path) -> None:
+    env = _go_env(root)
+    work = _prepare_module(go, root, env)
     staging = root / f"staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -217,8 +250,18 @@ def _build(go: str, root: Path, bin_dir: Path) -> None:
         env,
         "building etcd",
     )
+    _build_kubectl(go, work, env, staging / "kubectl")
     shutil.rmtree(bin_dir, ignore_errors=True)
     staging.rename(bin_dir)
+
+
+def _add_kubectl(go: str, root: Path, bin_dir: Path) -> None:
+    """A cache built before kubectl was added: build only kubectl, next to the others."""
+    env = _go_env(root)
+    work = _prepare_module(go, root, env)
+    partial = bin_dir / f".kubectl-{os.getpid()}"
+    _build_kubectl(go, work, env, partial)
+    partial.rename(bin_dir / "kubectl")
 
 
 def dapr_chart_dir() -> Path:
@@ -243,7 +286,7 @@ def _ensure_dapr_module(go: str, root: Path) -> None:
 
 
 def build_testbed() -> TestbedBinaries:
-    """Build (or take from the cache) kube-apiserver and etcd at the pinned versions."""
+    """Build (or take from the cache) kube-apiserver, etcd and kubectl at the pinned versions."""
     go = go_executable()
     root = cache_root()
     bin_dir = bin_dir_for(go)
@@ -256,12 +299,16 @@ def build_testbed() -> TestbedBinaries:
         if _complete(bin_dir):
             return TestbedBinaries(bin_dir, 0.0)
         started = time.monotonic()
-        print(
-            f"building kube-apiserver {KUBERNETES_VERSION} and etcd {ETCD_VERSION} into {root} "
-            "(cold: about 6 min and 1.8 GB RAM on 2 cores)",
-            file=sys.stderr,
-        )
-        _build(go, root, bin_dir)
+        if _complete(bin_dir, SERVER_PROGRAMS):
+            print(f"building kubectl {KUBERNETES_VERSION} into {bin_dir}", file=sys.stderr)
+            _add_kubectl(go, root, bin_dir)
+        else:
+            print(
+                f"building kube-apiserver and kubectl {KUBERNETES_VERSION} and etcd "
+                f"{ETCD_VERSION} into {root} (cold: about 7 min and 1.8 GB RAM on 2 cores)",
+                file=sys.stderr,
+            )
+            _build(go, root, bin_dir)
         elapsed = time.monotonic() - started
         print(f"built the Kubernetes testbed in {elapsed:.0f}s", file=sys.stderr)
         return TestbedBinaries(bin_dir, elapsed)
