@@ -15,6 +15,7 @@ from cryptography import x509
 
 from pysentry.cli import console
 from pysentry.cli.backend import SelfHostedCredentials, self_hosted
+from pysentry.cli.certexpiry import expiry_warning_for
 from pysentry.cli.configfile import read_mtls
 from pysentry.cli.console import CliError
 from pysentry.cli.export import export
@@ -118,10 +119,7 @@ def export_command(
     warn_if_root_expires(creds)
 
 
-WARNING_DAYS = 30
-RENEWAL_HELP = (
-    "Please see docs.dapr.io for certificate renewal instructions to avoid service interruptions."
-)
+SELF_HOSTED_WHERE = "Dapr root certificate of your self-hosted installation"
 
 
 def expiry_warning(anchors: tuple[x509.Certificate, ...], now: datetime) -> str | None:
@@ -129,17 +127,7 @@ def expiry_warning(anchors: tuple[x509.Certificate, ...], now: datetime) -> str 
     if not anchors:
         return None
     not_after = min(cert.not_valid_after_utc for cert in anchors)
-    days = console.days_until(not_after, now)
-    if days >= WARNING_DAYS:
-        return None
-    where = "Dapr root certificate of your self-hosted installation"
-    if days == 0:
-        msg = f"{where} expires today."
-    elif days < 0:
-        msg = f"{where} has expired."
-    else:
-        msg = f"{where} expires in {days} days."
-    return f"{msg} Expiry date: {console.rfc1123(not_after)}. \n {RENEWAL_HELP}"
+    return expiry_warning_for(not_after, now, SELF_HOSTED_WHERE)
 
 
 def warn_if_root_expires(creds: SelfHostedCredentials) -> None:
