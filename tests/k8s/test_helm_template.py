@@ -59,6 +59,8 @@ def test_defaults_render_an_empty_bundle_and_daprs_settings(helm: Helm) -> None:
             "ClusterRoleBinding/dapr-injector",
             "Role/dapr-injector",
             "RoleBinding/dapr-injector",
+            "ClusterRole/dapr-configuration-reader",
+            "ClusterRoleBinding/dapr-configuration-reader",
         ]
     )
     assert "data" not in find(objects, "Secret", BUNDLE)
@@ -108,6 +110,54 @@ def test_defaults_render_an_empty_bundle_and_daprs_settings(helm: Helm) -> None:
     }
     assert webhook["failurePolicy"] == "Ignore"
     injector = find(objects, "Deployment", "dapr-sidecar-injector")["spec"]["template"]["spec"]
+    # the serving certificate comes from Sentry: no TLS files, Dapr's token volume and anchors
+    injector_container = injector["containers"][0]
+    assert injector["serviceAccountName"] == "dapr-injector"
+    assert not [a for a in injector_container["args"] if a.startswith("--tls-")]
+    assert "--webhook-ca-file" not in injector_container["args"]
+    assert {"name": "DAPR_TRUST_ANCHORS_FILE", "value": "/var/run/secrets/dapr.io/tls/ca.crt"} in (
+        injector_container["env"]
+    )
+    mounts = {m["name"]: m["mountPath"] for m in injector_container["volumeMounts"]}
+    assert mounts == {
+        "dapr-trust-bundle": "/var/run/secrets/dapr.io/tls",
+        "dapr-identity-token": "/var/run/secrets/dapr.io/sentrytoken",
+    }
+    volumes = {v["name"]: v for v in injector["volumes"]}
+    assert volumes["dapr-identity-token"]["projected"]["sources"] == [
+        {
+            "serviceAccountToken": {
+                "path": "token",
+                "expirationSeconds": 600,
+                "audience": "spiffe://cluster.local/ns/dapr-system/dapr-sentry",
+            }
+        }
+    ]
+    injector_rules = find(objects, "ClusterRole", "dapr-injector")["rules"]
+    assert {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["mutatingwebhookconfigurations"],
+        "verbs": ["patch"],
+        "resourceNames": ["dapr-sidecar-injector"],
+    } in injector_rules
+    # app ServiceAccounts may `get` Configurations, nothing else (daprd reads its --config)
+    assert find(objects, "ClusterRole", "dapr-configuration-reader")["rules"] == [
+        {"apiGroups": ["dapr.io"], "resources": ["configurations"], "verbs": ["get"]}
+    ]
+    assert find(objects, "ClusterRoleBinding", "dapr-configuration-reader")["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:serviceaccounts"}
+    ]
+
+
+def test_injector_from_a_tls_secret_and_per_namespace_config_readers(helm: Helm) -> None:
+    objects = helm.template(
+        [
+            "--set",
+            "dapr_sidecar_injector.tlsSecretName=dapr-sidecar-injector-tls,"
+            "dapr_sidecar_injector.configurationReader.namespaces={shop,billing}",
+        ]
+    )
+    injector = find(objects, "Deployment", "dapr-sidecar-injector")["spec"]["template"]["spec"]
     injector_args = injector["containers"][0]["args"]
     assert flag(injector_args, "--tls-cert-file") == "/var/run/secrets/dapr.io/webhook/tls.crt"
     assert flag(injector_args, "--tls-key-file") == "/var/run/secrets/dapr.io/webhook/tls.key"
@@ -115,6 +165,17 @@ def test_defaults_render_an_empty_bundle_and_daprs_settings(helm: Helm) -> None:
     assert {"name": "webhook-tls", "secret": {"secretName": "dapr-sidecar-injector-tls"}} in (
         injector["volumes"]
     )
+    assert "dapr-identity-token" not in {v["name"] for v in injector["volumes"]}
+    bindings = [o for o in objects if o["kind"] == "RoleBinding"
+                and o["metadata"]["name"] == "dapr-configuration-reader"]  # fmt: skip
+    assert {b["metadata"]["namespace"]: b["subjects"][0]["name"] for b in bindings} == {
+        "shop": "system:serviceaccounts:shop",
+        "billing": "system:serviceaccounts:billing",
+    }
+    assert not [o for o in objects if o["kind"] == "ClusterRoleBinding"
+                and o["metadata"]["name"] == "dapr-configuration-reader"]  # fmt: skip
+    off = helm.template(["--set", "dapr_sidecar_injector.configurationReader.enabled=false"])
+    assert not [o for o in off if o["metadata"]["name"] == "dapr-configuration-reader"]
 
 
 def test_own_certificates_fill_the_secret_and_configmap(helm: Helm, tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """Keep the webhook's ``caBundle`` equal to the CA that signed the injector's serving certificate.
 
-Dapr's injector patches ``MutatingWebhookConfiguration dapr-sidecar-injector`` at start (its
-ClusterRole grants exactly ``patch`` on that name). pysentry does the same with the PEM of
-``--webhook-ca-file``, and again whenever that file changes (a new CA is picked up without a
-restart). A strategic-merge patch keyed by the webhook's name needs no ``get``.
+Dapr's injector patches ``MutatingWebhookConfiguration dapr-sidecar-injector`` at start with the
+trust anchors, and again whenever they change (its ClusterRole grants exactly ``patch`` on that
+name). pysentry does the same: with the trust anchors file when the certificate comes from Sentry,
+or with the PEM of ``--webhook-ca-file`` when it is served from files. A strategic-merge patch
+keyed by the webhook's name needs no ``get``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 from pysentry.errors import ConfigError
 from pysentry.kube.client import KubeClient, KubeError
@@ -42,16 +43,27 @@ async def patch_ca_bundle(kube: KubeClient, ca_pem: bytes, config: str = WEBHOOK
 
 
 class CaBundleKeeper:
-    """Patch now, then after every change of ``path`` (run :meth:`run` in a task)."""
+    """Patch now, then after every change of ``anchors`` (run :meth:`run` in a task, which also
+    watches the file). ``before_patch`` runs first on each change (the Sentry mode renews its
+    certificate there, so the new caBundle never lacks the issuer of the one being served)."""
 
-    def __init__(self, kube: KubeClient, path: Path) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        anchors: FileAnchors,
+        *,
+        config: str = WEBHOOK_CONFIG,
+        before_patch: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.kube = kube
-        self.anchors = FileAnchors(path)
+        self.anchors = anchors
+        self.config = config
+        self._before = before_patch
         self._changed = asyncio.Event()
         self.anchors.subscribe(lambda _: self._changed.set())
 
     async def start(self) -> None:
-        await patch_ca_bundle(self.kube, self.anchors.pem())
+        await patch_ca_bundle(self.kube, self.anchors.pem(), self.config)
 
     async def run(self) -> None:
         watcher = asyncio.create_task(self.anchors.run())
@@ -59,8 +71,10 @@ class CaBundleKeeper:
             while True:
                 await self._changed.wait()
                 self._changed.clear()
+                if self._before is not None:
+                    await self._before()
                 try:
-                    await patch_ca_bundle(self.kube, self.anchors.pem())
+                    await patch_ca_bundle(self.kube, self.anchors.pem(), self.config)
                 except ConfigError as err:  # keep serving; the next change retries
                     log.error("%s", err)
         finally:
