@@ -1,0 +1,3 @@
+module github.com/pysentry/bench/echo
+
+go 1.24
