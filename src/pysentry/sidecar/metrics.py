@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from pysentry.security.metrics import SecurityMetrics
@@ -33,6 +33,9 @@ from pysentry.sidecar.views import (
     go_float,
 )
 from pysentry.spiffe import SpiffeId
+
+if TYPE_CHECKING:  # aiohttp is imported with the metrics server, after daprd's first identity
+    from aiohttp import web
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNARY = "unary"
@@ -301,6 +304,8 @@ class SidecarMetrics:
         return "".join(parts[name] for name in sorted(parts)).encode()
 
     def app(self) -> web.Application:
+        from aiohttp import web
+
         async def handle(request: web.Request) -> web.Response:
             return web.Response(body=self.exposition(), headers={"Content-Type": CONTENT_TYPE})
 

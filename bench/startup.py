@@ -1,0 +1,222 @@
+"""daprd start-up, a quick check (Python-side only; opt-in, not part of the test suite).
+
+Starts one real pysentry Sentry on 127.0.0.1 (a throwaway CA), then execs the ``daprd`` console
+script ``--runs`` times with mTLS on and a Configuration file (as ``dapr run`` passes one), and
+reports medians of:
+
+* ``identity_s``: exec -> the log line ``Security is initialized successfully`` (the first SVID
+  is loaded and the TLS contexts are built from it), read from daprd's stdout as it is written;
+* ``healthz_s``: exec -> the first 2xx from ``GET /v1.0/healthz`` (polled every 2 ms from the
+  identity line on);
+* ``rss_mib``: VmRSS of the idle daprd ``--settle`` seconds after healthz answered;
+* ``import_s``: ``python -X importtime -c "import pysentry.sidecar.main"`` (cumulative, top level)
+  and ``python_s``: exec -> exit of ``python -c pass`` (the interpreter's own floor).
+
+    .venv/bin/python bench/startup.py [--runs 9] [--settle 1.0] [--out bench/results/startup.json]
+
+Nothing is pinned and the load generator is this process: the 1-minute load average at start and
+end is in the JSON. Prints one table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import select
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from pysentry.testing import TestCA  # noqa: E402
+
+BIN = Path(sys.executable).parent
+IDENTITY_LINE = b"Security is initialized successfully"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def healthz(port: int) -> int:
+    """Status code of ``GET /v1.0/healthz`` on 127.0.0.1, or 0 if nothing answers."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"GET /v1.0/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            head = s.recv(64)
+    except OSError:
+        return 0
+    m = re.match(rb"HTTP/1\.1 (\d{3})", head)
+    return int(m.group(1)) if m else 0
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start_sentry(tmp: Path, pythonpath: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+    ca = TestCA.create("localhost")
+    creds = tmp / "creds"
+    creds.mkdir(mode=0o700)
+    ca.write_credentials(creds)
+    anchors = tmp / "anchors.pem"
+    anchors.write_bytes(ca.anchors_pem())
+    config = tmp / "sentry.yaml"
+    config.write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprsystem\n"
+        "spec:\n  mtls:\n    enabled: true\n    workloadCertTTL: 1h\n"
+    )
+    port, health = free_port(), free_port()
+    cmd = [sys.executable, "-m", "pysentry.sentry.main", "--issuer-credentials", str(creds)]
+    cmd += ["--config", str(config)]
+    cmd += ["--port", str(port), "--healthz-port", str(health), "--metrics-port", str(free_port())]
+    cmd += ["--listen-address", "127.0.0.1"]
+    env = dict(os.environ, PYTHONPATH=pythonpath) if pythonpath else None
+    with (tmp / "sentry.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", health), timeout=1) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if s.recv(16).startswith(b"HTTP/1.1 200"):
+                    return proc, port, anchors
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"sentry did not become healthy in 30 s:\n{(tmp / 'sentry.log').read_text()}")
+
+
+def one_daprd(tmp: Path, sentry_port: int, anchors: Path, settle: float) -> dict[str, float]:
+    config = tmp / "daprd.yaml"
+    config.write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: appconfig\n"
+        "spec:\n  nameResolution:\n    component: sqlite\n    configuration:\n"
+        f"      connectionString: {tmp / 'nr.db'}\n"
+    )
+    http = free_port()
+    cmd = [str(BIN / "daprd"), "--app-id", "bench", "--dapr-http-port", str(http)]
+    cmd += ["--dapr-grpc-port", str(free_port()), "--dapr-internal-grpc-port", str(free_port())]
+    cmd += ["--metrics-port", str(free_port()), "--config", str(config), "--enable-mtls"]
+    cmd += ["--sentry-address", f"127.0.0.1:{sentry_port}", "--trust-anchors-file", str(anchors)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAPR_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+    assert proc.stdout is not None
+    out = b""
+    identity = healthy = 0.0
+    try:
+        deadline = t0 + 30
+        while not identity and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 1)
+            if ready:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise SystemExit(f"daprd exited early:\n{out.decode(errors='replace')}")
+                out += chunk
+                if IDENTITY_LINE in out:
+                    identity = time.monotonic() - t0
+        while not healthy and time.monotonic() < deadline and proc.poll() is None:
+            if 200 <= healthz(http) < 300:
+                healthy = time.monotonic() - t0
+            else:
+                time.sleep(0.002)
+        if not identity or not healthy:
+            proc.kill()
+            out += proc.stdout.read()
+            raise SystemExit(f"daprd not ready in 30 s:\n{out.decode(errors='replace')}")
+        time.sleep(settle)
+        rss = rss_mib(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    return {"identity_s": identity, "healthz_s": healthy, "rss_mib": rss}
+
+
+def import_seconds() -> float:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import pysentry.sidecar.main"],
+        capture_output=True,
+        check=True,
+    )
+    last = done.stderr.decode().strip().splitlines()[-1]  # the top-level module comes last
+    return int(last.split("|")[1]) / 1e6
+
+
+def python_seconds() -> float:
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return time.monotonic() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--settle", type=float, default=1.0)
+    parser.add_argument(
+        "--sentry-pythonpath",
+        default="",
+        help="PYTHONPATH for Sentry only (e.g. a checkout of another commit's src/)",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "startup.json")
+    args = parser.parse_args()
+    load_start = os.getloadavg()[0]
+    runs: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="startup-") as tmpdir:
+        tmp = Path(tmpdir)
+        sentry, port, anchors = start_sentry(tmp, args.sentry_pythonpath)
+        try:
+            for _ in range(args.runs):
+                run = one_daprd(tmp, port, anchors, args.settle)
+                run["import_s"] = import_seconds()
+                run["python_s"] = python_seconds()
+                runs.append(run)
+        finally:
+            sentry.terminate()
+            sentry.wait(10)
+    medians = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    result: dict[str, Any] = {
+        "runs": runs,
+        "median": medians,
+        "load_avg_1m": {"start": load_start, "end": os.getloadavg()[0]},
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
+    print(f"daprd start-up, median of {args.runs} runs (quick check; Python-side only)")
+    print(f"{'metric':<34}{'median':>10}")
+    labels = {
+        "identity_s": "exec -> identity ready (s)",
+        "healthz_s": "exec -> /v1.0/healthz 2xx (s)",
+        "import_s": "import pysentry.sidecar.main (s)",
+        "python_s": "python -c pass (s)",
+        "rss_mib": "idle VmRSS (MiB)",
+    }
+    for key, label in labels.items():
+        print(f"{label:<34}{medians[key]:>10.3f}")
+    print(f"load average (1 min): {load_start:.2f} -> {result['load_avg_1m']['end']:.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
