@@ -1,0 +1,192 @@
+"""The injector with its serving certificate from a real pysentry Sentry in Kubernetes mode
+(issue 11 §2): the API server calls it through ``clientConfig.service`` (server name
+``dapr-sidecar-injector.<ns>.svc``, verified against the caBundle the injector wrote), a root
+rotation moves the caBundle and the certificate with no restart, and a Sentry that is down at
+start is waited for. The injector runs with the admin kubeconfig here; the chart's RBAC is
+tested in test_injector_chart.py.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+
+from pysentry.pki.pem import load_certificates
+from tests.integration.sentry.conftest import free_port
+from tests.k8s.cluster import chart_objects, create_pod, sentry_rbac
+from tests.k8s.injector import (
+    WEBHOOKS,
+    InjectorProcess,
+    ca_bundle_of,
+    containers,
+    register,
+    route_service,
+    sentry_injector,
+    wait_active,
+    webhook_name,
+)
+from tests.k8s.kubelet import project_configmap
+from tests.k8s.sentry import KubeLauncher
+from tests.k8s.test_trust_bundle import configmap_ca, put_secret, secret_items, seed_files, wait_for
+from tests.k8s.testbed import Testbed
+
+
+def served_cert(port: int) -> x509.Certificate:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        ctx.wrap_socket(sock) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def sans(cert: x509.Certificate) -> tuple[list[str], list[str]]:
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return (
+        san.get_values_for_type(x509.UniformResourceIdentifier),
+        san.get_values_for_type(x509.DNSName),
+    )
+
+
+def keep_alive(port: int, anchors: bytes, namespace: str) -> http.client.HTTPSConnection:
+    """A client that checks the injector as the API server does (anchors + the Service name)."""
+    ctx = ssl.create_default_context(cadata=anchors.decode())
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
+    conn.sock = ctx.wrap_socket(
+        socket.create_connection(("127.0.0.1", port), timeout=5),
+        server_hostname=f"dapr-sidecar-injector.{namespace}.svc",
+    )
+    return conn
+
+
+def healthz(conn: http.client.HTTPSConnection) -> int:
+    conn.request("GET", "/healthz")
+    resp = conn.getresponse()
+    resp.read()
+    return resp.status
+
+
+def injected(kube: Testbed, namespace: str, name: str) -> bool:
+    pod = create_pod(kube, namespace, name, name, {"dapr.io/enabled": "true"})
+    return "daprd" in containers(pod)
+
+
+def rotate_to(kube: Testbed, injector: InjectorProcess, items: dict[str, bytes]) -> None:
+    """``kubectl apply`` of the Secret; Sentry copies ``ca.crt`` to the ConfigMap; the kubelet
+    stand-in projects it into the injector's volume; the injector patches its caBundle."""
+    ns = injector.namespace
+    put_secret(kube, ns, items)
+    wait_for(lambda: configmap_ca(kube, ns) == items["ca.crt"].decode(), timeout=20)
+    project_configmap(injector.workdir / "tls", {"ca.crt": items["ca.crt"].decode()})
+    wait_for(lambda: ca_bundle_of(kube, webhook_name(ns)) == items["ca.crt"], timeout=15)
+
+
+def test_sentry_certificate_checked_by_the_apiserver_follows_a_root_rotation(
+    kube: Testbed, namespace: str, kube_sentry: KubeLauncher, tmp_path: Path
+) -> None:
+    chart_objects(kube, namespace)
+    sentry_rbac(kube, namespace)
+    sentry = kube_sentry(namespace)
+    wait_for(lambda: bool(configmap_ca(kube, namespace)))
+    old = secret_items(kube, namespace)
+    injector = sentry_injector(
+        kube, namespace, tmp_path / "injector", sentry.port, anchors=old["ca.crt"].decode()
+    )
+    route_service(kube, namespace, injector.port)
+    try:
+        register(kube, injector, "Fail", via_service=True, wait=False)
+        assert ca_bundle_of(kube, webhook_name(namespace)) is None
+        injector.start("--webhook-configuration", webhook_name(namespace))
+        assert ca_bundle_of(kube, webhook_name(namespace)) == old["ca.crt"]  # set before listening
+        wait_active(kube, namespace)
+
+        cert = served_cert(injector.port)
+        assert sans(cert) == (
+            [f"spiffe://cluster.local/ns/{namespace}/dapr-injector"],
+            [f"dapr-sidecar-injector.{namespace}.svc"],
+        )
+        assert cert.issuer == load_certificates(old["issuer.crt"])[0].subject
+        assert injected(kube, namespace, "web-1")
+        conn = keep_alive(injector.port, old["ca.crt"], namespace)
+        assert healthz(conn) == 200
+
+        # a new root with a new key: both roots, then the new one alone
+        new = seed_files(tmp_path, "new-root")
+        new_issuer = load_certificates(new["issuer.crt"])[0].subject
+        rotate_to(kube, injector, {**new, "ca.crt": old["ca.crt"] + new["ca.crt"]})
+        wait_for(lambda: served_cert(injector.port).issuer == new_issuer, timeout=15)
+        assert injected(kube, namespace, "web-2")
+        rotate_to(kube, injector, new)
+        assert injected(kube, namespace, "web-3")
+        assert served_cert(injector.port).issuer == new_issuer
+        assert healthz(conn) == 200  # the connection from before the rotation is still served
+        assert injector.proc is not None and injector.proc.poll() is None  # never restarted
+        log = injector.log()
+        assert log.count("Patched the caBundle of MutatingWebhookConfiguration") == 3
+        assert "BEGIN CERTIFICATE" not in log and "PRIVATE KEY" not in log
+        conn.close()
+
+        # the API server really checks the caBundle: a foreign CA makes every call fail
+        body = kube.must("GET", f"{WEBHOOKS}/{webhook_name(namespace)}")
+        body["webhooks"][0]["clientConfig"]["caBundle"] = injector.ca_bundle
+        kube.must("PUT", f"{WEBHOOKS}/{webhook_name(namespace)}", body)
+        wait_for(lambda: not _admits(kube, namespace), timeout=10)
+    finally:
+        injector.stop()
+        kube.request("DELETE", f"{WEBHOOKS}/{webhook_name(namespace)}")
+
+
+def _admits(kube: Testbed, namespace: str) -> bool:
+    probe = {
+        "metadata": {"name": "probe", "annotations": {"dapr.io/enabled": "true"}},
+        "spec": {"serviceAccountName": "probe", "containers": [{"name": "app", "image": "x"}]},
+    }
+    status, out = kube.request("POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All", probe)
+    if status != 201:
+        assert "x509: certificate signed by unknown authority" in str(out), out
+    return status == 201
+
+
+def test_sentry_down_at_start_is_waited_for_then_the_webhook_serves(
+    kube: Testbed, namespace: str, kube_sentry: KubeLauncher, tmp_path: Path
+) -> None:
+    chart_objects(kube, namespace)
+    sentry_rbac(kube, namespace)
+    port = free_port()
+    injector = sentry_injector(kube, namespace, tmp_path / "injector", port, anchors=None)
+    route_service(kube, namespace, injector.port)
+    try:
+        register(kube, injector, "Fail", via_service=True, wait=False)
+        injector.start("--webhook-configuration", webhook_name(namespace), wait=False)
+        # no trust anchors yet (Sentry never ran, the ConfigMap is empty): waited for
+        injector.wait_log("no trust anchors yet: trust anchors file ")
+        first = kube_sentry(namespace, "--port", str(port))
+        wait_for(lambda: bool(configmap_ca(kube, namespace)))
+        anchors = configmap_ca(kube, namespace)
+        assert anchors
+        first.stop()
+        project_configmap(injector.workdir / "tls", {"ca.crt": anchors})
+        # anchors there, Sentry down: each try names Sentry's address and the cause
+        injector.wait_log(
+            f"Cannot get the webhook's serving certificate from Sentry at '127.0.0.1:{port}', "
+            "trying again in"
+        )
+        injector.wait_log("connection refused; is sentry running?")
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", injector.port)) != 0  # not listening meanwhile
+        kube_sentry(namespace, "--port", str(port))
+        injector.wait_listening()
+        wait_active(kube, namespace)
+        assert injected(kube, namespace, "web-1")
+        assert ca_bundle_of(kube, webhook_name(namespace)) == anchors.encode()
+    finally:
+        injector.stop()
+        kube.request("DELETE", f"{WEBHOOKS}/{webhook_name(namespace)}")
