@@ -12,7 +12,7 @@ each request works on the bundle it started with, so in-flight requests are neve
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -111,6 +111,8 @@ class CertificateAuthority:
         self._metrics = metrics
         self._clock = clock
         self._clamp_warned = False
+        self.swap_listeners: list[Callable[[CaBundle], None]] = []
+        """Called with each new bundle, in the swap (``--workers``: it goes to every worker)."""
 
     @property
     def bundle(self) -> CaBundle:
@@ -120,6 +122,8 @@ class CertificateAuthority:
         """Sign every later request with ``bundle`` (no await in between: atomic for requests)."""
         self._bundle, self._anchors_pem = bundle, bundle.anchors_pem()
         self._clamp_warned = False
+        for listener in self.swap_listeners:
+            listener(bundle)
 
     def count_refused(self) -> None:
         """A request refused before the pipeline (shed, unreadable): received and failed."""

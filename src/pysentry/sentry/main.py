@@ -9,9 +9,7 @@ log ``Sentry shut down gracefully``. Fatal startup problems log the reason and e
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -26,12 +24,11 @@ from pysentry.config import (
     format_duration,
     load_configuration,
     parse_configuration,
-    sentry_validators,
 )
 from pysentry.errors import ConfigError, PysentryError
 from pysentry.sentry.ca import CaSettings, CertificateAuthority
+from pysentry.sentry.frontend import listen_error, start_frontend
 from pysentry.sentry.identity import ServingIdentity
-from pysentry.sentry.jwks import JwksOptions, JwksValidator
 from pysentry.sentry.k8s_mode import KubernetesMode
 from pysentry.sentry.kubernetes import TrustBundleWatcher
 from pysentry.sentry.monitoring import (
@@ -43,9 +40,8 @@ from pysentry.sentry.monitoring import (
 )
 from pysentry.sentry.options import DEFAULT_CONFIG, OptionsError, SentryOptions, parse_options
 from pysentry.sentry.reload import CredentialsReloader
-from pysentry.sentry.server import build_server
 from pysentry.sentry.store import file_store, load_or_generate
-from pysentry.sentry.validators import InsecureValidator, TokenValidator, Validator
+from pysentry.sentry.validator_setup import build_validators
 from pysentry.spiffe import TrustDomain
 
 log = logging.getLogger("pysentry.sentry")
@@ -61,50 +57,6 @@ def load_config(options: SentryOptions) -> Configuration:
         )
         return parse_configuration("", options.config)
     return load_configuration(path)
-
-
-def build_validators(
-    config: Configuration,
-    options: SentryOptions,
-    kube: KubernetesMode | None = None,
-    settings: CaSettings | None = None,
-) -> tuple[dict[TokenValidator, Validator], TokenValidator]:
-    choice = sentry_validators(config, options.mode)
-    validators: dict[TokenValidator, Validator] = {}
-    for name in choice.enabled:
-        if name == "INSECURE":
-            log.info("Adding validator 'insecure'")
-            validators[TokenValidator.INSECURE] = InsecureValidator()
-        elif name == "KUBERNETES" and kube is not None and settings is not None:
-            log.info("Adding validator 'kubernetes' with Sentry ID: %s", settings.sentry_id)
-            validators[TokenValidator.KUBERNETES] = kube.validator(settings)
-        elif name == "JWKS":
-            log.info("Adding validator 'jwks' with Sentry ID: %s", options.sentry_id)
-            jwks_options = JwksOptions.from_map(choice.jwks_options or {})
-            validators[TokenValidator.JWKS] = JwksValidator(jwks_options, options.sentry_id)
-    default = TokenValidator[choice.default]
-    if default != TokenValidator.UNKNOWN:
-        log.info("Using validator '%s'", default.name.lower())
-    return validators, default
-
-
-class ListenError(PysentryError):
-    """A port Sentry cannot listen on; the message names the flag and the fix."""
-
-
-def listen_error(
-    flag: str, host: str, port: int, err: OSError, address_flag: str | None = None
-) -> ListenError:
-    """Name the flag and the fix: ``--port: port 50001 is already in use on 127.0.0.1: ...``."""
-    where = host or "all interfaces"
-    reason = os.strerror(err.errno) if err.errno else str(err)
-    if err.errno == errno.EADDRINUSE:
-        return ListenError(
-            f"{flag}: port {port} is already in use on {where}: {reason}; "
-            f"stop the process that holds it or pass another port with {flag}"
-        )
-    given = f"{address_flag} and {flag}" if address_flag else flag
-    return ListenError(f"{flag}: cannot listen on {where} port {port}: {reason}; check {given}")
 
 
 async def _start_site(
@@ -193,38 +145,35 @@ async def _run(options: SentryOptions, kube: KubernetesMode | None) -> None:
             )
         )
     health.set_ready("metrics-exporter")
-    for validator in validators.values():
-        await validator.start()
-        if validator.health_target is not None:
-            health.set_ready(validator.health_target, validator.ready())
+    if options.workers == 1:  # else every worker starts its own validators
+        for validator in validators.values():
+            await validator.start()
+            if validator.health_target is not None:
+                health.set_ready(validator.health_target, validator.ready())
     identity = ServingIdentity(ca, key_algorithm=options.ca_key_algorithm, metrics=metrics)
     await identity.start()
     health.set_ready("security-provider")
-    server = build_server(
-        ca,
-        max_request_bytes=options.max_request_bytes,
-        max_sign_wait_s=options.max_sign_wait.total_seconds(),
-    )
     try:
-        await server.start(
-            options.listen_address or None,
-            options.port,
-            ssl=identity.listener_context,
-            reuse_address=True,
+        frontend = await start_frontend(
+            options,
+            ca,
+            identity,
+            config=config,
+            metrics=metrics,
+            health=health,
+            kube_namespace=kube.namespace if kube else None,
         )
-    except OSError as err:
+    except BaseException:
         for runner in runners:
             await runner.cleanup()
-        raise listen_error(
-            "--port", options.listen_address, options.port, err, "--listen-address"
-        ) from err
+        raise
     log.info("Running gRPC server on port %d", options.port)
     reloader: CredentialsReloader | TrustBundleWatcher
     if kube is None:
         reloader = CredentialsReloader(
             store,
             ca,
-            on_swap=identity.reissue,
+            on_swap=frontend.on_swap,
             metrics=metrics,
             health=health,
             quiet_period=options.reload_quiet_period,
@@ -233,7 +182,7 @@ async def _run(options: SentryOptions, kube: KubernetesMode | None) -> None:
     else:
         reloader = kube.watcher(
             ca,
-            on_swap=identity.reissue,
+            on_swap=frontend.on_swap,
             metrics=metrics,
             health=health,
             quiet_period=options.reload_quiet_period,
@@ -251,7 +200,7 @@ async def _run(options: SentryOptions, kube: KubernetesMode | None) -> None:
                     reloader.run(),
                     expiry.run(),
                     identity.run(),
-                    *(v.run() for v in validators.values()),
+                    *(v.run() for v in validators.values() if options.workers == 1),
                 )
             ]
             await reloader.wait_ready()
@@ -259,8 +208,7 @@ async def _run(options: SentryOptions, kube: KubernetesMode | None) -> None:
             await stop.wait()
             log.info("Sentry is shutting down")
             health.set_ready("sentry-server", False)
-            server.close()
-            await server.wait_closed()
+            await frontend.close()
             for runner in runners:
                 await runner.cleanup()
             for task in background:
@@ -295,7 +243,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _run_loop(options: SentryOptions) -> None:
-    """One event loop for the process: uvloop when it is installed, else asyncio's."""
+    """One event loop for the process: uvloop when it is installed, else asyncio's. With
+    workers, the main process (which forks them) runs asyncio's: libuv's state does not survive
+    a fork, and the main process does little once the workers sign."""
+    if options.workers > 1:
+        asyncio.run(run(options))
+        return
     try:
         import uvloop
     except ImportError:

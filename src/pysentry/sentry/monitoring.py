@@ -63,11 +63,13 @@ class SentryMetrics:
             "dapr_sentry_issuercert_expiry_timestamp",
             "The unix timestamp, in seconds, when issuer/root cert will expire.",
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.rootcert_expiry = Gauge(
             "dapr_sentry_rootcert_expiry_timestamp",
             "The unix timestamp, in seconds, when the earliest trust anchor (root) will expire.",
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.reload_failed = Counter(
             "dapr_sentry_issuercert_reload_failed",
@@ -75,6 +77,8 @@ class SentryMetrics:
             "unreadable.",
             registry=r,
         )
+        self.exposition: CollectorRegistry = self.registry
+        """What ``/metrics`` renders: this registry, or it merged with the workers' metrics."""
 
     def sign_request_received(self) -> None:
         self.received.inc()
@@ -90,7 +94,7 @@ class SentryMetrics:
         self.rootcert_expiry.set(root_not_after.timestamp())
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.exposition)
 
 
 class Health:

@@ -32,6 +32,16 @@ DEFAULT_MAX_CONCURRENT_SIGNS = 64
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
 DEFAULT_MAX_SIGN_WAIT = timedelta(seconds=1)
 DEFAULT_RELOAD_QUIET_PERIOD = timedelta(seconds=2)
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on (its affinity mask, as a container's cpuset limits it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 RELOAD_QUIET_PERIOD_ENV = "PYSENTRY_RELOAD_QUIET_PERIOD"
 """Seconds (float). Undocumented in --help: lets tests shorten Dapr's 2 s reload batching wait."""
 
@@ -68,6 +78,7 @@ class SentryOptions:
     max_sign_wait: timedelta = DEFAULT_MAX_SIGN_WAIT
     namespace: str = DEFAULT_NAMESPACE
     reload_quiet_period: timedelta = DEFAULT_RELOAD_QUIET_PERIOD
+    workers: int = 1
 
     def _resolve(self, name: str) -> Path:
         path = Path(name)
@@ -259,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="pysentry: largest SignCertificate request accepted, in bytes; larger ones get "
         f"RESOURCE_EXHAUSTED (default {DEFAULT_MAX_REQUEST_BYTES})",
     )
+    add(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="pysentry: processes that sign, sharing the gRPC port; 1 signs in this process "
+        "(default: the number of CPUs this process may use)",
+    )
     return p
 
 
@@ -314,4 +332,5 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         max_sign_wait=ns.max_sign_wait,
         namespace=env.get("NAMESPACE") or DEFAULT_NAMESPACE,
         reload_quiet_period=quiet,
+        workers=ns.workers if ns.workers is not None else default_workers(),
     )

@@ -24,7 +24,13 @@ from grpclib.server import Server, Stream
 
 from pysentry.proto.dapr.proto.sentry.v1 import sentry_pb2
 from pysentry.proto.dapr.proto.sentry.v1.sentry_grpc import CABase
-from pysentry.sentry.admission import DEFAULT_MAX_WAIT_S, Overloaded, SignQueue, Ticket
+from pysentry.sentry.admission import (
+    DEFAULT_MAX_WAIT_S,
+    MAX_QUEUED,
+    Overloaded,
+    SignQueue,
+    Ticket,
+)
 from pysentry.sentry.ca import CertificateAuthority, Code, SignedCertificate, SignError
 from pysentry.sentry.loglimit import LimitedLog
 from pysentry.sentry.validators import SignRequest
@@ -71,12 +77,15 @@ class CaService(CABase):
         max_request_bytes: int,
         read_timeout_s: float = REQUEST_READ_TIMEOUT_S,
         max_sign_wait_s: float = DEFAULT_MAX_WAIT_S,
+        max_queued: int = MAX_QUEUED,
         limited_log: LimitedLog | None = None,
     ) -> None:
         self._ca = ca
         self._max_request_bytes = max_request_bytes
         self._read_timeout_s = read_timeout_s
-        self.queue = SignQueue(ca.settings.max_concurrent_signs, max_wait_s=max_sign_wait_s)
+        self.queue = SignQueue(
+            ca.settings.max_concurrent_signs, max_wait_s=max_sign_wait_s, max_queued=max_queued
+        )
         self._log = limited_log or LimitedLog(log)
 
     async def _recv_bounded(self, stream: Stream[Request, Response]) -> Request:
