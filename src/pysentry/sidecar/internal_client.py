@@ -12,6 +12,10 @@ makes rotated certificates and reloaded anchors reach long-lived peer pairs too.
 
 ``CallLocalStream`` is tried first; a peer answering UNIMPLEMENTED gets unary ``CallLocal`` from
 then on (as daprd does).
+
+:class:`GrpcInvoker` is the gRPC transport (a :class:`~pysentry.sidecar.invoker.RemoteInvoker`);
+with a ``fastpath`` dialer, :class:`InternalClient` speaks ``pysentry-invoke/1`` to peers that
+negotiate it by ALPN and gRPC to the rest (:mod:`.fastpath_client`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from pysentry.errors import PeerRejected
 from pysentry.proto.dapr.proto.internals.v1.service_invocation_grpc import ServiceInvocationStub
 from pysentry.sidecar import messages
+from pysentry.sidecar.fastpath_client import FastpathDialer, FastpathInvoker
 from pysentry.sidecar.invocation import InvocationError, InvokeRequest, InvokeResponse, Target
+from pysentry.sidecar.invoker import RemoteInvoker, split_address
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +69,8 @@ class _Entry:
             self.channel.close()
 
 
-def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise InvocationError(f"invalid address: {address!r}")
-    return host.strip("[]"), int(port)
-
-
-class InternalClient:
-    """Calls ``ServiceInvocation`` on other sidecars."""
+class GrpcInvoker:
+    """Calls ``ServiceInvocation`` on other sidecars over gRPC."""
 
     def __init__(
         self,
@@ -101,7 +100,7 @@ class InternalClient:
             self.recycled += 1
             entry = None
         if entry is None:
-            host, port = _split(address)
+            host, port = split_address(address)
             channel = self._factory(host, port, target)
             entry = _Entry(channel, self._clock(), ServiceInvocationStub(channel))
             self._channels[key] = entry
@@ -162,6 +161,58 @@ class InternalClient:
                 body.add(part.payload)
             return messages.response_from_proto(first.response, body.body())
 
+    def close(self) -> None:
+        for entry in self._channels.values():
+            entry.channel.close()
+        self._channels.clear()
+
+
+class InternalClient:
+    """Calls other sidecars: one attempt through a :class:`RemoteInvoker`, retries, Dapr's errors.
+
+    ``fastpath``: speak ``pysentry-invoke/1`` to the peers that agree to it (ALPN), gRPC to the
+    others; without it, gRPC only.
+    """
+
+    def __init__(
+        self,
+        *,
+        channel_factory: ChannelFactory = plaintext_channel,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_connection_age: timedelta | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        fastpath: FastpathDialer | None = None,
+    ) -> None:
+        self.grpc = GrpcInvoker(
+            channel_factory=channel_factory,
+            timeout_s=timeout_s,
+            max_connection_age=max_connection_age,
+            clock=clock,
+        )
+        self.fastpath: FastpathInvoker | None = None
+        self._remote: RemoteInvoker = self.grpc
+        if fastpath is not None:
+            self.fastpath = FastpathInvoker(
+                fastpath,
+                self.grpc,
+                timeout_s=timeout_s,
+                max_connection_age=max_connection_age,
+                clock=clock,
+            )
+            self._remote = self.fastpath
+
+    @property
+    def recycled(self) -> int:
+        """Connections retired for their age (both transports)."""
+        fast = self.fastpath.recycled if self.fastpath is not None else 0
+        return self.grpc.recycled + fast
+
+    async def call(self, address: str, target: Target, request: InvokeRequest) -> InvokeResponse:
+        return await self._remote.call(address, target, request)
+
+    def discard(self, address: str, target: Target) -> None:
+        self._remote.discard(address, target)
+
     async def invoke(
         self,
         resolve: Callable[[], str],
@@ -201,6 +252,4 @@ class InternalClient:
         raise InvocationError(f"connection error: {last!s} ({type(last).__name__})") from last
 
     def close(self) -> None:
-        for entry in self._channels.values():
-            entry.channel.close()
-        self._channels.clear()
+        self._remote.close()

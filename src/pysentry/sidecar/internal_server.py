@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 #: The verified SPIFFE ID of a stream's client (``SpiffeServer.peer_id``), None without mTLS.
 PeerIdentifier = Callable[[Stream[Any, Any]], SpiffeId | None]
 
+#: The UNAUTHENTICATED message for a TLS client without a verified SVID.
+NO_CLIENT_ID = "mTLS required: no verified client SPIFFE ID"
+
 _REFUSAL_STATUS = {
     INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
     PERMISSION_DENIED: Status.PERMISSION_DENIED,
@@ -79,11 +82,16 @@ class ServiceInvocation(ServiceInvocationBase):
             return None
         caller = self._identify(stream)
         if caller is None:
-            raise GRPCError(Status.UNAUTHENTICATED, "mTLS required: no verified client SPIFFE ID")
+            raise GRPCError(Status.UNAUTHENTICATED, NO_CLIENT_ID)
         return caller
 
     async def _handle(self, stream: Stream[Any, Any], request: InvokeRequest) -> InvokeResponse:
-        caller = self._caller_id(stream)
+        return await self.handle(self._caller_id(stream), request)
+
+    async def handle(self, caller: SpiffeId | None, request: InvokeRequest) -> InvokeResponse:
+        """Policy, metrics and the app call for one request from ``caller``, whatever the
+        transport (this gRPC servicer or :mod:`.fastpath_server`); refusals and failures are
+        the ``GRPCError`` the call ends with."""
         try:
             admitted = self._policy.admit(caller, request)
         except Refused as err:

@@ -25,6 +25,7 @@ from pysentry.errors import ConfigError, PysentryError, SentryUnavailable
 from pysentry.procname import set_process_name
 from pysentry.sidecar.app_channel import HttpAppChannel, wait_for_app
 from pysentry.sidecar.direct import DirectMessaging
+from pysentry.sidecar.fastpath_protocol import max_payload as fastpath_max_payload
 from pysentry.sidecar.grpc_api import DaprApi, api_server
 from pysentry.sidecar.grpc_app_channel import GrpcAppChannel
 from pysentry.sidecar.grpc_metrics import instrument
@@ -237,9 +238,11 @@ async def run(opts: Options) -> None:
             opts.app_port, address=opts.app_channel_address, app_api_token=opts.app_api_token
         )
     resolver = resolver_from_config(cfg, internal_port=internal_port)
+    fast_payload = fastpath_max_payload(opts.max_body_size) if opts.fastpath else None
     client = InternalClient(
         channel_factory=security.channel_factory() if security else plaintext_channel,
         max_connection_age=opts.internal_connection_max_age,
+        fastpath=security.fastpath_dialer(fast_payload) if security and fast_payload else None,
     )
     direct = DirectMessaging(
         app_id=opts.app_id,
@@ -270,7 +273,9 @@ async def run(opts: Options) -> None:
     if security is not None:
         from pysentry.sidecar.mtls import internal_server
 
-        spiffe_server = internal_server(service, security.anchors)
+        spiffe_server = internal_server(
+            service, security.anchors, fastpath_max_payload=fast_payload
+        )
         callee_proxy.set_identifier(spiffe_server.peer_id)
         grpc_server = spiffe_server
     else:

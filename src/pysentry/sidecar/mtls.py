@@ -3,7 +3,10 @@
 * :func:`channel_factory`: ``SpiffeChannel`` per target; the current client context for each new
   connection; the peer must be ``/ns/<ns>/<app-id>`` in any trust domain (spec §9.6).
 * :func:`internal_server`: a ``SpiffeServer`` (client SVID must chain to the anchors, checked per
-  connection) whose handler reads each stream's verified caller ID.
+  connection) whose handler reads each stream's verified caller ID; with the fast path on, a
+  ``FastpathServer`` that also serves ``pysentry-invoke/1`` to peers that agree on it by ALPN.
+* :func:`fastpath_dialer`: how the caller opens ``pysentry-invoke/1`` connections (the current
+  client SVID for each, ALPN ``pysentry-invoke/1`` then ``h2``).
 * :class:`SidecarSecurity`: identity from Sentry (initial fetch + renewal), anchors, contexts.
 """
 
@@ -14,6 +17,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from grpclib.client import Channel
@@ -34,11 +38,15 @@ from pysentry.security.sentry_client import (
     request_trust_domain,
 )
 from pysentry.security.tls import ClientContexts, RotatingServerContext
+from pysentry.sidecar.fastpath_protocol import FASTPATH_ALPN, GRPC_ALPN
 from pysentry.sidecar.internal_client import ChannelFactory
 from pysentry.sidecar.internal_server import ServiceInvocation
 from pysentry.sidecar.invocation import Target
 from pysentry.sidecar.options import Options
 from pysentry.spiffe import dapr_path
+
+if TYPE_CHECKING:
+    from pysentry.sidecar.fastpath_client import FastpathDialer
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +68,51 @@ def channel_factory(
 
 
 def internal_server(
-    service: ServiceInvocation, anchors: TrustAnchors, *, clock: Clock = system_clock
+    service: ServiceInvocation,
+    anchors: TrustAnchors,
+    *,
+    clock: Clock = system_clock,
+    fastpath_max_payload: int | None = None,
 ) -> SpiffeServer:
-    server = SpiffeServer([service], anchors=anchors, clock=clock)
+    """The internal server; ``fastpath_max_payload`` (the frame limit) turns the fast path on
+    (the listener context must offer its ALPN id too: ``Identity(..., fastpath=True)``)."""
+    server: SpiffeServer
+    if fastpath_max_payload is None:
+        server = SpiffeServer([service], anchors=anchors, clock=clock)
+    else:
+        from pysentry.sidecar.fastpath_server import FastpathServer
+
+        server = FastpathServer(
+            [service],
+            handle=service.handle,
+            anchors=anchors,
+            max_payload=fastpath_max_payload,
+            clock=clock,
+        )
     service.set_identifier(server.peer_id)
     return server
 
 
-class Identity:
-    """The current SVID plus the TLS contexts built from it; follows rotations and reloads."""
+def fastpath_dialer(
+    identity: Identity, max_payload: int, *, clock: Clock = system_clock
+) -> FastpathDialer:
+    from pysentry.sidecar.fastpath_client import FastpathDialer
 
-    def __init__(self, svid: X509Svid, anchors: TrustAnchors) -> None:
+    return FastpathDialer(identity.fast_clients.get, identity.anchors, max_payload, clock)
+
+
+class Identity:
+    """The current SVID plus the TLS contexts built from it; follows rotations and reloads.
+
+    ``fastpath``: the listener offers ``pysentry-invoke/1`` before ``h2``."""
+
+    def __init__(self, svid: X509Svid, anchors: TrustAnchors, *, fastpath: bool = False) -> None:
         self._svid = svid
         self.anchors = anchors
-        self.server = RotatingServerContext(svid, anchors)
+        alpn = FASTPATH_ALPN if fastpath else GRPC_ALPN
+        self.server = RotatingServerContext(svid, anchors, alpn=alpn)
         self.clients = ClientContexts(self.current, anchors)
+        self.fast_clients = ClientContexts(self.current, anchors, alpn=FASTPATH_ALPN)
         self._listeners: list[Callable[[], None]] = []
         anchors.subscribe(lambda new: self.server.set_anchors(new))
 
@@ -111,6 +149,9 @@ class SidecarSecurity:
 
     def channel_factory(self) -> ChannelFactory:
         return channel_factory(self.identity.clients, self.anchors)
+
+    def fastpath_dialer(self, max_payload: int) -> FastpathDialer:
+        return fastpath_dialer(self.identity, max_payload)
 
     def identity_info(self) -> tuple[str, datetime] | None:
         return self.identity.info()
@@ -164,7 +205,7 @@ class SidecarSecurity:
 
         provider = SecurityProvider(request, app_id=opts.app_id, metrics=metrics)
         svid = await provider.start()
-        return cls(provider, anchors, Identity(svid, anchors))
+        return cls(provider, anchors, Identity(svid, anchors, fastpath=opts.fastpath))
 
 
 def load_anchors(opts: Options) -> TrustAnchors:

@@ -94,6 +94,8 @@ class Options:
     deprecated_flags: tuple[tuple[str, str], ...] = ()  # (flag, replacement)
     # every --dapr-listen-addresses entry (the first is dapr_listen_address); () = just that one
     dapr_listen_addresses: tuple[str, ...] = ()
+    # pysentry addition: pysentry-invoke/1 between pysentry sidecars (ALPN), gRPC with the rest
+    fastpath: bool = True
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -179,6 +181,15 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="pysentry addition: recycle sidecar-to-sidecar connections older than this Go "
         "duration (e.g. 10m), so rotated certificates and anchors reach long-lived connections",
+    )
+    a(
+        "--pysentry-fastpath",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="pysentry addition: offer the pysentry-invoke/1 protocol (ALPN) to other pysentry "
+        "sidecars on the mTLS internal port; false: gRPC only, as Dapr",
     )
     a(
         "--max-body-size",
@@ -398,6 +409,7 @@ def parse_options(
         trust_anchors_file=Path(ns.trust_anchors_file) if ns.trust_anchors_file else None,
         internal_connection_max_age=max_age or None,
         max_body_size=_max_body_size(ns.max_body_size, ns.dapr_http_max_request_size),
+        fastpath=ns.pysentry_fastpath,
         metrics_listen_address=ns.metrics_listen_address,
         dapr_grpc_port=_flag_port(ns.dapr_grpc_port, "--dapr-grpc-port"),
         print_version=ns.version or ns.build_info,
