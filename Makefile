@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint proto bench clean soak
+.PHONY: demo test lint proto bench bench-go clean soak
 
 # First run only: about a minute (pip downloads and builds the pinned dependencies quietly).
 $(STAMP): pyproject.toml constraints.txt
@@ -40,6 +40,11 @@ bench: $(STAMP)
 	$(PY) bench/pki.py
 	@if [ -f bench/sentry_sign.py ]; then $(PY) bench/sentry_sign.py; fi
 	@if [ -f bench/invoke.py ]; then $(PY) bench/invoke.py; fi
+
+# Go Dapr v1.16 and pysentry side by side, with wrk, vegeta and ghz (docs/benchmarks.md). Needs
+# `apt-get install -y wrk`, Go and the module proxy on the first run (cached after); about 5 min.
+bench-go: $(STAMP)
+	$(PY) bench/vs_go.py $(BENCH_GO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info bench/results

@@ -1,5 +1,7 @@
 """Service invocation overhead: app -> sidecar -> sidecar -> app vs. app -> app directly.
 
+Quick Python-only check (not the Go comparison: that is bench/vs_go.py, `make bench-go`).
+
 Dapr's benchmark shape: 1 KB bodies over 16 connections, at fixed rates (default 1,000 and 200
 requests/s) and at max throughput, for mTLS off and on, in one run. Reports p50/p90/p99 latency
 (fixed rate; measured from each request's *scheduled* send time, so queueing counts), the

@@ -1,5 +1,7 @@
 """The crypto ceiling on this machine: how fast can one core sign workload SVIDs?
 
+Quick Python-only check (not the Go comparison: that is bench/vs_go.py, `make bench-go`).
+
 Two numbers for each issuer key type (P-256, Ed25519) and CSR key type (P-256, Ed25519):
   sign      ``workload_certificate`` only (public key already parsed)
   csr+sign  ``parse_csr`` (PEM decode, parse, proof-of-possession check) + ``workload_certificate``

@@ -1,5 +1,7 @@
 """SignCertificate throughput and latency through the real gRPC API of a real ``sentry`` process.
 
+Quick Python-only check (not the Go comparison: that is bench/vs_go.py, `make bench-go`).
+
 For 1, 16 and 128 concurrent clients, twice: with persistent connections (one TLS connection per
 client, reused) and with a new TLS connection per request (what Dapr sidecars do). The same run
 measures the in-process crypto ceiling (``bench/pki.py``: CSR parse + proof of possession + sign,
