@@ -8,11 +8,16 @@ tested in test_injector_chart.py.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import os
 import socket
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from pysentry.pki.pem import load_certificates
@@ -190,3 +195,53 @@ def test_sentry_down_at_start_is_waited_for_then_the_webhook_serves(
     finally:
         injector.stop()
         kube.request("DELETE", f"{WEBHOOKS}/{webhook_name(namespace)}")
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_start_retries_double_up_to_five_seconds_and_name_the_cause(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pysentry.injector.sentry_tls import SentrySettings, obtain_identity
+
+    delays: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # an injected sleep: no real waiting
+        delays.append(seconds)
+        if len(delays) == 6:
+            raise _Stop
+
+    settings = SentrySettings("127.0.0.1:1", "dapr-system", "cluster.local", tmp_path / "ca.crt")
+    with pytest.raises(_Stop):
+        asyncio.run(obtain_identity(settings, sleep=sleep))
+    assert delays == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    assert (
+        "Cannot get the webhook's serving certificate from Sentry at '127.0.0.1:1', trying again "
+        f"in 0.5s: no trust anchors yet: trust anchors file {str(tmp_path / 'ca.crt')!r} not found"
+    ) in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tls-cert-file", "x.crt"], "--tls-cert-file given alone: pass both"),
+        (["--webhook-ca-file", "ca.crt"], "--webhook-ca-file needs --tls-cert-file"),
+        (["--tls-cert-file", "x.crt", "--tls-key-file", "x.key"], "--tls-cert-file 'x.crt': no"),
+    ],
+)
+def test_tls_flag_mistakes_are_refused_naming_the_fix(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    env = {**os.environ, "NAMESPACE": "dapr-system", "SIDECAR_IMAGE": "x"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pysentry.injector", "--kubeconfig", "none", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
