@@ -234,6 +234,10 @@ class FastpathInvoker:
         self._grpc: set[tuple[str, Target]] = set()
         self.recycled = 0
 
+    def connection(self, address: str, target: Target) -> ClientConnection | None:
+        """The fast connection new calls to this peer use, if there is one."""
+        return self._conns.get((address, target))
+
     def transport(self, address: str, target: Target) -> str | None:
         """The protocol in use for this peer (:data:`~.fastpath_protocol.ALPN`, ``"h2"``), or
         None before the first connection."""
