@@ -1,4 +1,4 @@
-"""``dapr mtls renew-certificate`` (§A.5, self-hosted).
+"""``dapr mtls renew-certificate`` (§A.5); self-hosted here, ``-k`` in ``cli.kuberenew``.
 
 Path selection follows Dapr: provided certificates if any of the three cert flags is set, else
 ``--private-key``, else fresh certificates. Differences, on purpose:
@@ -14,94 +14,53 @@ Path selection follows Dapr: provided certificates if any of the three cert flag
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from cryptography import x509
 
 from pysentry.cli import console
-from pysentry.cli.backend import Credentials, SelfHostedCredentials
+from pysentry.cli.backend import SelfHostedCredentials
 from pysentry.cli.chainview import describe_root
 from pysentry.cli.configfile import read_mtls
 from pysentry.cli.console import CliError
 from pysentry.cli.home import DaprHome
-from pysentry.cli.mtls import (
-    ConfigOption,
-    CredentialsOption,
-    KubernetesOption,
-    credentials_of,
-    refuse_kubernetes,
+from pysentry.cli.mtls import ConfigOption, CredentialsOption, credentials_of
+from pysentry.cli.pemfile import certificates, read_regular
+from pysentry.cli.renewinputs import (
+    RenewInputs,
+    current_anchors,
+    read_provided,
+    renewal_for,
+    select_inputs,
 )
-from pysentry.cli.pemfile import certificates, read_regular, scan
-from pysentry.cli.pemfile import private_key as pem_private_key
-from pysentry.cli.rotation import Renewal, generate, provided
+from pysentry.cli.rotation import Renewal
 from pysentry.cli.staging import PartiallyWritten
 from pysentry.clock import system_clock
-from pysentry.credentials import (
-    CA_FILENAME,
-    CREDENTIAL_FILENAMES,
-    ISSUER_CERT_FILENAME,
-    ISSUER_KEY_FILENAME,
-)
-from pysentry.errors import InvalidBundle, PysentryError
-from pysentry.pki.keys import KeyAlgorithm, generate_key
+from pysentry.credentials import CA_FILENAME
+from pysentry.errors import PysentryError
 
-ALL_FLAGS_MESSAGE = (
-    'all required flags for this certificate rotation path, "ca-root-certificate", '
-    '"issuer-private-key" and "issuer-public-certificate" are not present'
-)
-
-
-_NAMES = "|".join(re.escape(name) for name in CREDENTIAL_FILENAMES)
-_FILE_AT_LINE_START = re.compile(rf"^({_NAMES}):", re.MULTILINE)
-_FILE_WORD = re.compile(rf"(?<![\w./'-])({_NAMES})(?![\w-])")
 UNCHANGED = "nothing was changed"
 
 
-@dataclass(frozen=True, slots=True)
-class _Given:
-    """A file passed with a flag: its bytes and how messages name it."""
-
-    flag: str
-    path: Path
-    data: bytes
-
-    @property
-    def label(self) -> str:
-        return f"{self.flag} {str(self.path)!r}"
-
-    @classmethod
-    def read(cls, flag: str, value: str) -> _Given:
-        path = Path(value).expanduser().absolute()  # absolute: never re-matched by _FILE_WORD
-        return cls(flag, path, read_regular(path, f"{flag} {str(path)!r}"))
-
-
-def _name_given_files(message: str, given: dict[str, _Given]) -> str:
-    """Bundle problems name ``ca.crt`` etc.; say which passed file each one is about."""
-    message = _FILE_AT_LINE_START.sub(lambda m: given[m.group(1)].label + ":", message)
-    return _FILE_WORD.sub(lambda m: repr(str(given[m.group(1)].path)), message)
-
-
 def _current_anchors(creds: SelfHostedCredentials) -> tuple[x509.Certificate, ...]:
-    """The roots of the current ``ca.crt`` (none if it is missing); any damage is an error, so
-    that a rewrite never drops a root this command could not read."""
     if not creds.has(CA_FILENAME):
         return ()
     label = creds.label(CA_FILENAME)
-    data = read_regular(creds.path(CA_FILENAME), label)
-    anchors = certificates(data, label, only_certificates=True)
-    if scan(data, label).stray_text:
-        console.warning(f"{label}: the text outside its PEM blocks is not kept in the new file")
-    return anchors
+    return current_anchors(read_regular(creds.path(CA_FILENAME), label), label)
 
 
 def renew_command(
     ctx: typer.Context,
-    kubernetes: KubernetesOption = False,
+    kubernetes: Annotated[
+        bool,
+        typer.Option(
+            "--kubernetes",
+            "-k",
+            help="Renews root and issuer certificates of Dapr in a Kubernetes cluster",
+        ),
+    ] = False,
     private_key: Annotated[
         str | None,
         typer.Option(
@@ -121,16 +80,10 @@ def renew_command(
         int, typer.Option("--valid-until", min=1, help="Max days before certificate expires")
     ] = 365,
     restart: Annotated[
-        bool,
-        typer.Option(
-            "--restart", help="Restart Dapr control plane services (self-hosted: prints what to do)"
-        ),
+        bool, typer.Option("--restart", help="Restart Dapr control plane services")
     ] = False,
     timeout: Annotated[
-        int,
-        typer.Option(
-            "--timeout", help="The timeout for the certificate renewal (unused in self-hosted mode)"
-        ),
+        int, typer.Option("--timeout", min=1, help="The timeout for the certificate renewal")
     ] = 300,
     image_variant: Annotated[
         str,
@@ -150,43 +103,43 @@ def renew_command(
     issuer_credentials: CredentialsOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Rotates the root and issuer certificates in the credentials directory Sentry watches."""
-    refuse_kubernetes(kubernetes)
+    """Rotates the root and issuer certificates: with -k in the cluster's dapr-trust-bundle,
+    else in the credentials directory Sentry watches."""
     console.pending("Starting certificate rotation")
-    creds = credentials_of(ctx, issuer_credentials)
-    home: DaprHome = ctx.find_root().obj
     try:
         if image_variant not in ("", "mariner"):
             raise CliError(f"image variant {image_variant} is not supported")
+        if kubernetes and (issuer_credentials is not None or config is not None):
+            flag = "--issuer-credentials" if issuer_credentials is not None else "--config"
+            raise CliError(
+                f"{flag} is for self-hosted mode; with -k the credentials are the cluster's "
+                "Secret dapr-trust-bundle and the clock skew its Configuration daprsystem"
+            )
+        inputs = select_inputs(
+            ca_root_certificate=ca_root_certificate,
+            issuer_private_key=issuer_private_key,
+            issuer_public_certificate=issuer_public_certificate,
+            private_key=private_key,
+            valid_until_days=valid_until,
+            trust_domain=trust_domain,
+            kubernetes=kubernetes,
+        )
+    except (CliError, PysentryError) as err:
+        raise CliError(f"certificate rotation failed: {err}; {UNCHANGED}") from err
+    if kubernetes:
+        from pysentry.cli.kuberenew import renew_in_cluster  # aiohttp: load only for -k
+
+        renew_in_cluster(inputs, timeout_s=timeout, restart=restart, image_variant=image_variant)
+        return
+    creds = credentials_of(ctx, issuer_credentials)
+    home: DaprHome = ctx.find_root().obj
+    try:
         now = system_clock()
-        given = (ca_root_certificate, issuer_private_key, issuer_public_certificate)
-        if any(value is not None for value in given):
-            if not all(value and value.strip() for value in given):
-                raise CliError(ALL_FLAGS_MESSAGE)
-            console.info("Using provided certificates")
-            renewal = _provided(creds, *(str(value) for value in given), now=now)
-        else:
-            settings = read_mtls(
-                (config or home.config_file).expanduser(), required=config is not None
-            )
-            ttl, skew = timedelta(days=valid_until), settings.allowed_clock_skew
-            if private_key is not None:
-                if not private_key.strip():
-                    raise CliError('"privateKey" flag has incorrect value')
-                console.info("Using the provided private key to generate the root certificate")
-                key_file = _Given.read("--private-key", private_key)
-                root_key = pem_private_key(key_file.data, key_file.label)
-            else:
-                console.info("generating fresh certificates")
-                root_key = generate_key(KeyAlgorithm.EC_P256)
-            renewal = generate(
-                root_key,
-                _current_anchors(creds),
-                trust_domain=trust_domain,
-                now=now,
-                ttl=ttl,
-                skew=skew,
-            )
+        skew = timedelta(0)
+        if inputs.generated:
+            path = (config or home.config_file).expanduser()
+            skew = read_mtls(path, required=config is not None).allowed_clock_skew
+        renewal = renewal_for(inputs, _current_anchors(creds), now=now, skew=skew)
         console.info(f"Updating certificates in {creds.location}")
         creds.write(renewal.credentials)
     except (CliError, PysentryError) as err:
@@ -211,23 +164,9 @@ def renew_command(
 def _provided(
     creds: SelfHostedCredentials, ca: str, key: str, cert: str, *, now: datetime
 ) -> Renewal:
-    files = {
-        CA_FILENAME: _Given.read("--ca-root-certificate", ca),
-        ISSUER_CERT_FILENAME: _Given.read("--issuer-public-certificate", cert),
-        ISSUER_KEY_FILENAME: _Given.read("--issuer-private-key", key),
-    }
-    for name in (CA_FILENAME, ISSUER_CERT_FILENAME):
-        certificates(files[name].data, files[name].label)
-    pem_private_key(files[ISSUER_KEY_FILENAME].data, files[ISSUER_KEY_FILENAME].label)
-    current = _current_anchors(creds)
-    try:
-        return provided(
-            Credentials(*(files[name].data for name in CREDENTIAL_FILENAMES)),
-            current,
-            now=now,
-        )
-    except InvalidBundle as err:
-        raise CliError(_name_given_files(str(err), files)) from err
+    """Provided certificates for ``creds``, checked as ``renew-certificate`` checks them."""
+    inputs = RenewInputs(read_provided(ca, key, cert), None, timedelta(0), None)
+    return renewal_for(inputs, _current_anchors(creds), now=now, skew=timedelta(0))
 
 
 def _next_steps(renewal: Renewal, creds: SelfHostedCredentials, restart: bool) -> None:

@@ -209,8 +209,8 @@ def test_partial_flags_and_bad_private_key(dapr: Dapr, certs: Path, tmp_path: Pa
     assert not certs.exists()
     variant = dapr("mtls", "renew-certificate", "--image-variant", "alpine")
     assert variant.returncode == 1 and "image variant alpine is not supported" in variant.stderr
-    k = dapr("mtls", "renew-certificate", "-k")
-    assert k.returncode == 1 and "not supported yet" in k.stderr
+    k = dapr("mtls", "renew-certificate", "-k", env={"KUBECONFIG": str(tmp_path / "none")})
+    assert k.returncode == 1 and "kubeconfig" in k.stderr and "does not exist" in k.stderr
     # A PKCS#8 Ed25519 root key works too (Dapr's CLI only takes SEC1 EC keys).
     ed = tmp_path / "ed.key"
     ed.write_bytes(dump_private_key(generate_key(KeyAlgorithm.ED25519)))
