@@ -28,8 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,175 +36,13 @@ ROOT = BENCH.parent
 sys.path[:0] = [str(BENCH), str(ROOT)]
 
 import tools as bench_tools  # noqa: E402
+import vs_go_cases  # noqa: E402
 import vs_go_load as load  # noqa: E402
-import vs_go_procs as procs_mod  # noqa: E402
 import vs_go_table  # noqa: E402
-from vs_go_procs import Impl, Procs, Stack  # noqa: E402
-
-from pysentry.testing import TestCA  # noqa: E402
+from vs_go_procs import BIN  # noqa: E402
 
 OUT = BENCH / "results" / "vs_go.json"
 NETNS = 'ip link set lo up && exec "$0" "$@"'
-Measure = Callable[[], dict[str, Any]]
-
-
-def load1() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
-class Run:
-    """Records every measurement of every case, with load averages."""
-
-    def __init__(self, reps: int) -> None:
-        self.reps = reps
-        self.cases: dict[str, dict[str, Any]] = {}
-
-    def case(self, name: str, targets: dict[str, Measure | str]) -> None:
-        """``reps`` rounds; each round measures every target once, the order rotating.
-        A target given as a string is an error that kept it from starting."""
-        print(f"case {name}:", flush=True)
-        case: dict[str, Any] = {"loadavg_start": load1(), "reps": []}
-        names = list(targets)
-        for rep in range(self.reps):
-            order = names[rep % len(names) :] + names[: rep % len(names)]
-            for target in order:
-                measure = targets[target]
-                row: dict[str, Any] = {"target": target, "rep": rep, "loadavg_start": load1()}
-                if isinstance(measure, str):
-                    row["error"] = measure
-                else:
-                    try:
-                        row["result"] = measure()
-                    except Exception as err:  # recorded, and the run goes on
-                        row["error"] = f"{type(err).__name__}: {err}"[:3000]
-                row["loadavg_end"] = load1()
-                case["reps"].append(row)
-                print(f"  rep {rep} {target}: {vs_go_table.brief(row)}", flush=True)
-        case["loadavg_end"] = load1()
-        self.cases[name] = case
-
-
-def startup_once(
-    procs: Procs, impl: Impl, creds: Path, anchors: bytes, settle: float
-) -> dict[str, Any]:
-    """A fresh Sentry, then a fresh daprd: exec -> "Security is initialized successfully"
-    (its log time stamp), exec -> healthz/outbound 204, and both RSS after ``settle`` s."""
-    tag = f"{impl.name}-{time.monotonic_ns()}"
-    sentry = procs_mod.start_sentry(procs, impl, creds, f"startup-sentry-{tag}")
-    config = procs_mod.daprd_config(procs.tmp, procs.tmp / f"nr-startup-{impl.name}.db")
-    try:
-        d = procs_mod.spawn_daprd(
-            procs,
-            impl,
-            "startup",
-            None,
-            sentry_port=sentry.port,
-            anchors=anchors,
-            config=config,
-            name=f"startup-daprd-{tag}",
-        )
-        try:
-            logged, observed = procs_mod.wait_ready_line(d.proc)
-            procs_mod.wait_outbound(d)
-            outbound = time.time() - d.proc.exec_wall
-            time.sleep(settle)
-            daprd_mem = procs_mod.memory_kib(d.proc.pid)
-            sentry_mem = procs_mod.memory_kib(sentry.proc.pid)
-        finally:
-            d.proc.stop()
-    finally:
-        sentry.proc.stop()
-    return {
-        "identity_ready_s": round(logged, 4),
-        "identity_seen_s": round(observed, 4),
-        "outbound_ready_s": round(outbound, 4),
-        "daprd_memory": daprd_mem,
-        "sentry_memory": sentry_mem,
-        "settle_s": settle,
-    }
-
-
-def start_stacks(
-    procs: Procs, impls: list[Impl], creds: dict[str, Path], anchors: bytes, app_port: int
-) -> dict[str, Stack | str]:
-    stacks: dict[str, Stack | str] = {}
-    for impl in impls:
-        try:
-            stacks[impl.name] = procs_mod.start_stack(
-                procs, impl, creds[impl.name], anchors, app_port
-            )
-        except Exception as err:
-            stacks[impl.name] = f"{impl.name} stack did not start: {err}"[:3000]
-            print(stacks[impl.name], file=sys.stderr, flush=True)
-    return stacks
-
-
-def run_all(args: argparse.Namespace, tools: bench_tools.Tools, tmp: Path) -> dict[str, Any]:
-    env = {"PYTHONPATH": str(args.pysentry_src.resolve())} if args.pysentry_src else {}
-    impls = [
-        Impl("go", tools.go_sentry, tools.go_daprd),
-        Impl("pysentry", procs_mod.BIN / "sentry", procs_mod.BIN / "daprd", env),
-    ]
-    ca = TestCA.create("localhost")
-    anchors = ca.anchors_pem()
-    creds = {}
-    for impl in impls:
-        creds[impl.name] = tmp / f"creds-{impl.name}"
-        creds[impl.name].mkdir(mode=0o700)
-        ca.write_credentials(creds[impl.name])
-    lua = tmp / "post-1k.lua"
-    lua.write_text(load.WRK_LUA)
-    sign_data = load.sign_requests(tmp, args.csrs)
-    run = Run(args.reps)
-    procs = Procs(tmp)
-    secs = args.seconds
-    try:
-        for impl in impls:  # untimed: the page cache and Python's bytecode cache get warm
-            startup_once(procs, impl, creds[impl.name], anchors, 0.0)
-        run.case(
-            "startup",
-            {
-                i.name: partial(startup_once, procs, i, creds[i.name], anchors, args.settle)
-                for i in impls
-            },
-        )
-        app_port = procs_mod.free_port()
-        echo = procs.spawn("echo", [str(tools.echo), str(app_port)])
-        procs_mod.wait_http(echo, f"http://127.0.0.1:{app_port}/", (200,), timeout=10)
-        stacks = start_stacks(procs, impls, creds, anchors, app_port)
-        up = {n: s for n, s in stacks.items() if isinstance(s, Stack)}
-        for st in up.values():  # warm-up: connections, TLS sessions, Python's caches
-            load.wrk(tools.wrk, lua, st.invoke_url, [], seconds=1)
-            load.ghz(tools.ghz, sign_data, st.sentry.port, 4, 1, [])
-        # Where each invoke case sends its load, and whose CPU it counts.
-        paths: dict[str, tuple[str, list[int]] | str] = {
-            "direct": (f"http://127.0.0.1:{app_port}/echo", [echo.pid])
-        }
-        for n, got in stacks.items():
-            paths[n] = (got.invoke_url, got.sidecar_pids()) if isinstance(got, Stack) else got
-
-        def invoke_case(fn: Callable[[str, list[int]], dict[str, Any]]) -> dict[str, Measure | str]:
-            return {n: p if isinstance(p, str) else partial(fn, *p) for n, p in paths.items()}
-
-        run.case("invoke_max", invoke_case(partial(load.wrk, tools.wrk, lua, seconds=secs)))
-        for rate in (200, 1000):
-            fixed = partial(load.vegeta, tools.vegeta, tmp, rate=rate, seconds=secs)
-            run.case(f"invoke_{rate}rps", invoke_case(fixed))
-        for c in (16, 128):
-            targets: dict[str, Measure | str] = {}
-            for n, got in stacks.items():
-                if isinstance(got, Stack):
-                    pid, port = got.sentry.proc.pid, got.sentry.port
-                    targets[n] = partial(load.ghz, tools.ghz, sign_data, port, c, secs, [pid])
-                else:
-                    targets[n] = got
-            run.case(f"sentry_c{c}", targets)
-        return {
-            "cases": run.cases,
-            "stacks": {n: "up" if isinstance(s, Stack) else s for n, s in stacks.items()},
-        }
-    finally:
-        procs.stop_all()
 
 
 def machine() -> dict[str, Any]:
@@ -229,7 +65,7 @@ def machine() -> dict[str, Any]:
 def pysentry_version(src: Path | None) -> str:
     env = dict(os.environ, PYTHONPATH=str(src.resolve())) if src else None
     done = subprocess.run(
-        [str(procs_mod.BIN / "daprd"), "--version"],
+        [str(BIN / "daprd"), "--version"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -253,7 +89,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--csrs", type=int, default=64, help="distinct CSRs ghz cycles through")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--pysentry-src", type=Path, default=None, help="put DIR first on PYTHONPATH")
+    ap.add_argument(
+        "--pysentry-daprd-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for pysentry's daprd (repeatable), e.g. =--pysentry-fastpath=false",
+    )
+    ap.add_argument(
+        "--pysentry-sentry-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for pysentry's Sentry (repeatable), e.g. =--workers=1",
+    )
     ap.add_argument("--host-network", action="store_true", help="do not enter a private netns")
+    ap.add_argument("--table-from", type=Path, default=None, help="re-print a JSON's table, no run")
     ap.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if not (1 <= args.reps <= 20 and 0.5 <= args.seconds <= 120 and 1 <= args.csrs <= 10_000):
@@ -266,6 +117,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    if args.table_from is not None:
+        report = json.loads(args.table_from.read_text())
+        print(vs_go_table.render(vs_go_table.summarize(report["cases"]), report))
+        return 0
     try:
         tools = bench_tools.ensure_tools()
     except bench_tools.ToolError as err:
@@ -301,7 +156,7 @@ def main(argv: list[str]) -> int:
     began = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-vs-go-") as tmpdir:
-        result = run_all(args, tools, Path(tmpdir))
+        result = vs_go_cases.run_all(args, tools, Path(tmpdir))
     elapsed = time.monotonic() - started
     summary = vs_go_table.summarize(result["cases"])
     report = {

@@ -26,6 +26,9 @@ SENTRY_PROTO = PROTO_ROOT / "dapr" / "proto" / "sentry" / "v1" / "sentry.proto"
 SIGN_CALL = "dapr.proto.sentry.v1.CA/SignCertificate"
 BODY = b"x" * 1024
 GRACE_S = 30.0
+#: vegeta's workers (requests in flight) are capped: past saturation, an open loop with no cap
+#: opens thousands of connections and every request times out; with it, the achieved rate drops.
+MAX_IN_FLIGHT = 128
 CUT_AT_END = (
     "use of closed network connection",
     "context canceled",
@@ -91,7 +94,8 @@ def vegeta(
     body.write_bytes(BODY)
     targets.write_text(f"POST {url}\nContent-Type: application/octet-stream\n")
     cmd = [str(tool), "attack", f"-targets={targets}", f"-body={body}", f"-rate={rate}/1s"]
-    cmd += [f"-duration={seconds:g}s", "-timeout=10s", f"-output={results}"]
+    cmd += [f"-duration={seconds:g}s", "-timeout=10s", f"-max-workers={MAX_IN_FLIGHT}"]
+    cmd += [f"-output={results}"]
     _, wall, cpu = _run(cmd, seconds, pids)
     report = subprocess.run(
         [str(tool), "report", "-type=json", str(results)],

@@ -70,6 +70,8 @@ def summarize(cases: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             s["sentry_rss_mib"] = _median(c, target, lambda r: r["sentry_memory"]["rss_kib"] / 1024)
             s["daprd_pss_mib"] = _median(c, target, lambda r: r["daprd_memory"]["pss_kib"] / 1024)
             s["sentry_pss_mib"] = _median(c, target, lambda r: r["sentry_memory"]["pss_kib"] / 1024)
+            s["daprd_processes"] = _median(c, target, lambda r: r["daprd_memory"]["processes"])
+            s["sentry_processes"] = _median(c, target, lambda r: r["sentry_memory"]["processes"])
         if "invoke_max" in cases:
             c = cases["invoke_max"]
             s["max_rps"] = _median(c, target, lambda r: r["rps"])
@@ -102,6 +104,10 @@ def _fmt(v: float | None, unit: str = "", digits: int = 0, sign: bool = False) -
     if v is None:
         return "n/a"
     return f"{v:+,.{digits}f}{unit}" if sign else f"{v:,.{digits}f}{unit}"
+
+
+def _sustained(achieved: float | None, errors: int | None) -> str:
+    return "n/a" if achieved is None else f"{_fmt(achieved)}/s, {errors or 0:,} err"
 
 
 def _ratio(ours: float | None, go: float | None) -> float | None:
@@ -170,9 +176,9 @@ def rows(summary: dict[str, dict[str, Any]]) -> list[list[str]]:
     err = f"errors_{GOAL_RATE}"
     table.append(
         [
-            f"invoke, {GOAL_RATE:,} rps: achieved/s (errors)",
-            f"{_fmt(go[ach])}/s ({go[err]})",
-            f"{_fmt(py[ach])}/s ({py[err]})",
+            f"invoke, {GOAL_RATE:,} rps: achieved/s, errors",
+            _sustained(go[ach], go[err]),
+            _sustained(py[ach], py[err]),
             "n/a" if _ratio(py[ach], go[ach]) is None else f"{_ratio(py[ach], go[ach]):.2f}",
             "sustained, 0 errors",
             _met(None if py[ach] is None else py[ach] >= SUSTAINED * GOAL_RATE and py[err] == 0),
@@ -221,6 +227,10 @@ def rows(summary: dict[str, dict[str, Any]]) -> list[list[str]]:
             "≤ 1.1 x Go",
             ratio_at_most(1.1),
         )
+        for col, side in ((1, go), (2, py)):  # several processes: say so, with their PSS
+            if (side.get(f"{what}_processes") or 1) > 1:
+                pss = _fmt(side.get(f"{what}_pss_mib"), " MiB", 1)
+                table[-1][col] += f" ({side[f'{what}_processes']:.0f} procs, PSS {pss})"
     return table
 
 
