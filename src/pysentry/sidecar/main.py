@@ -9,48 +9,36 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-from grpclib.server import Server
-
 from pysentry import __version__, logs
-from pysentry.config.acl import AccessControlList
-from pysentry.config.configuration import Configuration, load_configuration
 from pysentry.errors import ConfigError, PysentryError, SentryUnavailable
 from pysentry.procname import set_process_name
-from pysentry.sidecar.app_channel import HttpAppChannel, wait_for_app
-from pysentry.sidecar.direct import DirectMessaging
-from pysentry.sidecar.fastpath_protocol import max_payload as fastpath_max_payload
-from pysentry.sidecar.grpc_api import DaprApi, api_server
-from pysentry.sidecar.grpc_app_channel import GrpcAppChannel
-from pysentry.sidecar.grpc_metrics import instrument
-from pysentry.sidecar.grpc_proxy import CalleeProxy, CallerProxy, with_fallback
-from pysentry.sidecar.http_api import ApiSettings, HttpApi
-from pysentry.sidecar.internal_client import InternalClient, plaintext_channel
-from pysentry.sidecar.internal_server import ServiceInvocation
-from pysentry.sidecar.invocation import AppChannel, InvocationError, InvokeRequest, InvokeResponse
-from pysentry.sidecar.metrics import SidecarMetrics
+from pysentry.sidecar.invocation import InvocationError, InvokeRequest, InvokeResponse
 from pysentry.sidecar.options import (
     DEFAULT_GRPC_PORT,
     Options,
     parse_options,
     stable_random_port,
 )
-from pysentry.sidecar.resolver import (
-    Registration,
-    SidecarResolver,
-    SqliteSettings,
-    resolver_from_config,
-)
 from pysentry.sidecar.scopes import RUNTIME, SCOPES
 
+# Only what the first certificate needs is imported up front (issue 13, lever 5): the servers,
+# the app channel, the Configuration (pydantic) and name resolution are imported in run(),
+# after the identity request when --enable-mtls and --sentry-address are given.
 if TYPE_CHECKING:
+    from grpclib.server import Server
+
+    from pysentry.config.configuration import Configuration
+    from pysentry.sidecar.app_channel import HttpAppChannel
+    from pysentry.sidecar.grpc_app_channel import GrpcAppChannel
+    from pysentry.sidecar.invocation import AppChannel
+    from pysentry.sidecar.metrics import SidecarMetrics
     from pysentry.sidecar.mtls import SidecarSecurity
+    from pysentry.sidecar.resolver import SidecarResolver
 
 log = logging.getLogger("pysentry.sidecar")
 
@@ -159,38 +147,53 @@ def bind_metrics(opts: Options) -> socket.socket:
         return sock
 
 
+def check_config_file(opts: Options) -> None:
+    if opts.config is not None and opts.mode == "standalone" and not opts.config.exists():
+        raise ConfigError(f"--config: configuration file not found: {str(opts.config)!r}")
+
+
 def load_config(opts: Options) -> Configuration:
+    from pysentry.config.configuration import Configuration, load_configuration
+
     if opts.config is None:
         return Configuration.model_validate({})
-    if not opts.config.exists() and opts.mode == "standalone":
-        raise ConfigError(f"--config: configuration file not found: {str(opts.config)!r}")
+    check_config_file(opts)
     return load_configuration(opts.config)
 
 
-def resolver_settings(cfg: Configuration) -> SqliteSettings:
-    nr = cfg.spec.name_resolution
-    if nr is None or not nr.component:
-        return SqliteSettings.from_metadata({})
-    if nr.component.lower() != "sqlite":
-        log.warning(
-            "Name resolution component %r is not supported by pysentry; using 'sqlite'",
-            nr.component,
-        )
-        return SqliteSettings.from_metadata({})
-    return SqliteSettings.from_metadata(dict(nr.configuration or {}))
+def identity_first(opts: Options) -> bool:
+    """With ``--enable-mtls`` and ``--sentry-address`` the first certificate needs nothing from
+    the Configuration: it is requested before the Configuration is parsed (docs/choices.md)."""
+    return opts.mode != "kubernetes" and opts.enable_mtls and bool(opts.sentry_address)
+
+
+async def start_security(
+    opts: Options, cfg: Configuration | None, metrics: SidecarMetrics
+) -> SidecarSecurity:
+    from pysentry.sidecar.mtls import SidecarSecurity
+
+    try:
+        return await SidecarSecurity.start(opts, cfg, metrics.security)
+    except SentryUnavailable as err:
+        if cfg is None:
+            load_config(opts)  # a broken --config is the error to report, not Sentry's
+        raise StartupError(str(err)) from err
 
 
 async def run(opts: Options) -> None:
     started = time.monotonic()
     log.info("Starting Dapr Runtime -- version %s -- commit pysentry", __version__)
     log.info("Log level set to: %s", opts.log_level)
+    cfg: Configuration | None = None
     if opts.mode == "kubernetes":
         from pysentry.sidecar.kubernetes import prepare
 
         opts, cfg = await prepare(opts)
+    elif identity_first(opts):
+        check_config_file(opts)
     else:
         cfg = load_config(opts)
-    mtls = opts.enable_mtls or cfg.spec.mtls.enabled
+    mtls = opts.enable_mtls or (cfg is not None and cfg.spec.mtls.enabled)
     if not opts.app_id:
         raise ConfigError("--app-id: required")
     for name in opts.deprecated_env:
@@ -211,21 +214,36 @@ async def run(opts: Options) -> None:
     internal_port = internal_sock.getsockname()[1]
     metrics_sock = bind_metrics(opts) if opts.enable_metrics else None
     metrics_port = metrics_sock.getsockname()[1] if metrics_sock is not None else 0
+    from pysentry.sidecar.metrics import SidecarMetrics
+
     metrics = SidecarMetrics(opts.app_id)
     recorder = metrics if opts.enable_metrics else None
 
     security = None
     if mtls:
-        from pysentry.sidecar.mtls import SidecarSecurity
-
-        try:
-            security = await SidecarSecurity.start(opts, cfg, metrics.security)
-        except SentryUnavailable as err:
-            raise StartupError(str(err)) from err
+        security = await start_security(opts, cfg, metrics)
     else:
         logging.getLogger("pysentry.sidecar.mtls").warning(
             "mTLS is disabled. Skipping certificate request and tls validation"
         )
+    if cfg is None:
+        cfg = load_config(opts)
+
+    from aiohttp import web
+    from grpclib.server import Server
+
+    from pysentry.config.acl import AccessControlList
+    from pysentry.sidecar.app_channel import HttpAppChannel, wait_for_app
+    from pysentry.sidecar.direct import DirectMessaging
+    from pysentry.sidecar.fastpath_protocol import max_payload as fastpath_max_payload
+    from pysentry.sidecar.grpc_api import DaprApi, api_server
+    from pysentry.sidecar.grpc_app_channel import GrpcAppChannel
+    from pysentry.sidecar.grpc_metrics import instrument
+    from pysentry.sidecar.grpc_proxy import CalleeProxy, CallerProxy, with_fallback
+    from pysentry.sidecar.http_api import ApiSettings, HttpApi
+    from pysentry.sidecar.internal_client import InternalClient, plaintext_channel
+    from pysentry.sidecar.internal_server import ServiceInvocation
+    from pysentry.sidecar.resolver import Registration, resolver_from_config
 
     acl = AccessControlList.from_spec(cfg.spec.access_control, http=opts.app_protocol == "http")
     app_channel: HttpAppChannel | GrpcAppChannel | None = None
@@ -431,6 +449,8 @@ async def _publish_identity(
     security: SidecarSecurity, resolver: SidecarResolver, rotated: asyncio.Event
 ) -> None:
     """Write each rotated identity to name resolution (read by ``dapr list``), off the loop."""
+    import sqlite3
+
     while True:
         await rotated.wait()
         rotated.clear()

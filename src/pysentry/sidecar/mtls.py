@@ -20,10 +20,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from cryptography import x509
-from grpclib.client import Channel
 
 from pysentry.clock import Clock, system_clock
-from pysentry.config.configuration import Configuration
 from pysentry.errors import ConfigError
 from pysentry.pki.svid import authorize_path
 from pysentry.security.anchors import FileAnchors, StaticAnchors, TrustAnchors
@@ -39,14 +37,17 @@ from pysentry.security.sentry_client import (
 )
 from pysentry.security.tls import ClientContexts, RotatingServerContext
 from pysentry.sidecar.fastpath_protocol import FASTPATH_ALPN, GRPC_ALPN
-from pysentry.sidecar.internal_client import ChannelFactory
-from pysentry.sidecar.internal_server import ServiceInvocation
-from pysentry.sidecar.invocation import Target
-from pysentry.sidecar.options import Options
 from pysentry.spiffe import dapr_path
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # daprd builds its first identity before it imports the servers and config
+    from grpclib.client import Channel
+
+    from pysentry.config.configuration import Configuration
     from pysentry.sidecar.fastpath_client import FastpathDialer
+    from pysentry.sidecar.internal_client import ChannelFactory
+    from pysentry.sidecar.internal_server import ServiceInvocation
+    from pysentry.sidecar.invocation import Target
+    from pysentry.sidecar.options import Options
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +168,11 @@ class SidecarSecurity:
 
     @classmethod
     async def start(
-        cls, opts: Options, cfg: Configuration, metrics: SecurityMetrics
+        cls, opts: Options, cfg: Configuration | None, metrics: SecurityMetrics
     ) -> SidecarSecurity:
+        """``cfg`` None: ``--sentry-address`` is given, the Configuration is not needed."""
         anchors = load_anchors(opts)
-        address = opts.sentry_address or cfg.spec.mtls.sentry_address or ""
+        address = opts.sentry_address or (cfg.spec.mtls.sentry_address if cfg else "") or ""
         if not address:
             raise ConfigError(
                 "--sentry-address: required when mTLS is enabled (e.g. localhost:50001)"
