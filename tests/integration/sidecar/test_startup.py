@@ -1,0 +1,101 @@
+"""daprd's start-up with its lazy imports (issue 13, lever 5), as real processes on loopback.
+
+With ``--enable-mtls`` and ``--sentry-address`` the first certificate is requested before the
+servers and the Configuration are loaded; these pin that the result is the same sidecar: a real
+Sentry's identity, the Configuration applied, flags and errors as before.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from pysentry import __version__
+from pysentry.testing import TestCA
+from tests.e2e.conftest import BIN, Cluster, free_port
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop_all()
+
+
+def daprd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "daprd"), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+async def test_identity_first_then_servers_with_the_configuration(cluster: Cluster) -> None:
+    sentry_port, anchors, _ = await cluster.mtls_sentry()
+    d = await cluster.daprd("startup", sentry_port=sentry_port, anchors_file=anchors)
+    text = d.proc.text()
+    order = [
+        "Fetching initial identity",
+        "Security is initialized successfully",
+        "Internal gRPC server is running",
+        "HTTP server is running",
+        "dapr initialized. Status: Running",
+    ]
+    at = [text.find(line) for line in order]
+    assert -1 not in at and at == sorted(at), (at, text)
+    async with aiohttp.ClientSession() as s, s.get(f"{d.url}/v1.0/metadata") as r:
+        meta = await r.json()
+    assert meta["mtls"]["enabled"] is True
+    assert meta["mtls"]["spiffeId"] == "spiffe://public/ns/default/startup"
+    # The Configuration parsed after the identity is the one in use: its name-resolution
+    # database holds this sidecar with that identity.
+    with sqlite3.connect(cluster.nr_db) as db:
+        rows = db.execute(
+            "SELECT h.app_id, p.spiffe_id FROM hosts h"
+            " JOIN hosts_pysentry p USING (registration_id)"
+        ).fetchall()
+    assert rows == [("startup", "spiffe://public/ns/default/startup")], rows
+    assert Path(f"/proc/{d.proc.popen.pid}/comm").read_text().strip() == "daprd"
+
+
+def test_version_and_unknown_flag() -> None:
+    done = daprd("--version")
+    assert (done.returncode, done.stdout.strip()) == (0, __version__)
+    done = daprd("--no-such-flag")
+    assert done.returncode == 2
+    assert "unrecognized arguments: --no-such-flag" in done.stderr
+
+
+def test_missing_config_is_reported_before_sentry_is_asked(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    done = daprd(
+        *("--app-id", "startup", "--config", str(missing), "--enable-mtls"),
+        *("--sentry-address", f"127.0.0.1:{free_port()}"),
+        *("--dapr-http-port", str(free_port()), "--metrics-port", str(free_port())),
+    )
+    assert done.returncode == 1
+    assert f"--config: configuration file not found: {str(missing)!r}" in done.stderr
+    assert "Fetching initial identity" not in done.stdout + done.stderr
+
+
+def test_broken_config_wins_over_an_unreachable_sentry(tmp_path: Path) -> None:
+    """The Configuration is parsed after the identity request; when that request fails, a
+    broken --config is still the error shown (it is the one to fix)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nspec:\n  mtls: [1, 2\n")
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(TestCA.create("localhost").anchors_pem())
+    done = daprd(
+        *("--app-id", "startup", "--config", str(bad), "--enable-mtls"),
+        *("--sentry-address", f"127.0.0.1:{free_port()}", "--trust-anchors-file", str(anchors)),
+        *("--dapr-http-port", str(free_port()), "--metrics-port", str(free_port())),
+        *("--dapr-grpc-port", str(free_port()), "--dapr-internal-grpc-port", str(free_port())),
+    )
+    assert done.returncode == 1
+    assert f"error: invalid configuration {bad}" in done.stderr, done.stderr
+    assert "initial identity" not in done.stderr
