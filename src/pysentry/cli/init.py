@@ -5,15 +5,16 @@ commands come with this package. Running it again keeps existing files. Dapr's f
 accepted: ``--enable-mtls`` writes the configuration with mTLS on (an untouched default
 configuration is switched over), ``--ca-root-certificate``/``--issuer-private-key``/
 ``--issuer-public-certificate`` install those credentials for Sentry (validated as
-``dapr mtls renew-certificate`` does), ``-k`` gives the Kubernetes message; the container and
-Kubernetes options are named in one warning.
+``dapr mtls renew-certificate`` does); the container and Kubernetes options are named in one
+warning. ``-k`` installs pysentry's Helm chart into the current cluster instead
+(:mod:`pysentry.cli.kubeinstall`).
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,7 +23,6 @@ from pysentry.cli import console
 from pysentry.cli.backend import self_hosted
 from pysentry.cli.console import CliError
 from pysentry.cli.home import DEFAULT_CONFIG, DaprHome
-from pysentry.cli.mtls import KubernetesOption, refuse_kubernetes
 from pysentry.clock import system_clock
 from pysentry.credentials import StoreState
 from pysentry.fileio import ensure_private_dir, write_atomic
@@ -37,6 +37,7 @@ def _opt(name: str, help_: str, short: str = "") -> object:
 def _ignored(**flags: object) -> list[str]:
     """Flags that only mean something for containers or Kubernetes, when set."""
     defaults: dict[str, object] = {
+        "slim": False,
         "dev": False,
         "wait": False,
         "timeout": 300,
@@ -109,13 +110,46 @@ def _certs(home: DaprHome, ca: str | None, key: str | None, cert: str | None) ->
     console.info(f"Installed the provided root and issuer credentials in {home.certs_dir}")
 
 
+KUBERNETES_SUCCESS = (
+    "Success! Dapr has been installed to namespace {}. To verify, run `dapr status -k' in your "
+    "terminal. To get started, go here: https://docs.dapr.io/getting-started"
+)
+
+
+def _init_kubernetes(options: dict[str, Any], **container_flags: object) -> None:
+    """``dapr init -k``: Dapr's lines around :func:`pysentry.cli.kubeinstall.install`."""
+    from pysentry.cli.kubeinstall import HELM_NOTE, InstallOptions, install  # Kubernetes only
+
+    opts = InstallOptions(**options)
+    console.info(HELM_NOTE)
+    ignored = _ignored(**container_flags)
+    if ignored:
+        console.warning(
+            "These flags apply to Dapr's containers, Redis and Zipkin, not to pysentry's "
+            f"Kubernetes install, and are ignored: {', '.join(ignored)}"
+        )
+    if opts.image_registry:
+        console.warning("Flag --image-registry is a preview feature and is subject to change.")
+    install(opts)
+    console.success(KUBERNETES_SUCCESS.format(opts.namespace))
+
+
 def init_command(
     ctx: typer.Context,
-    kubernetes: KubernetesOption = False,
+    kubernetes: Annotated[
+        bool, _opt("kubernetes", "Deploy pysentry's control plane to a Kubernetes cluster", "k")
+    ] = False,
     slim: Annotated[bool, _opt("slim", "Self-hosted pysentry is always slim", "s")] = False,
-    runtime_version: Annotated[str, _opt("runtime-version", "Must be pysentry's")] = "latest",
+    runtime_version: Annotated[
+        str, _opt("runtime-version", "Kubernetes: the image tag; self-hosted: must be pysentry's")
+    ] = "latest",
     enable_mtls: Annotated[
-        bool | None, _opt("enable-mtls", "Write the configuration with mTLS enabled")
+        bool | None,
+        typer.Option(
+            "--enable-mtls/--no-enable-mtls",
+            help="Enable mTLS (Kubernetes: default true; self-hosted: writes the configuration "
+            "with mTLS enabled)",
+        ),
     ] = None,
     ca_root_certificate: Annotated[
         str | None, _opt("ca-root-certificate", "The root certificate file")
@@ -127,11 +161,15 @@ def init_command(
         str | None, _opt("issuer-public-certificate", "The issuer certificate")
     ] = None,
     dev: Annotated[bool, _opt("dev", "Kubernetes only")] = False,
-    wait: Annotated[bool, _opt("wait", "Kubernetes only")] = False,
-    timeout: Annotated[int, _opt("timeout", "Kubernetes only")] = 300,
+    wait: Annotated[bool, _opt("wait", "Wait for Kubernetes initialization to complete")] = False,
+    timeout: Annotated[
+        int, _opt("timeout", "The wait timeout for the Kubernetes installation")
+    ] = 300,
     dashboard_version: Annotated[str, _opt("dashboard-version", "Not used")] = "latest",
-    namespace: Annotated[str, _opt("namespace", "Kubernetes only", "n")] = "dapr-system",
-    enable_ha: Annotated[bool, _opt("enable-ha", "Kubernetes only")] = False,
+    namespace: Annotated[
+        str, _opt("namespace", "The Kubernetes namespace to install Dapr in", "n")
+    ] = "dapr-system",
+    enable_ha: Annotated[bool, _opt("enable-ha", "Enable high availability (HA) mode")] = False,
     network: Annotated[str, _opt("network", "Containers only")] = "",
     from_dir: Annotated[str, _opt("from-dir", "Not used")] = "",
     image_variant: Annotated[str, _opt("image-variant", "Containers only")] = "",
@@ -141,8 +179,12 @@ def init_command(
     scheduler_override_broadcast_host_port: Annotated[
         str, _opt("scheduler-override-broadcast-host-port", "Containers only")
     ] = "",
-    set_values: Annotated[list[str] | None, _opt("set", "Kubernetes only")] = None,
-    image_registry: Annotated[str, _opt("image-registry", "Containers only")] = "",
+    set_values: Annotated[
+        list[str] | None, _opt("set", "Kubernetes: set chart values (key1=val1,key2=val2)")
+    ] = None,
+    image_registry: Annotated[
+        str, _opt("image-registry", "Kubernetes: the image registry (global.registry)")
+    ] = "",
     container_runtime: Annotated[str, _opt("container-runtime", "Containers only")] = "docker",
 ) -> None:
     """Set up $HOME/.dapr (config.yaml, certs/) for self-hosted mode.
@@ -152,7 +194,33 @@ def init_command(
     """
     home: DaprHome = ctx.obj
     console.pending("Making the jump to hyperspace...")
-    refuse_kubernetes(kubernetes)
+    if kubernetes:
+        options = dict(
+            namespace=namespace,
+            runtime_version=runtime_version,
+            enable_mtls=enable_mtls is not False,  # Dapr's default for -k is true
+            enable_ha=enable_ha,
+            set_values=tuple(set_values or ()),
+            wait=wait,
+            timeout_s=timeout,
+            image_registry=image_registry,
+            ca_root_certificate=ca_root_certificate,
+            issuer_private_key=issuer_private_key,
+            issuer_public_certificate=issuer_public_certificate,
+        )
+        _init_kubernetes(
+            options,
+            slim=slim,
+            dev=dev,
+            dashboard_version=dashboard_version,
+            network=network,
+            from_dir=from_dir,
+            image_variant=image_variant,
+            scheduler_volume=scheduler_volume,
+            scheduler_override_broadcast_host_port=scheduler_override_broadcast_host_port,
+            container_runtime=container_runtime,
+        )
+        return
     ignored = _ignored(
         dev=dev,
         wait=wait,

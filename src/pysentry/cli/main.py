@@ -22,8 +22,10 @@ from typing import Annotated
 import typer
 
 from pysentry.cli import check, console, droproots, init, invoke, mtls, renew, run, status, stop
+from pysentry.cli import uninstall as uninstall_cmd
 from pysentry.cli import version as version_cmd
 from pysentry.cli.console import CliError
+from pysentry.cli.goflags import go_bool_args
 from pysentry.cli.home import DAPR_DIR_NAME, DaprHome
 from pysentry.cli.runflags import parse_run_args
 from pysentry.errors import ConfigError, PysentryError
@@ -60,6 +62,7 @@ def _root(
 
 
 app.command("init")(init.init_command)
+app.command("uninstall")(uninstall_cmd.uninstall_command)
 app.command(
     "run",
     context_settings={
@@ -140,6 +143,7 @@ def _dispatch(args: list[str]) -> None:
             console.enable_json()
         home_dir = DaprHome.resolve(Path(home) if home else None)
         sys.exit(run.run_main(home_dir, args[i + 1 :]))
+    args = go_bool_args(args, i)  # Dapr's --enable-mtls=false etc. (init, uninstall)
     rest, debug, as_json, home = _persistent(args)
     if as_json:
         console.enable_json()

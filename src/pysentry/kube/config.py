@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from kubernetes_asyncio.client import Configuration
 from kubernetes_asyncio.config import ConfigException
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
@@ -84,6 +85,8 @@ async def _from_file(path: Path) -> KubeConfigSource:
         await load_kube_config(
             config_file=str(path), client_configuration=configuration, persist_config=False
         )
+    except yaml.YAMLError as err:  # its text may quote the file (tokens): the cause has the place
+        raise ConfigError(f"kubeconfig {str(path)!r}: not valid YAML") from err
     except (ConfigException, OSError, ValueError) as err:
         raise ConfigError(f"kubeconfig {str(path)!r}: {err}") from err
     return KubeConfigSource(configuration, f"kubeconfig {str(path)!r} ({configuration.host})")
