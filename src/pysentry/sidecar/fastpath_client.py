@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
@@ -57,8 +58,7 @@ class ClientConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -197,7 +197,6 @@ class FastpathDialer:
         except BaseException:
             transport.abort()
             raise
-        assert isinstance(transport, asyncio.Transport)
         conn = ClientConnection(self.max_payload, created=created)
         transport.set_protocol(conn)
         conn.connection_made(transport)

@@ -75,8 +75,7 @@ class ServerConnection(asyncio.Protocol):
         return found if isinstance(found, ssl.SSLObject) else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -171,8 +170,8 @@ class _Negotiated(asyncio.Protocol):
         self._grpc = grpc
         self._server = server
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, base)  # uvloop's is not a subclass
         ssl_object = transport.get_extra_info("ssl_object")
         chosen: asyncio.Protocol = self._grpc
         if ssl_object is not None and ssl_object.selected_alpn_protocol() == fp.ALPN:

@@ -18,6 +18,8 @@ SCOPES: Mapping[str, str] = {
     "pysentry.sidecar.internal_server": "dapr.runtime.grpc.internal",  # the internal server
     "pysentry.sidecar.direct": "dapr.runtime.direct_messaging",  # pkg/messaging
     "pysentry.sidecar.internal_client": "dapr.runtime.direct_messaging",
+    "pysentry.sidecar.fastpath_client": "dapr.runtime.direct_messaging",
+    "pysentry.sidecar.fastpath_server": "dapr.runtime.grpc.internal",
     "pysentry.sidecar.grpc_proxy": "dapr.runtime.direct_messaging",  # messaging/grpc_proxy.go
     "pysentry.sidecar.app_channel": "dapr.runtime.channels",  # pkg/runtime/channels
     "pysentry.sidecar.grpc_app_channel": "dapr.runtime.channels",
