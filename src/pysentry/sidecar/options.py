@@ -44,6 +44,18 @@ def parse_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean value: {value!r}")
 
 
+def _fastpath(flag: bool | None, env: Mapping[str, str]) -> bool:
+    if flag is not None:
+        return flag
+    value = env.get("PYSENTRY_FASTPATH", "")
+    if not value:
+        return True
+    try:
+        return parse_bool(value)
+    except argparse.ArgumentTypeError as err:
+        raise ConfigError(f"PYSENTRY_FASTPATH: {err} (use true or false)") from err
+
+
 def _port(value: str) -> int:
     try:
         port = int(value)
@@ -187,9 +199,10 @@ def _parser() -> argparse.ArgumentParser:
         type=parse_bool,
         nargs="?",
         const=True,
-        default=True,
+        default=None,
         help="pysentry addition: offer the pysentry-invoke/1 protocol (ALPN) to other pysentry "
-        "sidecars on the mTLS internal port; false: gRPC only, as Dapr",
+        "sidecars on the mTLS internal port; false: gRPC only, as Dapr (default: "
+        "$PYSENTRY_FASTPATH, else true)",
     )
     a(
         "--max-body-size",
@@ -409,7 +422,7 @@ def parse_options(
         trust_anchors_file=Path(ns.trust_anchors_file) if ns.trust_anchors_file else None,
         internal_connection_max_age=max_age or None,
         max_body_size=_max_body_size(ns.max_body_size, ns.dapr_http_max_request_size),
-        fastpath=ns.pysentry_fastpath,
+        fastpath=_fastpath(ns.pysentry_fastpath, env),
         metrics_listen_address=ns.metrics_listen_address,
         dapr_grpc_port=_flag_port(ns.dapr_grpc_port, "--dapr-grpc-port"),
         print_version=ns.version or ns.build_info,
