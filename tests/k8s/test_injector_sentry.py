@@ -162,7 +162,9 @@ def _admits(kube: Testbed, namespace: str) -> bool:
 def test_sentry_down_at_start_is_waited_for_then_the_webhook_serves(
     kube: Testbed, namespace: str, kube_sentry: KubeLauncher, tmp_path: Path
 ) -> None:
-    chart_objects(kube, namespace)
+    items = seed_files(tmp_path, "root")  # the user's own certificates (chart --set-file)
+    chart_objects(kube, namespace, bundle=items, configmap_ca=items["ca.crt"])
+    anchors = items["ca.crt"].decode()
     path = f"/apis/dapr.io/v1alpha1/namespaces/{namespace}/configurations/daprsystem"
     daprsystem = kube.must("GET", path)
     daprsystem["spec"]["mtls"].update(workloadCertTTL="8s", allowedClockSkew="0s")
@@ -174,13 +176,8 @@ def test_sentry_down_at_start_is_waited_for_then_the_webhook_serves(
     try:
         register(kube, injector, "Fail", via_service=True, wait=False)
         injector.start("--webhook-configuration", webhook_name(namespace), wait=False)
-        # no trust anchors yet (Sentry never ran, the ConfigMap is empty): waited for
+        # no trust anchors file yet (the volume not projected yet): waited for
         injector.wait_log("no trust anchors yet: trust anchors file ")
-        first = kube_sentry(namespace, "--port", str(port))
-        wait_for(lambda: bool(configmap_ca(kube, namespace)))
-        anchors = configmap_ca(kube, namespace)
-        assert anchors
-        first.stop()
         project_configmap(injector.workdir / "tls", {"ca.crt": anchors})
         # anchors there, Sentry down: each try names Sentry's address and the cause
         injector.wait_log(
