@@ -1,0 +1,179 @@
+"""Writing a cluster's ``dapr-trust-bundle`` Secret and ConfigMap, for ``renew-certificate -k``
+and ``drop-old-roots -k``, without Helm.
+
+The two objects cannot change in one transaction, so the order is chosen for the sidecars: first
+the ConfigMap's ``ca.crt`` (what sidecars and the control plane trust) gets the new trust bundle,
+which still holds every root the Secret's current issuer needs; then the Secret (what Sentry signs
+with). Each write is a merge patch that carries the ``resourceVersion`` the command read and
+validated, so an object changed in between is a conflict, never overwritten; labels,
+annotations and other keys (``jwks.json``) stay. Before the first write the RBAC permissions are
+checked (SelfSubjectAccessReview), so a kubeconfig that may read but not patch writes nothing.
+After the Secret, the ConfigMap is read again: a running Sentry copies the Secret's ``ca.crt``
+into it, and may have copied the old one back between the two writes.
+
+If the Secret's write fails after the ConfigMap's, :class:`CliError` says what the cluster holds
+and how to finish or undo.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+from pysentry.cli.cluster import CA_KEY, TRUST_BUNDLE, TrustBundle
+from pysentry.cli.console import CliError
+from pysentry.kube.access import Permission, missing_permissions
+from pysentry.kube.client import KubeApiError, KubeClient, KubeError, KubeUnreachable
+
+UNCHANGED = "nothing was changed"
+
+
+def bundle_permissions(namespace: str) -> list[Permission]:
+    return [
+        Permission("patch", kind, namespace=namespace, name=TRUST_BUNDLE)
+        for kind in ("configmaps", "secrets")
+    ]
+
+
+async def require(kube: KubeClient, permissions: list[Permission]) -> None:
+    """:class:`CliError` naming every permission the kubeconfig's user lacks."""
+    try:
+        missing = await missing_permissions(kube, permissions)
+    except KubeError as err:
+        raise CliError(f"cannot check the RBAC permissions: {describe(err)}") from err
+    if missing:
+        raise CliError(
+            f"the user of {kube.source.source} may not "
+            + "; nor ".join(str(perm) for perm in missing)
+            + f"; bind it a Role that allows it (e.g. 'kubectl create role ... --verb=get,patch "
+            f"--resource=secrets,configmaps --resource-name={TRUST_BUNDLE}'), or use an admin "
+            f"kubeconfig; {UNCHANGED}"
+        )
+
+
+def describe(err: KubeError) -> str:
+    """A Kubernetes failure as a reason (no object content in it)."""
+    if isinstance(err, KubeApiError):
+        if err.conflict:
+            return (
+                "it was changed by someone else after this command read it (HTTP 409); "
+                "run the command again"
+            )
+        if err.forbidden:
+            return f"permission denied (HTTP 403: {err.message})"
+        if err.not_found:
+            return "it does not exist (HTTP 404); the chart creates it"
+        return f"HTTP {err.status} {err.reason}: {err.message}"
+    if isinstance(err, KubeUnreachable):
+        return f"{err}"
+    return f"{type(err).__name__}: {err}"
+
+
+@dataclass
+class Progress:
+    """Which writes are done, and which one is under way (for a timeout's message)."""
+
+    done: list[str] = field(default_factory=list)
+    current: str | None = None
+
+
+def _object(kind: str, namespace: str) -> str:
+    return f"{kind} {f'{namespace}/{TRUST_BUNDLE}'!r}"
+
+
+def undo_hint(namespace: str) -> str:
+    ca = "{.data.ca\\.crt}"
+    return (
+        f"to undo, copy the Secret's ca.crt back into the ConfigMap: 'kubectl -n {namespace} get "
+        f"secret {TRUST_BUNDLE} -o jsonpath='{ca}' | base64 -d > ca.crt && kubectl -n "
+        f"{namespace} create configmap {TRUST_BUNDLE} --from-file=ca.crt --dry-run=client -o "
+        "yaml | kubectl apply -f -' (a running pysentry Sentry does this by itself)"
+    )
+
+
+def partial_state(namespace: str, progress: Progress, why: str) -> str:
+    """What the cluster holds when the writes stopped, and how to finish or undo."""
+    cm, secret = _object("ConfigMap", namespace), _object("Secret", namespace)
+    if not progress.done:
+        if progress.current is None:
+            return f"{why}; {UNCHANGED}"
+        return (
+            f"{why} while writing the {cm}; the write may or may not have been applied, the "
+            f"{secret} is unchanged, so Sentry keeps signing as before; run the command "
+            "again to finish, or " + undo_hint(namespace)
+        )
+    if progress.current == "Secret":
+        return (
+            f"the {cm} has the new ca.crt, but writing the {secret} stopped: {why}. The Secret "
+            "(if that write was not applied) still holds the previous root and issuer, so Sentry "
+            "keeps signing as before, and every root that issuer needs is still in the "
+            "ConfigMap. To finish, fix the cause and run the command again (it starts from "
+            "the Secret); " + undo_hint(namespace)
+        )
+    return (
+        f"both the {cm} and the {secret} were written, but checking the ConfigMap afterwards "
+        f"failed: {why}; check that its ca.crt equals the Secret's ca.crt"
+    )
+
+
+async def write_bundle(
+    kube: KubeClient,
+    bundle: TrustBundle,
+    secret_items: dict[str, bytes],
+    progress: Progress,
+) -> None:
+    """ConfigMap ``ca.crt``, then the Secret's ``secret_items`` (which include ``ca.crt``)."""
+    if bundle.configmap_resource_version is None:
+        raise CliError(
+            f"{_object('ConfigMap', bundle.namespace)} does not exist: the chart creates it "
+            f"next to the Secret (it holds the trust bundle sidecars get); {UNCHANGED}"
+        )
+    ns = bundle.namespace
+    base = f"/api/v1/namespaces/{ns}"
+    ca_text = secret_items[CA_KEY].decode()
+    try:
+        progress.current = "ConfigMap"
+        await kube.patch(
+            f"{base}/configmaps/{TRUST_BUNDLE}",
+            {
+                "metadata": {"resourceVersion": bundle.configmap_resource_version},
+                "data": {CA_KEY: ca_text},
+            },
+        )
+        progress.done.append("ConfigMap")
+        progress.current = "Secret"
+        await kube.patch(
+            f"{base}/secrets/{TRUST_BUNDLE}",
+            {
+                "metadata": {"resourceVersion": bundle.secret_resource_version},
+                "data": {k: base64.b64encode(v).decode() for k, v in secret_items.items()},
+            },
+        )
+        progress.done.append("Secret")
+        progress.current = "check"
+        await _ensure_configmap(kube, f"{base}/configmaps/{TRUST_BUNDLE}", ca_text)
+        progress.current = None
+    except KubeError as err:
+        why = describe(err)
+        if not progress.done and isinstance(err, KubeApiError):  # refused: not applied
+            why = f"cannot write the {_object('ConfigMap', ns)}: {why}"
+            progress.current = None
+        raise CliError(partial_state(ns, progress, why)) from err
+
+
+async def _ensure_configmap(kube: KubeClient, path: str, ca_text: str) -> None:
+    """The ConfigMap's ``ca.crt`` equals the Secret's new one (rewritten if Sentry copied the
+    previous one back in between; a second conflict means Sentry is already on it)."""
+    for _ in range(2):
+        cm = await kube.get(path)
+        if (cm.get("data") or {}).get(CA_KEY) == ca_text:
+            return
+        version = (cm.get("metadata") or {}).get("resourceVersion")
+        try:
+            await kube.patch(
+                path, {"metadata": {"resourceVersion": version}, "data": {CA_KEY: ca_text}}
+            )
+            return
+        except KubeApiError as err:
+            if not err.conflict:
+                raise
