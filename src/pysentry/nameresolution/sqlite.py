@@ -67,6 +67,7 @@ class SqliteResolver:
         self._registration: Registration | None = None
         self._cache: dict[tuple[str, str], tuple[datetime, tuple[str, ...]]] = {}
         self._rr: dict[tuple[str, str], int] = {}
+        self._refreshing: set[tuple[str, str]] = set()
         settings.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         t, side = settings.table, side_table(settings)
         self._t, self._side = t, side
@@ -200,11 +201,14 @@ class SqliteResolver:
         return tuple(dict.fromkeys(str(row[0]) for row in rows))
 
     def resolve(self, app_id: str, namespace: str) -> str:
-        """One address for ``app_id``; replicas are round-robined (lists cached for 1 s)."""
+        """One address for ``app_id``; replicas are round-robined. Lists are cached for 1 s;
+        in a running event loop an expired list is served while a worker thread reads the new
+        one, so only an app-id's first lookup (or one after :meth:`invalidate`) waits for the
+        database on the loop."""
         key = (app_id, namespace)
         now = self._clock()
         cached = self._cache.get(key)
-        if cached is None or now - cached[0] > _CACHE_TTL:
+        if cached is None or (now - cached[0] > _CACHE_TTL and not self._refresh(key)):
             cached = (now, self.addresses(app_id, namespace))
             self._cache[key] = cached
         addrs = cached[1]
@@ -214,6 +218,29 @@ class SqliteResolver:
         index = self._rr.get(key, 0)
         self._rr[key] = index + 1
         return addrs[index % len(addrs)]
+
+    def _refresh(self, key: tuple[str, str]) -> bool:
+        """Re-read ``key``'s addresses in a worker thread; False without a running loop."""
+        if key in self._refreshing:
+            return True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        self._refreshing.add(key)
+
+        def done(future: asyncio.Future[tuple[str, ...]]) -> None:
+            self._refreshing.discard(key)
+            if future.cancelled() or key not in self._cache:  # invalidated meanwhile
+                return
+            if (err := future.exception()) is not None:
+                log.debug("name resolution lookup of %r failed: %s", key[0], err)
+                self._cache.pop(key, None)  # the next lookup reads (and reports) it itself
+                return
+            self._cache[key] = (self._clock(), future.result())
+
+        loop.run_in_executor(None, self.addresses, *key).add_done_callback(done)
+        return True
 
     def invalidate(self, app_id: str, namespace: str) -> None:
         self._cache.pop((app_id, namespace), None)

@@ -31,6 +31,7 @@ class BodyBudget:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.in_use = 0
+        self._waiting = 0
         self._changed = asyncio.Condition()
 
     @asynccontextmanager
@@ -39,23 +40,33 @@ class BodyBudget:
         if size <= 0:
             yield
             return
-        async with self._changed:
-            try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._fits(size)), timeout=timeout_s
-                )
-            except TimeoutError as err:
-                raise BudgetExhausted(
-                    f"{self.in_use} bytes of request bodies are in flight (budget "
-                    f"{self.capacity}); waited {timeout_s:g}s"
-                ) from err
-            self.in_use += size
+        if not self._waiting and self._fits(size):
+            self.in_use += size  # the common case: room now, no task, lock or timer needed
+        else:
+            await self._wait(size, timeout_s)
         try:
             yield
         finally:
+            self.in_use -= size
+            if self._waiting:
+                async with self._changed:
+                    self._changed.notify_all()
+
+    async def _wait(self, size: int, timeout_s: float) -> None:
+        self._waiting += 1
+        try:
             async with self._changed:
-                self.in_use -= size
-                self._changed.notify_all()
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._fits(size)), timeout=timeout_s
+                )
+                self.in_use += size
+        except TimeoutError as err:
+            raise BudgetExhausted(
+                f"{self.in_use} bytes of request bodies are in flight (budget "
+                f"{self.capacity}); waited {timeout_s:g}s"
+            ) from err
+        finally:
+            self._waiting -= 1
 
     def _fits(self, size: int) -> bool:
         return self.in_use == 0 or self.in_use + size <= self.capacity
