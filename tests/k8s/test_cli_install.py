@@ -10,6 +10,7 @@ test's namespace anyway, so no other test's Pods are ever sent to it.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.cli.conftest import Result, run_dapr
+from tests.k8s.build import KUBERNETES_VERSION, build_testbed
 from tests.k8s.cluster import apply_dapr_crds, service_account_token, write_kubeconfig
 from tests.k8s.helm import Helm, session_helm
 from tests.k8s.test_helm_install import BUNDLE, CRD, WEBHOOKS, namespaced_paths, secret_data
@@ -98,6 +100,12 @@ def only_here(namespace: str) -> list[str]:
     ]
 
 
+def run_kubectl(command: list[str]) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def releases(helm: Helm, namespace: str) -> list[tuple[str, str]]:
     out = helm.run(["list", "--namespace", namespace, "--all", "-o", "json"]).stdout
     return [(r["name"], r["status"]) for r in json.loads(out)]
@@ -118,7 +126,7 @@ def left_over(kube: Testbed, namespace: str) -> list[str]:
 
 
 def test_init_k_installs_the_chart_and_uninstall_k_removes_it(
-    kube: Testbed, helm: Helm, dapr: Dapr, local_dapr: Dapr, release: str
+    kube: Testbed, helm: Helm, dapr: Dapr, local_dapr: Dapr, release: str, tmp_path: Path
 ) -> None:
     ns = release
     done = dapr("init", "-k", "-n", ns, *only_here(ns))
@@ -128,6 +136,13 @@ def test_init_k_installs_the_chart_and_uninstall_k_removes_it(
     assert DEPLOYING.format("latest") in lines
     assert lines[-1] == SUCCESS.format(ns)
     assert releases(helm, ns) == [("dapr", "deployed")]
+    # The testbed's kubectl (built with it) sees the same install, at the pinned version.
+    kubectl = [str(build_testbed().kubectl), "--kubeconfig", str(kube.kubeconfig)]
+    versions = json.loads(run_kubectl([*kubectl, "version", "-o", "json"]))
+    assert versions["clientVersion"]["gitVersion"] == KUBERNETES_VERSION
+    assert versions["serverVersion"]["gitVersion"] == KUBERNETES_VERSION
+    names = run_kubectl([*kubectl, "get", "deployments", "-n", ns, "-o", "name"]).split()
+    assert names == ["deployment.apps/dapr-sentry", "deployment.apps/dapr-sidecar-injector"]
 
     assert left_over(kube, ns) == list(namespaced_paths(ns))  # every object is there
     for name in ("dapr-sentry", "dapr-sidecar-injector"):
@@ -150,6 +165,17 @@ def test_init_k_installs_the_chart_and_uninstall_k_removes_it(
     assert "error: cannot re-use a name that is still in use" in again.stderr
     assert f"dapr uninstall -k -n {ns}" in again.stderr
     assert deployment(kube, ns, "dapr-sentry")["metadata"]["resourceVersion"] == version  # type: ignore[index]
+
+    configs, _ = bad_kubeconfigs(kube, ns, ns, tmp_path)
+    for what, expected in (
+        ("down", "cannot reach the Kubernetes API server"),
+        ("no RBAC", f"may not list secrets in namespace '{ns}'"),
+    ):
+        refused = local_dapr("uninstall", "-k", "-n", ns, env={"KUBECONFIG": str(configs[what][0])})
+        assert refused.returncode == 1, (what, refused.output)
+        assert refused.stderr.startswith("error: Error removing Dapr: "), refused.stderr
+        assert expected in refused.stderr, (what, refused.stderr)
+    assert left_over(kube, ns) == list(namespaced_paths(ns))  # nothing was deleted
 
     gone = dapr("uninstall", "-k", "-n", ns)
     assert gone.returncode == 0, gone.output
