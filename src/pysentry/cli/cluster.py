@@ -97,6 +97,11 @@ async def connect(kubeconfig: str | None = None) -> KubeClient:
         source = await load_kube_configuration(str(path), env=env)
     except ConfigError as err:
         raise _garbled(path, err) from err
+    except (TypeError, AttributeError, KeyError, IndexError) as err:  # YAML, but not a kubeconfig
+        raise CliError(
+            f"kubeconfig {str(path)!r}: not a kubeconfig (expected a mapping with clusters, "
+            "users and contexts); fix the file or point KUBECONFIG at a working kubeconfig"
+        ) from err
     try:
         return KubeClient(source)
     except (OSError, ValueError) as err:  # e.g. an unreadable client certificate file
@@ -111,12 +116,18 @@ def _scope(namespace: str | None) -> str:
 
 
 async def api_get(
-    kube: KubeClient, path: str, *, verb: str, resource: str, namespace: str | None
+    kube: KubeClient,
+    path: str,
+    *,
+    verb: str,
+    resource: str,
+    namespace: str | None,
+    params: dict[str, str] | None = None,
 ) -> JsonObject:
     """GET ``path``; every failure but 404 becomes a :class:`CliError` naming the fix (a 404
     stays :class:`KubeApiError` for the caller to decide)."""
     try:
-        return await kube.get(path)
+        return await kube.get(path, params=params)
     except KubeUnreachable as err:
         raise CliError(
             f"cannot reach the Kubernetes API server {kube.server!r} ({kube.last_error}); "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from pysentry.cli.backend import Credentials, SelfHostedCredentials
@@ -27,16 +28,18 @@ from pysentry.credentials import (
 from pysentry.fileio import ensure_private_dir
 from pysentry.pki.keys import same_public_key
 
+Labeller = Callable[[str], str]  # a credential's name -> how messages name it
 
-def check_credentials(creds: SelfHostedCredentials, data: Credentials) -> None:
+
+def check_credentials(label: Labeller, data: Credentials) -> None:
     """Each file parses and the issuer key is the issuer certificate's (else :class:`CliError`)."""
-    certificates(data.ca_pem, creds.label(CA_FILENAME))
-    issuer = certificates(data.issuer_pem, creds.label(ISSUER_CERT_FILENAME))[0]
-    key = private_key(data.key_pem, creds.label(ISSUER_KEY_FILENAME))
+    certificates(data.ca_pem, label(CA_FILENAME))
+    issuer = certificates(data.issuer_pem, label(ISSUER_CERT_FILENAME))[0]
+    key = private_key(data.key_pem, label(ISSUER_KEY_FILENAME))
     if not same_public_key(key.public_key(), issuer.public_key()):
         raise CliError(
-            f"{creds.label(ISSUER_KEY_FILENAME)}: does not match the issuer certificate in "
-            f"{creds.label(ISSUER_CERT_FILENAME)}; put the issuer's own key there "
+            f"{label(ISSUER_KEY_FILENAME)}: does not match the issuer certificate in "
+            f"{label(ISSUER_CERT_FILENAME)}; put the issuer's own key there "
             "('dapr mtls check' shows every problem)"
         )
 
@@ -61,9 +64,15 @@ def _existing(target: Path) -> tuple[str, ...]:
 def export(creds: SelfHostedCredentials, target: Path) -> tuple[str, ...]:
     """Write the three files into ``target``; returns the names that already existed there."""
     data = creds.read()
-    check_credentials(creds, data)
     if target.resolve() == creds.directory.resolve():
         raise CliError(f"{str(target)!r} is the credentials directory itself; choose another --out")
+    return export_credentials(data, creds.label, target)
+
+
+def export_credentials(data: Credentials, label: Labeller, target: Path) -> tuple[str, ...]:
+    """Check ``data`` (named in errors by ``label``) and write it into ``target``, as
+    :func:`export`; for credentials read from elsewhere (the cluster's Secret)."""
+    check_credentials(label, data)
     if os.path.lexists(target) and not target.is_dir():
         raise CliError(f"{str(target)!r} exists and is not a directory; choose another --out")
     replaced = _existing(target)

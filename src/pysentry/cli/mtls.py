@@ -1,13 +1,19 @@
-"""``dapr mtls`` (status), ``dapr mtls expiry`` and ``dapr mtls export``, self-hosted.
+"""``dapr mtls`` (status), ``dapr mtls expiry`` and ``dapr mtls export``.
 
-They work on the credentials directory ``~/.dapr/certs`` unless ``--issuer-credentials DIR`` says
-otherwise. Output strings are Dapr's; errors exit non-zero.
+Self-hosted, they work on the credentials directory ``~/.dapr/certs`` unless
+``--issuer-credentials DIR`` says otherwise; ``-k`` asks the Kubernetes cluster of the current
+kubeconfig (:mod:`pysentry.cli.kubemtls`). Dapr's ``expiry`` and ``export`` take no ``-k`` and
+always go to Kubernetes; here :func:`use_kubernetes` picks: ``-k`` is Kubernetes,
+``--issuer-credentials`` self-hosted, and without either the default credentials directory wins
+when it has a ``ca.crt``, else the cluster when a kubeconfig is configured. Output strings are
+Dapr's; errors exit non-zero.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -43,12 +49,27 @@ KubernetesOption = Annotated[
         "--kubernetes", "-k", help="Kubernetes mode (not supported yet: self-hosted only)."
     ),
 ]
+ClusterOption = Annotated[
+    bool,
+    typer.Option(
+        "--kubernetes",
+        "-k",
+        help="Use the Kubernetes cluster of the current kubeconfig (KUBECONFIG, ~/.kube/config).",
+    ),
+]
 
 mtls_app = typer.Typer(
     help="Check if mTLS is enabled; inspect, export and renew the CA credentials.",
     invoke_without_command=True,
     no_args_is_help=False,
 )
+
+
+def kubemtls() -> ModuleType:
+    """The Kubernetes side, imported when used: its client libraries take a second to load."""
+    from pysentry.cli import kubemtls as module
+
+    return module
 
 
 def refuse_kubernetes(kubernetes: bool) -> None:
@@ -64,6 +85,25 @@ def credentials_of(ctx: typer.Context, directory: Path | None) -> SelfHostedCred
     return self_hosted(directory, home.certs_dir)
 
 
+def use_kubernetes(ctx: typer.Context, kubernetes: bool, issuer_credentials: Path | None) -> bool:
+    """Where ``expiry``/``export`` read: ``-k`` the cluster, ``--issuer-credentials`` that
+    directory; neither: ``~/.dapr/certs`` when it has a ``ca.crt``, else the cluster when a
+    kubeconfig is configured, else ``~/.dapr/certs`` (whose error says what is missing)."""
+    if kubernetes and issuer_credentials is not None:
+        raise CliError(
+            "-k (the cluster's trust bundle) and --issuer-credentials (a local directory) "
+            "exclude each other; pass one of them",
+            exit_code=2,
+        )
+    if kubernetes or issuer_credentials is not None:
+        return kubernetes
+    if credentials_of(ctx, None).has(CA_FILENAME):
+        return False
+    from pysentry.cli.cluster import kubeconfig_path
+
+    return kubeconfig_path() is not None
+
+
 def first_root(anchors_pem: bytes, label: str) -> x509.Certificate:
     """The first certificate of ``ca.crt``, as Dapr's ``Expiry()`` reads it (the file must be
     whole: a damaged block anywhere is an error)."""
@@ -74,12 +114,14 @@ def first_root(anchors_pem: bytes, label: str) -> x509.Certificate:
 def mtls_status(
     ctx: typer.Context,
     config: ConfigOption = None,
-    kubernetes: KubernetesOption = False,
+    kubernetes: ClusterOption = False,
 ) -> None:
-    """Check if mTLS is enabled in the self-hosted configuration file."""
+    """Check if mTLS is enabled (the self-hosted configuration file, or with -k the cluster)."""
     if ctx.invoked_subcommand is not None:
         return
-    refuse_kubernetes(kubernetes)
+    if kubernetes:
+        kubemtls().run(kubemtls().mtls_status())
+        return
     home: DaprHome = ctx.find_root().obj
     path = (config or home.config_file).expanduser().absolute()
     settings = read_mtls(path, required=True)
@@ -89,8 +131,15 @@ def mtls_status(
 
 
 @mtls_app.command("expiry")
-def expiry_command(ctx: typer.Context, issuer_credentials: CredentialsOption = None) -> None:
+def expiry_command(
+    ctx: typer.Context,
+    issuer_credentials: CredentialsOption = None,
+    kubernetes: ClusterOption = False,
+) -> None:
     """Checks the expiry of the root certificate."""
+    if use_kubernetes(ctx, kubernetes, issuer_credentials):
+        kubemtls().run(kubemtls().expiry())
+        return
     creds = credentials_of(ctx, issuer_credentials)
     root = first_root(creds.read_anchors(), creds.label(CA_FILENAME))
     not_after = root.not_valid_after_utc
@@ -105,10 +154,14 @@ def export_command(
         Path, typer.Option("--out", "-o", help="The output directory path to save the certs")
     ] = Path("."),
     issuer_credentials: CredentialsOption = None,
+    kubernetes: ClusterOption = False,
 ) -> None:
-    """Export the root CA, issuer cert and key from the credentials directory to local files."""
-    creds = credentials_of(ctx, issuer_credentials)
+    """Export the root CA, issuer cert and key (of the credentials directory or the cluster)."""
     target = out.expanduser().absolute()
+    if use_kubernetes(ctx, kubernetes, issuer_credentials):
+        kubemtls().run(kubemtls().export(target))
+        return
+    creds = credentials_of(ctx, issuer_credentials)
     try:
         replaced = export(creds, target)
     except CliError as err:

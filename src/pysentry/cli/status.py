@@ -21,15 +21,15 @@ import yaml
 from rich.table import Table
 
 from pysentry.cli import console
+from pysentry.cli.age import age, created
 from pysentry.cli.console import CliError
 from pysentry.cli.home import DaprHome
 from pysentry.cli.mtls import (
+    ClusterOption,
     ConfigOption,
     CredentialsOption,
-    KubernetesOption,
     credentials_of,
     expiry_warning,
-    refuse_kubernetes,
 )
 from pysentry.cli.nrread import read_registrations, settings_for
 from pysentry.cli.pemfile import certificates
@@ -47,9 +47,14 @@ OutputOption = Annotated[
     ),
 ]
 AllNamespacesOption = Annotated[
-    bool, typer.Option("--all-namespaces", "-A", help="Kubernetes mode only")
+    bool,
+    typer.Option(
+        "--all-namespaces", "-A", help="If true, list all Dapr pods in all namespaces (with -k)"
+    ),
 ]
-NamespaceOption = Annotated[str, typer.Option("--namespace", help="Kubernetes mode only")]
+NamespaceOption = Annotated[
+    str, typer.Option("--namespace", help="List define namespace pod in a Kubernetes cluster")
+]
 COMMAND_WIDTH = 20  # Dapr truncates the app command to 20 characters
 
 
@@ -72,18 +77,6 @@ def running_sidecars(config: Path, dapr_root: Path) -> tuple[Registration, ...]:
     return tuple(r for r in rows if _alive(r.pid))
 
 
-def age(created: datetime, now: datetime) -> str:
-    """Dapr's ``age.GetAge``: ``45s``, ``12m``, ``3h``, ``2d``."""
-    seconds = (now - created).total_seconds()
-    if seconds <= 60:
-        return f"{int(seconds)}s"
-    if seconds <= 3600:
-        return f"{int(seconds / 60)}m"
-    if seconds <= 86400:
-        return f"{int(seconds / 3600)}h"
-    return f"{int(seconds / 86400)}d"
-
-
 def truncate(text: str, width: int = COMMAND_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -100,7 +93,7 @@ def row(s: Sidecar, now: datetime) -> dict[str, object]:
         "metricsEnabled": s.metrics_enabled,
         "command": truncate(ext.get("appCommand", "")),
         "age": age(s.created, now),
-        "created": s.created.astimezone().strftime("%Y-%m-%d %H:%M.%S"),
+        "created": created(s.created),
         "daprdPid": s.daprd_pid,
         "cliPid": s.cli_pid,
         "appPid": s.app_pid,
@@ -181,12 +174,17 @@ def list_command(
     ctx: typer.Context,
     config: ConfigOption = None,
     output: OutputOption = "",
-    kubernetes: KubernetesOption = False,
+    kubernetes: ClusterOption = False,
     all_namespaces: AllNamespacesOption = False,
     namespace: NamespaceOption = "",
 ) -> None:
-    """List all Dapr instances (self-hosted)."""
-    refuse_kubernetes(kubernetes)
+    """List all Dapr instances (self-hosted, or with -k the Dapr Pods of the cluster)."""
+    if kubernetes:
+        check_output(output)
+        from pysentry.cli import kubestatus
+
+        kubestatus.run(kubestatus.list_pods("" if all_namespaces else namespace, output))
+        return
     home: DaprHome = ctx.find_root().obj
     show(home, config, output, system_clock())
 
@@ -196,10 +194,16 @@ def status_command(
     config: ConfigOption = None,
     issuer_credentials: CredentialsOption = None,
     output: OutputOption = "",
-    kubernetes: KubernetesOption = False,
+    kubernetes: ClusterOption = False,
 ) -> None:
-    """Show the running sidecars and the expiry of the CA; warns 30 days before the root expires."""
-    refuse_kubernetes(kubernetes)
+    """Show the running sidecars and the expiry of the CA; warns 30 days before the root expires.
+
+    With -k: the control plane in the cluster (Dapr's table), then the same warning."""
+    if kubernetes:
+        from pysentry.cli import kubestatus
+
+        kubestatus.run(kubestatus.status())
+        return
     home: DaprHome = ctx.find_root().obj
     now = system_clock()
     show(home, config, output, now)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pysentry.pki.pem import load_certificates
 from pysentry.testing import TestCA
-from tests.integration.cli.conftest import Dapr
+from tests.integration.cli.conftest import Dapr, Result
 from tests.integration.cli.damage import bad_base64, two_roots
 
 
@@ -137,9 +137,16 @@ def test_export_errors_exit_nonzero(dapr: Dapr, certs: Path, tmp_path: Path) -> 
     assert "Traceback" not in bad.stderr
 
 
-def test_kubernetes_flag_is_refused(dapr: Dapr) -> None:
-    result = dapr("mtls", "-k")
-    assert result.returncode == 1 and "Kubernetes mode (-k) is not supported yet" in result.stderr
+def test_kubernetes_flag_without_a_kubeconfig_names_the_fix(dapr: Dapr) -> None:
+    """(The cluster itself: tests/k8s/test_cli_read.py.)"""
+    result = dapr("mtls", "-k", env={"KUBECONFIG": ""})
+    assert result == Result(
+        1,
+        "",
+        "error: error checking mTLS: no kubeconfig: KUBECONFIG is not set and ~/.kube/config "
+        "does not exist; set KUBECONFIG to your cluster's kubeconfig (or drop -k for "
+        "self-hosted mode)\n",
+    )
 
 
 def test_mtls_status_names_a_damaged_ca_crt_instead_of_checking_around_it(
