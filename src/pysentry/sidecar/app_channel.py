@@ -59,6 +59,9 @@ class HttpAppChannel:
         self._token = app_api_token
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max_connections, force_close=False),
+            # No cookie store: Dapr's Go client has none (an app's Set-Cookie is only passed
+            # back to the caller), and the jar costs a lookup on every call.
+            cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
@@ -91,11 +94,8 @@ class HttpAppChannel:
                 allow_redirects=False,
             ) as resp:
                 body = await resp.read()
-                out = tuple(
-                    (k.lower(), v)
-                    for k, v in resp.headers.items()
-                    if k.lower() not in _SKIP_RESPONSE
-                )
+                lowered = ((k.lower(), v) for k, v in resp.headers.items())
+                out = tuple((k, v) for k, v in lowered if k not in _SKIP_RESPONSE)
                 return InvokeResponse(
                     status=resp.status,
                     headers=out,

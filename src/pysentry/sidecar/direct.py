@@ -9,7 +9,6 @@ the sidecar's own app-id goes straight to the local app channel. A remote call c
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Protocol
 
@@ -53,7 +52,9 @@ class DirectMessaging:
         headers = replace_identity(
             only_forwardable(request.headers), self.app_id, self.namespace, target.app_id
         )
-        stamped = dataclasses.replace(request, headers=headers)
+        stamped = InvokeRequest(
+            request.method, request.verb, request.query, request.content_type, headers, request.body
+        )
         if self._local is not None and target == Target(self.app_id, self.namespace):
             return await self._local.call(stamped)
         metrics = self._metrics

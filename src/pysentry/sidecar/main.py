@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
@@ -41,6 +42,19 @@ if TYPE_CHECKING:
     from pysentry.sidecar.resolver import SidecarResolver
 
 log = logging.getLogger("pysentry.sidecar")
+
+#: CPython's default is (700, 10, 10).
+SERVING_GC_THRESHOLD = (7000, 20, 10)
+
+
+def settle_gc() -> None:
+    """End of start-up (the collector is off from ``main()`` on): what start-up built (modules,
+    protobuf descriptors, the Configuration) moves to the permanent generation, so no collection
+    during traffic walks it (a full one took tens of ms, a p99 stall); young collections run
+    10x less often. Issue 13, lever 4."""
+    gc.freeze()
+    gc.set_threshold(*SERVING_GC_THRESHOLD)
+    gc.enable()
 
 
 class StartupError(PysentryError):
@@ -399,6 +413,7 @@ async def run(opts: Options) -> None:
         "dapr initialized. Status: Running. Init Elapsed %dms",
         int((time.monotonic() - started) * 1000),
     )
+    settle_gc()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -480,6 +495,7 @@ def _advertised(listen: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    gc.disable()  # start-up allocates only what lives on; settle_gc() turns it back on
     set_process_name("daprd")
     try:
         opts = parse_options(argv)
