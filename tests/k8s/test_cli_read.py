@@ -455,6 +455,8 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(
         (args, config) for config, _ in cases.values() for args in (status, export)
     ]
     calls += [(args, bed.kubeconfig) for args in [("mtls", "-k"), ("mtls", "expiry"), export]]
+    calls += [(args, no_rbac) for args in [("status", "-k"), ("list", "-k")]]
+    calls += [(("status", "-k"), down)]
     results = dapr_batch(home, calls)
     for (name, (config, text)), (on_status, on_export) in zip(
         cases.items(), zip(results[0::2], results[1::2], strict=False), strict=False
@@ -469,7 +471,19 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(
     assert "lacks the RBAC permission" in results[6].stderr
     assert "system:serviceaccount:" in results[6].stderr
 
-    on_status, on_expiry, on_export = results[len(cases) * 2 :]
+    on_status, on_expiry, on_export, status_no_rbac, list_no_rbac, status_down = results[
+        len(cases) * 2 :
+    ]
+    assert status_no_rbac.returncode == 1 and status_no_rbac.stderr.startswith(
+        "error: the Kubernetes API server refused to list deployments.apps in all namespaces: "
+    ), status_no_rbac
+    assert list_no_rbac.returncode == 1 and (
+        "error: the Kubernetes API server refused to list pods in all namespaces: "
+        in list_no_rbac.stderr
+    ), list_no_rbac
+    assert status_down.returncode == 1 and status_down.stderr.startswith(
+        "error: cannot reach the Kubernetes API server 'https://127.0.0.1:"
+    ), status_down
     label = f"ca.crt of Secret '{plane.ns}/{BUNDLE}'"
     assert on_status.returncode == 0, on_status
     assert on_status.stdout.startswith("Mutual TLS is enabled in your Kubernetes cluster \n")
