@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -179,10 +180,11 @@ class Plane:
 
     def versions(self) -> tuple[str, str]:
         """The resourceVersions of the Secret and the ConfigMap (any write changes one)."""
-        return tuple(  # type: ignore[return-value]
-            self.bed.must("GET", f"{self.api}/{kind}/{BUNDLE}")["metadata"]["resourceVersion"]
+        secret, cm = (
+            str(self.bed.must("GET", f"{self.api}/{kind}/{BUNDLE}")["metadata"]["resourceVersion"])
             for kind in ("secrets", "configmaps")
         )
+        return secret, cm
 
     def labels(self, kind: str) -> dict[str, str]:
         out = self.bed.must("GET", f"{self.api}/{kind}/{BUNDLE}")
@@ -429,6 +431,121 @@ def test_restart_that_never_finishes_times_out(plane: Plane) -> None:
     ) in result.stderr
 
 
+def _freeze_secret(plane: Plane) -> str:
+    """A ValidatingAdmissionPolicy that refuses every update of the Secret (RBAC still allows
+    it), so the second write fails after the first; returns the binding's path."""
+    api = "/apis/admissionregistration.k8s.io/v1"
+    name = f"freeze-{plane.ns}"
+    plane.bed.must(
+        "POST",
+        f"{api}/validatingadmissionpolicies",
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["UPDATE"],
+                            "resources": ["secrets"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {"expression": f"object.metadata.name != '{BUNDLE}'", "message": "frozen"}
+                ],
+            },
+        },
+    )
+    plane.bed.must(
+        "POST",
+        f"{api}/validatingadmissionpolicybindings",
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": plane.ns}}
+                },
+            },
+        },
+    )
+    probe = {"metadata": {"annotations": {"probe": "1"}}}
+    path = f"{plane.api}/secrets/{BUNDLE}"
+
+    def frozen() -> bool:
+        status, _ = plane.bed.request(
+            "PATCH", path, probe, content_type="application/merge-patch+json"
+        )
+        return status >= 400
+
+    wait_for(frozen, timeout=20)
+    return f"{api}/validatingadmissionpolicybindings/{name}"
+
+
+def test_a_refused_secret_write_leaves_a_safe_state(plane: Plane) -> None:
+    """The ConfigMap is written first and trusts the old and the new root, so a Secret write
+    that fails leaves Sentry's current issuer trusted; the error says so and how to go on."""
+    old = TestCA.create("cluster.local")
+    plane.install(secret_data(old))
+    binding = _freeze_secret(plane)
+    secret_before = plane.secret()
+    result = plane.run("mtls", "renew-certificate", "-k")
+    assert result.returncode == 1, result
+    assert plane.secret() == secret_before
+    cm_roots = roots(plane.configmap_ca())
+    assert len(cm_roots) == 2 and cm_roots[1] == old.root_cert
+    ns = plane.ns
+    assert result.stderr.startswith(
+        f"error: certificate rotation failed: the ConfigMap '{ns}/{BUNDLE}' has the new "
+        f"ca.crt, but writing the Secret '{ns}/{BUNDLE}' stopped: "
+    ), result.stderr
+    assert "frozen" in result.stderr
+    assert "That write was refused, so the Secret still holds the previous root" in result.stderr
+    assert "Sentry keeps signing as before" in result.stderr
+    assert "run the command again" in result.stderr and "to undo, copy" in result.stderr
+    assert not any(line.startswith(SUCCESS) for line in result.lines)
+    # The undo the message gives, run as printed (kubectl of the testbed's version).
+    undo = [line for line in result.stderr.splitlines() if line.startswith("    kubectl ")]
+    assert len(undo) == 1, result.stderr
+    env = {**os.environ, "KUBECONFIG": str(plane.bed.kubeconfig)}
+    env["PATH"] = f"{build_testbed().kubectl.parent}{os.pathsep}{env['PATH']}"
+    done = subprocess.run(
+        ["bash", "-c", undo[0].strip()],
+        cwd=plane.tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert plane.configmap_ca() == secret_before["ca.crt"]
+    assert plane.labels("configmaps") == {"app.kubernetes.io/managed-by": "Helm"}
+
+    plane.bed.must("DELETE", binding)
+    wait_for(
+        lambda: (
+            not plane.bed.request(
+                "PATCH",
+                f"{plane.api}/secrets/{BUNDLE}",
+                {"metadata": {"annotations": {"probe": "2"}}},
+                content_type="application/merge-patch+json",
+            )[0]
+            >= 400
+        ),
+        timeout=20,
+    )
+    again = plane.run("mtls", "renew-certificate", "-k")
+    assert again.returncode == 0, again
+    items = plane.secret()
+    assert plane.configmap_ca() == items["ca.crt"]
+    assert roots(items["ca.crt"])[1:] == (old.root_cert,)  # the first attempt's root is gone
+
+
 def _reader_kubeconfig(plane: Plane, tmp_path: Path) -> Path:
     """A ServiceAccount that may read everything the command reads and patch the ConfigMap,
     but not the Secret."""
@@ -512,7 +629,7 @@ def test_bad_inputs_write_nothing(plane: Plane, tmp_path: Path) -> None:
             "issuer chain does not belong to trust anchors",
         ),
         ((*renew, *provided(expired)), "expired"),
-        ((*renew, "--private-key", str(ed_key)), "a Ed25519 key, not ECDSA"),
+        ((*renew, "--private-key", str(ed_key)), "the key is Ed25519, not ECDSA"),
         ((*renew, "--private-key", str(not_pem)), "not PEM-encoded"),
         ((*renew, "--image-variant", "mariner"), "found image variant '' is not same as"),
         ((*renew, "--image-variant", "alpine"), "image variant alpine is not supported"),
@@ -521,17 +638,24 @@ def test_bad_inputs_write_nothing(plane: Plane, tmp_path: Path) -> None:
     write_kubeconfig(plane.bed, down, "t")
     down.write_text(down.read_text().replace(plane.bed.url, f"https://127.0.0.1:{free_port()}"))
     reader = _reader_kubeconfig(plane, tmp_path)
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    hung = tmp_path / "hung.kubeconfig"
+    write_kubeconfig(plane.bed, hung, "t")
+    port = silent.getsockname()[1]
+    hung.write_text(hung.read_text().replace(plane.bed.url, f"https://127.0.0.1:{port}"))
     calls = [(args, plane.bed.kubeconfig) for args, _ in cases]
     calls += [(renew, reader), (renew, down), (("mtls", "drop-old-roots", "-k"), down)]
+    calls += [((*renew, "--timeout", "1"), hung)]
     expects = [expected for _, expected in cases]
     expects += [
         f"may not patch secrets '{BUNDLE}' in namespace '{plane.ns}'",
         "cannot reach the Kubernetes API server",
         "cannot reach the Kubernetes API server",
+        "timed out after 1s (--timeout); nothing was changed",
     ]
-    for (args, _), expected, result in zip(
-        calls, expects, dapr_all(plane.home, calls), strict=True
-    ):
+    with silent:
+        results = dapr_all(plane.home, calls)
+    for (args, _), expected, result in zip(calls, expects, results, strict=True):
         assert result.returncode == 1, (args, result)
         assert expected in result.stderr, (args, result.stderr)
         if args[1] == "renew-certificate":

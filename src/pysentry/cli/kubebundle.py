@@ -75,6 +75,7 @@ class Progress:
 
     done: list[str] = field(default_factory=list)
     current: str | None = None
+    uncertain: bool = True  # whether the write under way may have been applied
 
 
 def _object(kind: str, namespace: str) -> str:
@@ -84,10 +85,10 @@ def _object(kind: str, namespace: str) -> str:
 def undo_hint(namespace: str) -> str:
     ca = "{.data.ca\\.crt}"
     return (
-        f"to undo, copy the Secret's ca.crt back into the ConfigMap: 'kubectl -n {namespace} get "
-        f"secret {TRUST_BUNDLE} -o jsonpath='{ca}' | base64 -d > ca.crt && kubectl -n "
-        f"{namespace} create configmap {TRUST_BUNDLE} --from-file=ca.crt --dry-run=client -o "
-        "yaml | kubectl apply -f -' (a running pysentry Sentry does this by itself)"
+        "to undo, copy the Secret's ca.crt back into the ConfigMap (a running pysentry Sentry "
+        f"does this by itself):\n    kubectl -n {namespace} get secret {TRUST_BUNDLE} -o "
+        f"jsonpath='{ca}' | base64 -d > ca.crt && kubectl -n {namespace} create configmap "
+        f"{TRUST_BUNDLE} --from-file=ca.crt --dry-run=client -o yaml | kubectl apply -f -"
     )
 
 
@@ -98,17 +99,21 @@ def partial_state(namespace: str, progress: Progress, why: str) -> str:
         if progress.current is None:
             return f"{why}; {UNCHANGED}"
         return (
-            f"{why} while writing the {cm}; the write may or may not have been applied, the "
-            f"{secret} is unchanged, so Sentry keeps signing as before; run the command "
-            "again to finish, or " + undo_hint(namespace)
+            f"{why} while writing the {cm}: that write may or may not have been applied; the "
+            f"{secret} is unchanged, so Sentry keeps signing as before. Run the command again "
+            "to finish, or " + undo_hint(namespace)
         )
     if progress.current == "Secret":
+        state = (
+            "may or may not have been applied; if not, the Secret still holds"
+            if progress.uncertain
+            else "was refused, so the Secret still holds"
+        )
         return (
-            f"the {cm} has the new ca.crt, but writing the {secret} stopped: {why}. The Secret "
-            "(if that write was not applied) still holds the previous root and issuer, so Sentry "
-            "keeps signing as before, and every root that issuer needs is still in the "
-            "ConfigMap. To finish, fix the cause and run the command again (it starts from "
-            "the Secret); " + undo_hint(namespace)
+            f"the {cm} has the new ca.crt, but writing the {secret} stopped: {why}. That write "
+            f"{state} the previous root and issuer: Sentry keeps signing as before, and every "
+            "root that issuer needs is still in the ConfigMap. To finish, fix the cause and run "
+            "the command again (it starts from the Secret); " + undo_hint(namespace)
         )
     return (
         f"both the {cm} and the {secret} were written, but checking the ConfigMap afterwards "
@@ -154,11 +159,40 @@ async def write_bundle(
         await _ensure_configmap(kube, f"{base}/configmaps/{TRUST_BUNDLE}", ca_text)
         progress.current = None
     except KubeError as err:
+        if isinstance(err, KubeApiError) and err.conflict and progress.current == "Secret":
+            raise CliError(await _lost_race(kube, ns, progress)) from err
         why = describe(err)
+        progress.uncertain = not isinstance(err, KubeApiError)
         if not progress.done and isinstance(err, KubeApiError):  # refused: not applied
             why = f"cannot write the {_object('ConfigMap', ns)}: {why}"
             progress.current = None
         raise CliError(partial_state(ns, progress, why)) from err
+
+
+async def _lost_race(kube: KubeClient, ns: str, progress: Progress) -> str:
+    """The Secret changed after it was read (another writer, e.g. a Sentry that generated a
+    CA): the ConfigMap goes back to the Secret's ``ca.crt``, so it trusts what signs now."""
+    base = f"/api/v1/namespaces/{ns}"
+    secret_name = _object("Secret", ns)
+    try:
+        secret = await kube.get(f"{base}/secrets/{TRUST_BUNDLE}")
+        ca = base64.b64decode(str((secret.get("data") or {}).get(CA_KEY, "")))
+        await _ensure_configmap(kube, f"{base}/configmaps/{TRUST_BUNDLE}", ca.decode())
+    except (KubeError, ValueError) as err:
+        why = describe(err) if isinstance(err, KubeError) else f"{err}"
+        progress.uncertain = False
+        return partial_state(
+            ns,
+            progress,
+            f"the {secret_name} was changed by someone else after this command read it "
+            f"(HTTP 409), and setting the ConfigMap back to its ca.crt failed: {why}",
+        )
+    return (
+        f"the {secret_name} was changed by someone else after this command read it (HTTP "
+        f"409): the rotation stopped, and the {_object('ConfigMap', ns)} was set back to the "
+        f"Secret's current ca.crt, so nothing of this rotation is left; {UNCHANGED} in the "
+        "end. Run the command again (it starts from the Secret as it is now)"
+    )
 
 
 async def _ensure_configmap(kube: KubeClient, path: str, ca_text: str) -> None:

@@ -131,7 +131,7 @@ def select_inputs(
         root_key = pem_private_key(key_file.data, key_file.label)
         if kubernetes and not isinstance(root_key, ec.EllipticCurvePrivateKey):
             kind = type(root_key).__name__.removeprefix("_").replace("PrivateKey", "")
-            raise CliError(f"{key_file.label}: a {kind} key, not ECDSA; {EC_KEY_FIX}")
+            raise CliError(f"{key_file.label}: the key is {kind}, not ECDSA; {EC_KEY_FIX}")
         return RenewInputs(None, root_key, ttl, trust_domain)
     console.info("generating fresh certificates")
     return RenewInputs(None, generate_key(KeyAlgorithm.EC_P256), ttl, trust_domain)
