@@ -5,9 +5,10 @@ that peer on it, concurrently. A new connection offers ALPN ``pysentry-invoke/1`
 with the *current* client SVID (rotation reaches new connections); right after the handshake,
 before any byte is sent, the peer's SPIFFE ID path must be ``/ns/<ns>/<app-id>`` (any trust
 domain), exactly as ``SpiffeChannel`` checks it on the gRPC path. A peer that picks ``h2`` (a Go
-daprd, or a pysentry with the fast path off) is closed unused and gets gRPC from then on, until
-a connection-level failure makes us ask again. ``max_connection_age`` recycles fast connections
-as it does gRPC channels: new calls dial anew, the old connection closes when its last call ends.
+daprd, or a pysentry with the fast path off) gets gRPC from then on, starting on that very
+connection (handed to the gRPC invoker), until a connection-level failure makes us ask again.
+``max_connection_age`` recycles fast connections as it does gRPC channels: new calls dial anew,
+the old connection closes when its last call ends.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pysentry.security.tls import AnchorsLike, peer_spiffe_id
 from pysentry.sidecar import fastpath_protocol as fp
 from pysentry.sidecar import messages
 from pysentry.sidecar.invocation import InvokeRequest, InvokeResponse, Target
-from pysentry.sidecar.invoker import RemoteInvoker, split_address
+from pysentry.sidecar.invoker import AdoptingInvoker, split_address
 from pysentry.spiffe import dapr_path
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,14 @@ class _Handshake(asyncio.Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Declined:
+    """A verified TLS connection on which the peer chose ``h2``, for the gRPC invoker."""
+
+    transport: asyncio.Transport
+    early: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class FastpathDialer:
     """How to open a fast-path connection: the current client context (offering
     :data:`~.fastpath_protocol.FASTPATH_ALPN`), the anchors, the frame limit."""
@@ -177,8 +186,8 @@ class FastpathDialer:
 
     async def dial(
         self, host: str, port: int, target: Target, *, created: float
-    ) -> ClientConnection | None:
-        """A verified fast connection, or None when the peer chose gRPC (``h2``)."""
+    ) -> ClientConnection | Declined:
+        """A verified fast connection, or the verified connection the peer chose ``h2`` on."""
         loop = asyncio.get_running_loop()
         transport, pending = await loop.create_connection(
             _Handshake, host, port, ssl=self.context()
@@ -192,8 +201,7 @@ class FastpathDialer:
             if pending.lost:
                 raise StreamTerminatedError(_LOST)
             if ssl_object.selected_alpn_protocol() != fp.ALPN:
-                transport.close()
-                return None
+                return Declined(transport, tuple(pending.early))
         except BaseException:
             transport.abort()
             raise
@@ -217,7 +225,7 @@ class FastpathInvoker:
     def __init__(
         self,
         dialer: FastpathDialer,
-        fallback: RemoteInvoker,
+        fallback: AdoptingInvoker,
         *,
         timeout_s: float,
         max_connection_age: timedelta | None = None,
@@ -285,9 +293,10 @@ class FastpathInvoker:
             conn = await self._dialer.dial(host, port, target, created=self._clock())
         finally:
             del self._dialing[key]
-        if conn is None:
+        if isinstance(conn, Declined):
             log.debug("peer %s (%s) chose h2: using gRPC", address, target.app_id)
             self._grpc.add(key)
+            self._fallback.adopt(address, target, conn.transport, conn.early)
             return None
         log.debug("peer %s (%s) chose %s", address, target.app_id, fp.ALPN)
         self._conns[key] = conn

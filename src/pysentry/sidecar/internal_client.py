@@ -24,7 +24,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -105,6 +105,21 @@ class GrpcInvoker:
             entry = _Entry(channel, self._clock(), ServiceInvocationStub(channel))
             self._channels[key] = entry
         return entry
+
+    def adopt(
+        self, address: str, target: Target, transport: asyncio.Transport, early: Sequence[bytes]
+    ) -> None:
+        """Run the channel to ``address`` on an open, verified TLS connection that chose h2."""
+        channel = self._entry(address, target).channel
+        if channel._connected:  # grpclib internals, pinned (as SpiffeChannel)
+            transport.close()
+            return
+        protocol = channel._protocol_factory()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        for data in early:
+            protocol.data_received(data)
+        channel._protocol = protocol
 
     def discard(self, address: str, target: Target) -> None:
         entry = self._channels.pop((address, target), None)

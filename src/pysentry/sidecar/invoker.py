@@ -15,6 +15,8 @@ way, so that the caller's HTTP API answers byte for byte the same whichever one 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Protocol
 
 from pysentry.sidecar.invocation import InvocationError, InvokeRequest, InvokeResponse, Target
@@ -38,3 +40,14 @@ class RemoteInvoker(Protocol):
 
     def close(self) -> None:
         """Close every connection."""
+
+
+class AdoptingInvoker(RemoteInvoker, Protocol):
+    """A transport that can take over a TLS connection some other dialer opened and verified
+    (the fast path's, when the peer chose ``h2``), so that the peer sees one connection."""
+
+    def adopt(
+        self, address: str, target: Target, transport: asyncio.Transport, early: Sequence[bytes]
+    ) -> None:
+        """Use ``transport`` (the peer's ID already checked; ``early``: bytes it has sent) for
+        the next calls to ``address``, or close it if a connection is already there."""

@@ -57,13 +57,16 @@ async def callee(
     app_id: str = "appB",
     acl: Any = None,
     fastpath: bool = True,
+    offer_fastpath: bool | None = None,
     frame_limit: int = FRAME_LIMIT,
     app: web.Application | None = None,
 ) -> AsyncIterator[Callee]:
+    """``offer_fastpath=False``: a ``FastpathServer`` whose listener offers only ``h2``."""
     runner, app_port = await serve(app or build())
     channel = HttpAppChannel(app_port)
     anchors = StaticAnchors.from_pem(ca.anchors_pem())
-    identity = Identity(svid(ca, app_id), anchors, fastpath=fastpath)
+    offer = fastpath if offer_fastpath is None else offer_fastpath
+    identity = Identity(svid(ca, app_id), anchors, fastpath=offer)
     service = ServiceInvocation(channel, app_id=app_id, acl=acl)
     server = internal_server(
         service, anchors, fastpath_max_payload=frame_limit if fastpath else None

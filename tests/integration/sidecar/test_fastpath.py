@@ -188,6 +188,18 @@ async def test_callee_with_fastpath_off_gets_grpc(ca: TestCA) -> None:
         assert (await same(fast, grpc, "POST", "echo", b"y"))[0] == 200
 
 
+async def test_a_peer_choosing_h2_gets_grpc_on_the_same_connection(ca: TestCA) -> None:
+    """The fast caller's connection, on which the callee picked ``h2``, carries its gRPC calls:
+    one connection per caller, as with a gRPC-only caller."""
+    async with callee(ca, offer_fastpath=False) as b, pair(ca, b.address) as (fast, grpc):
+        for i in range(3):
+            assert (await same(fast, grpc, "POST", "raw", b"%d" % i))[2] == b"%d" % i
+        assert fast.client.fastpath is not None
+        assert fast.client.fastpath.transport(b.address, B) == "h2"
+        assert isinstance(b.server, FastpathServer)
+        assert b.server.accepted == Counter({"h2": 2})
+
+
 async def test_peer_id_is_checked_as_on_the_grpc_path(ca: TestCA) -> None:
     async with callee(ca, app_id="appX") as impostor, pair(ca, impostor.address) as (fast, grpc):
         answer = await same(fast, grpc, "GET", "echo")
