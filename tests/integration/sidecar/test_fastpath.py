@@ -36,9 +36,12 @@ def ca() -> TestCA:
 
 
 @asynccontextmanager
-async def pair(ca: TestCA, address: str, **kw: float) -> AsyncIterator[tuple[Caller, Caller]]:
-    fast_client, _ = client(ca, fastpath=True, **kw)  # type: ignore[arg-type]
-    grpc_client, _ = client(ca, fastpath=False, **kw)  # type: ignore[arg-type]
+async def pair(
+    ca: TestCA, address: str, *, timeout_s: float = 10.0
+) -> AsyncIterator[tuple[Caller, Caller]]:
+    """A's HTTP API twice: over a fast-path client and over a gRPC-only one."""
+    fast_client, _ = client(ca, fastpath=True, timeout_s=timeout_s)
+    grpc_client, _ = client(ca, fastpath=False, timeout_s=timeout_s)
     async with caller(address, fast_client) as fast, caller(address, grpc_client) as grpc:
         yield fast, grpc
 
