@@ -133,7 +133,7 @@ class ClientConnection(asyncio.Protocol):
                 transport.write(fp.cancel_frame(stream))  # the callee stops the app call
             raise
         finally:
-            del self._streams[stream]
+            self._streams.pop(stream, None)  # connection_lost may have cleared them
             self.inflight -= 1
             if self.retired and self.inflight == 0:
                 self.close()

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
+from grpclib.exceptions import StreamTerminatedError
 
 from pysentry.security.identity import X509Svid
 from pysentry.sidecar import fastpath_protocol as fp
@@ -81,6 +82,41 @@ async def test_a_lost_connection_is_redialled(ca: TestCA) -> None:
         finally:
             internal.close()
         assert b.server.accepted == Counter({ALPN: 2})
+
+
+async def test_calls_in_flight_on_a_lost_connection_fail_as_on_grpc(ca: TestCA) -> None:
+    """One attempt each (no retry): every call in flight gets grpclib's "Connection lost"."""
+    hold = asyncio.Event()
+
+    async def wait(request: web.Request) -> web.Response:
+        await hold.wait()
+        return web.Response(text="never")
+
+    app = build()
+    app.router.add_get("/wait", wait)
+    async with callee(ca, app=app) as b:
+        internal, _ = client(ca, fastpath=True)
+        try:
+            calls = [
+                asyncio.create_task(internal.call(b.address, B, InvokeRequest("wait")))
+                for _ in range(5)
+            ]
+            assert isinstance(b.server, FastpathServer)
+            for _ in range(200):
+                if sum(len(c.tasks) for c in b.server.connections) == 5:
+                    break
+                await asyncio.sleep(0.01)
+            (conn,) = b.server.connections
+            assert len(conn.tasks) == 5
+            conn.close()
+            results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+            assert [type(r) for r in results] == [StreamTerminatedError] * 5
+            assert {str(r) for r in results} == {"Connection lost"}
+            reply = await internal.invoke(lambda: b.address, B, InvokeRequest("echo"))
+            assert reply.status == 200  # and the next call dials anew
+        finally:
+            hold.set()
+            internal.close()
 
 
 def _der(svid: X509Svid) -> bytes:
