@@ -311,6 +311,8 @@ class FastpathInvoker:
         self._fallback.discard(address, target)
 
     def close(self) -> None:
+        for dialing in self._dialing.values():
+            dialing.cancel()
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()

@@ -206,6 +206,7 @@ class FastpathServer(SpiffeServer):
         self._handle = handle
         self._max_payload = max_payload
         self._fast: set[ServerConnection] = set()
+        self._closing: list[asyncio.Task[None]] = []
         #: Connections accepted, by negotiated protocol (``h2``, ``pysentry-invoke/1``).
         self.accepted: Counter[str] = Counter()
 
@@ -234,10 +235,10 @@ class FastpathServer(SpiffeServer):
     def close(self) -> None:
         super().close()
         for conn in list(self._fast):
+            self._closing.extend(conn.tasks.values())
             conn.close()
 
     async def wait_closed(self) -> None:
         await super().wait_closed()
-        tasks = [task for conn in self._fast for task in conn.tasks.values()]
-        if tasks:
-            await asyncio.wait(tasks)
+        if self._closing:
+            await asyncio.wait(self._closing)

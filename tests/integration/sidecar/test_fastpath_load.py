@@ -86,14 +86,7 @@ async def test_a_lost_connection_is_redialled(ca: TestCA) -> None:
 
 async def test_calls_in_flight_on_a_lost_connection_fail_as_on_grpc(ca: TestCA) -> None:
     """One attempt each (no retry): every call in flight gets grpclib's "Connection lost"."""
-    hold = asyncio.Event()
-
-    async def wait(request: web.Request) -> web.Response:
-        await hold.wait()
-        return web.Response(text="never")
-
-    app = build()
-    app.router.add_get("/wait", wait)
+    app, hold = _held_app()
     async with callee(ca, app=app) as b:
         internal, _ = client(ca, fastpath=True)
         try:
@@ -117,6 +110,44 @@ async def test_calls_in_flight_on_a_lost_connection_fail_as_on_grpc(ca: TestCA) 
         finally:
             hold.set()
             internal.close()
+
+
+async def test_server_close_ends_calls_in_flight(ca: TestCA) -> None:
+    """Shutdown: ``close`` cancels the fast-path calls in flight (as grpclib's), and
+    ``wait_closed`` returns once they have ended."""
+    app, hold = _held_app()
+    async with callee(ca, app=app) as b:
+        internal, _ = client(ca, fastpath=True)
+        try:
+            call = asyncio.create_task(internal.call(b.address, B, InvokeRequest("wait")))
+            assert isinstance(b.server, FastpathServer)
+            for _ in range(200):
+                if any(c.tasks for c in b.server.connections):
+                    break
+                await asyncio.sleep(0.01)
+            (conn,) = b.server.connections
+            (task,) = conn.tasks.values()
+            b.server.close()
+            await asyncio.wait_for(b.server.wait_closed(), 5)
+            assert task.cancelled()
+            with pytest.raises(StreamTerminatedError, match="Connection lost"):
+                await asyncio.wait_for(call, 5)
+        finally:
+            hold.set()
+            internal.close()
+
+
+def _held_app() -> tuple[web.Application, asyncio.Event]:
+    """``GET /wait`` answers once the event is set (the app's handler outlives its caller)."""
+    hold = asyncio.Event()
+
+    async def wait(request: web.Request) -> web.Response:
+        await asyncio.wait_for(hold.wait(), 10)
+        return web.Response(text="released")
+
+    app = build()
+    app.router.add_get("/wait", wait)
+    return app, hold
 
 
 def _der(svid: X509Svid) -> bytes:
