@@ -134,9 +134,11 @@ async def test_dead_app_gives_the_app_channel_error(ca: TestCA) -> None:
         ), answer
 
 
-def _slow_app() -> web.Application:
+def _slow_app(release: asyncio.Event) -> web.Application:
+    """``GET /slow`` answers when ``release`` is set (the test sets it when it is done)."""
+
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(10)
+        await asyncio.wait_for(release.wait(), 10)
         return web.Response(text="late")
 
     app = build()
@@ -145,8 +147,9 @@ def _slow_app() -> web.Application:
 
 
 async def test_deadline_gives_the_same_timeout_and_cancels_the_call(ca: TestCA) -> None:
+    release = asyncio.Event()
     async with (
-        callee(ca, app=_slow_app()) as b,
+        callee(ca, app=_slow_app(release)) as b,
         pair(ca, b.address, timeout_s=0.5) as (fast, grpc),
     ):
         answer = await same(fast, grpc, "GET", "slow")  # the fast call first, then 0.5 s more
@@ -173,6 +176,7 @@ async def test_deadline_gives_the_same_timeout_and_cancels_the_call(ca: TestCA) 
         await _until(lambda: not conn.tasks, 0.5)
         assert b.server.connections == (conn,) and conn.served == 3
         assert (await remote.call(b.address, B, InvokeRequest("echo"))).status == 200
+        release.set()  # the app's abandoned handlers end (aiohttp does not cancel them)
 
 
 async def _until(check: Callable[[], bool], within_s: float) -> None:
