@@ -32,6 +32,7 @@ from pysentry.sentry.admission import (
     Ticket,
 )
 from pysentry.sentry.ca import CertificateAuthority, Code, SignedCertificate, SignError
+from pysentry.sentry.coalesce import CoalescingServer
 from pysentry.sentry.loglimit import LimitedLog
 from pysentry.sentry.validators import SignRequest
 
@@ -195,6 +196,6 @@ def _peer(stream: Stream[Request, Response]) -> str:
 def build_server(
     ca: CertificateAuthority, *, max_request_bytes: int, max_sign_wait_s: float = DEFAULT_MAX_WAIT_S
 ) -> Server:
-    return Server(
+    return CoalescingServer(
         [CaService(ca, max_request_bytes=max_request_bytes, max_sign_wait_s=max_sign_wait_s)]
     )

@@ -31,7 +31,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from grpclib.server import Server
 from prometheus_client import Gauge, values
 
 from pysentry.config import Configuration
@@ -41,6 +40,7 @@ from pysentry.pki.pem import dump_certificates, load_certificates
 from pysentry.security.identity import X509Svid
 from pysentry.security.tls import RotatingServerContext
 from pysentry.sentry.ca import CaSettings, CertificateAuthority
+from pysentry.sentry.coalesce import CoalescingServer
 from pysentry.sentry.monitoring import SentryMetrics
 from pysentry.sentry.options import SentryOptions
 from pysentry.sentry.server import CaService
@@ -188,7 +188,7 @@ async def _serve(spec: WorkerSpec, control: socket.socket, bundle: CaBundle, svi
             max_sign_wait_s=spec.options.max_sign_wait.total_seconds(),
             max_queued=spec.max_queued,
         )
-        servers = [Server([service]) for _ in spec.sockets]
+        servers = [CoalescingServer([service]) for _ in spec.sockets]
         for server, sock in zip(servers, spec.sockets, strict=True):
             await server.start(sock=sock, ssl=rotating.listener)
         targets = {v.health_target: v.ready() for v in validators.values() if v.health_target}
