@@ -145,10 +145,14 @@ def test_private_key_reissues_the_same_root(plane: Plane, tmp_path: Path) -> Non
     key_file = tmp_path / "root.key"
     key = ec.generate_private_key(ec.SECP256R1())
     key_file.write_bytes(dump_private_key(key))
-    plane.install()  # an empty Secret: Sentry never ran
+    plane.install(workloads=False)  # an empty Secret (Sentry never ran), no Deployments
     first = plane.run("mtls", "renew-certificate", "-k", "--private-key", str(key_file))
     assert first.returncode == 0, first
     assert first.lines[1] == INFO + "Using password file to generate root certificate"
+    assert first.lines[3] == INFO + (
+        f"Dapr control plane detected in namespace {plane.ns} (version unknown: no "
+        "dapr-operator or dapr-sentry Deployment)"
+    )
     before = loads(plane.secret()).trust_anchors
     assert len(before) == 1 and same_public_key(before[0].public_key(), key.public_key())
     # allowedClockSkew of daprsystem (15m) backdates the certificates, as Dapr

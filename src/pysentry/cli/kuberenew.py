@@ -74,8 +74,10 @@ def clock_skew(config: JsonObject) -> timedelta:
         ) from err
 
 
-async def control_plane_version(kube: KubeClient, namespace: str) -> str | None:
-    """The image tag of the operator's (else Sentry's) Deployment; None without either."""
+async def control_plane_version(kube: KubeClient, namespace: str) -> tuple[str | None, str]:
+    """The image tag of the operator's (else Sentry's) Deployment, or None and why not (the
+    version is only reported and matched with ``--image-variant``: a refused read is no error)."""
+    why = f"no {' or '.join(VERSION_FROM)} Deployment"
     for name in VERSION_FROM:
         try:
             deploy = await api_get(
@@ -87,22 +89,23 @@ async def control_plane_version(kube: KubeClient, namespace: str) -> str | None:
             )
         except KubeApiError:  # 404
             continue
+        except CliError as err:
+            return None, f"{err}"
         containers = ((deploy.get("spec") or {}).get("template") or {}).get("spec") or {}
         for container in containers.get("containers") or []:
             image = str(container.get("image") or "").split("@")[0]
             tail = image.rsplit("/", 1)[-1]
-            return tail.split(":", 1)[1] if ":" in tail else "latest"
-    return None
+            return (tail.split(":", 1)[1] if ":" in tail else "latest"), ""
+    return None, why
 
 
-def _check_variant(version: str | None, image_variant: str, namespace: str) -> None:
+def _check_variant(version: str | None, image_variant: str, why: str) -> None:
     if not image_variant:
         return
     if version is None:
         raise CliError(
-            f"cannot check --image-variant {image_variant}: no {' or '.join(VERSION_FROM)} "
-            f"Deployment in namespace {namespace!r} to read the image tag from; drop "
-            "--image-variant"
+            f"cannot check --image-variant {image_variant} against the control plane's image "
+            f"tag ({why}); drop --image-variant"
         )
     found = version.rsplit("-", 1)[-1] if version.endswith("-mariner") else ""
     if found != image_variant:
@@ -123,15 +126,12 @@ async def _update(
     renewal = renewal_for(inputs, current, now=system_clock(), skew=skew)
     await require(kube, bundle_permissions(ns) + (restart_permissions(ns) if restart else []))
     console.info("Updating certifcates in your Kubernetes cluster")  # sic, Dapr's text
-    version = await control_plane_version(kube, ns)
+    version, why = await control_plane_version(kube, ns)
     if version is None:
-        console.info(
-            f"Dapr control plane detected in namespace {ns} (no {' or '.join(VERSION_FROM)} "
-            "Deployment: version unknown)"
-        )
+        console.info(f"Dapr control plane detected in namespace {ns} (version unknown: {why})")
     else:
         console.info(f"Dapr control plane version {version} detected in namespace {ns}")
-    _check_variant(version, image_variant, ns)
+    _check_variant(version, image_variant, why)
     creds = renewal.credentials
     items = {CA_KEY: creds.ca_pem, ISSUER_CERT_FILENAME: creds.issuer_pem}
     items[ISSUER_KEY_FILENAME] = creds.key_pem
