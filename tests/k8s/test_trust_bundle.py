@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import socket
@@ -16,7 +17,7 @@ from pysentry.pki.pem import load_certificates
 from tests.integration.openssl import openssl_recipe
 from tests.integration.sentry.conftest import client_context, leaf_and_chain, make_request
 from tests.k8s.cluster import BUNDLE, chart_objects, create_pod, pod_token, sentry_rbac
-from tests.k8s.sentry import KubeLauncher, KubeSentry, wait_exit, wait_healthy
+from tests.k8s.sentry import POLL_S, KubeLauncher, KubeSentry, wait_exit, wait_healthy
 from tests.k8s.testbed import Testbed
 
 
@@ -150,7 +151,7 @@ async def test_your_own_certificates_before_start_then_hot_reload_then_broken(
     sentry.wait_for_log("reload rejected, still serving the previous CA", timeout=15)
     status, body = sentry.healthz()
     assert status == 200
-    assert "issuer key does not match" in str(body["detail"])  # type: ignore[index]
+    assert "issuer key does not match" in str(body["detail"])
     assert configmap_ca(kube, namespace) == second["ca.crt"].decode()
     assert chains_to(await sign_as_pod(kube, namespace, sentry, second["ca.crt"]), second)
     assert "dapr_sentry_issuercert_reload_failed_total 1.0" in sentry.metrics()
@@ -189,6 +190,37 @@ def test_a_stale_configmap_is_repaired_at_start_and_while_running(
     kube.must("PUT", path, cm)
     wait_for(lambda: configmap_ca(kube, namespace) == mine["ca.crt"].decode())
     sentry.wait_for_log("did not match the served ca.crt: repaired it")
+
+
+def test_a_configmap_staging_a_new_root_is_kept_until_the_secret_changes(
+    kube: Testbed, namespace: str, kube_sentry: KubeLauncher, tmp_path: Path
+) -> None:
+    """``renew-certificate -k`` writes the ConfigMap (new + old root) a moment before the Secret:
+    a poll in between must not undo it; the Secret's change then sets the ConfigMap exactly."""
+    mine, new = seed_files(tmp_path, "mine"), seed_files(tmp_path, "new")
+    chart_objects(kube, namespace, bundle=mine)
+    sentry_rbac(kube, namespace)
+    sentry = kube_sentry(namespace)
+    wait_for(lambda: configmap_ca(kube, namespace) == mine["ca.crt"].decode())
+    staged = (new["ca.crt"] + mine["ca.crt"]).decode()
+    path = f"/api/v1/namespaces/{namespace}/configmaps/{BUNDLE}"
+    cm = kube.must("GET", path)
+    cm["data"]["ca.crt"] = staged
+    kube.must("PUT", path, cm)
+    time.sleep(float(POLL_S) * 5)  # several polls: a superset of the served roots stays
+    assert configmap_ca(kube, namespace) == staged
+    assert "did not match the served ca.crt" not in sentry.log_text()
+    put_secret(kube, namespace, {**new, "ca.crt": staged.encode()})
+    wait_for(lambda: chains_to_new(sentry, kube, namespace, new))
+    assert configmap_ca(kube, namespace) == staged
+
+
+def chains_to_new(sentry: KubeSentry, kube: Testbed, namespace: str, new: dict[str, bytes]) -> bool:
+    try:
+        chain = asyncio.run(sign_as_pod(kube, namespace, sentry, sentry.anchors_pem()))
+    except (OSError, ssl.SSLError, AssertionError):
+        return False  # between the Secret's change and Sentry's reload
+    return chain[1] == load_certificates(new["issuer.crt"])[0]
 
 
 def test_missing_chart_objects_are_a_clear_error(

@@ -7,8 +7,12 @@ on and waits for them. The API server being unreachable, or the Secret gone, is
 :class:`CredentialsUnavailable` (the last good bundle keeps serving).
 
 The change stream polls the Secret's resourceVersion (Dapr's chart grants no ``watch`` on
-Secrets) and, on each poll, keeps the ConfigMap's ``ca.crt`` equal to the ``ca.crt`` of the last
-bundle :meth:`KubeSecretStore.load` returned, i.e. the one being served.
+Secrets) and keeps the ConfigMap's ``ca.crt`` in step with the bundle being served (the last one
+:meth:`KubeSecretStore.load` returned): made equal to it once after each load, then repaired only
+when it lacks one of the served roots. A ConfigMap that trusts *more* is left alone: that is how
+``dapr mtls renew-certificate -k`` stages a new root for the sidecars before the Secret changes,
+and a poll between its two writes must not undo the first. A poll that sees a new Secret version
+leaves the ConfigMap to the load that follows.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from pysentry.credentials.base import (
 )
 from pysentry.credentials.kube import KubeTrustBundle, TrustBundleObjectMissing
 from pysentry.kube.client import KubeError
+from pysentry.errors import InvalidBundle
 from pysentry.pki.bundle import CaBundle
+from pysentry.pki.pem import load_certificates
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,7 @@ class KubeSecretStore:
         self._loop = loop
         self._poll = poll_interval
         self._served_ca: bytes | None = None
+        self._exact = True  # the next poll makes the ConfigMap equal to the served ca.crt
 
     @property
     def location(self) -> str:
@@ -94,7 +101,7 @@ class KubeSecretStore:
     def load(self, *, now: datetime) -> StoredCredentials:
         snapshot = self._call(self.bundle.read, "reading")
         bundle = self.bundle.validate(snapshot, now=now)
-        self._served_ca = snapshot.ca_pem
+        self._served_ca, self._exact = snapshot.ca_pem, True
         return StoredCredentials(bundle, snapshot.secret_version)
 
     def save(self, bundle: CaBundle) -> None:
@@ -108,17 +115,33 @@ class KubeSecretStore:
             )
         self._call(lambda: self.bundle.sync_configmap(bundle.anchors_pem()), "writing")
 
-    async def _poll_once(self) -> str:
+    async def _poll_once(self, last: str | None = None) -> str:
         secret = await self.bundle.read_secret()
         version = str((secret.get("metadata") or {}).get("resourceVersion", ""))
         served = self._served_ca
-        if served is not None and await self.bundle.sync_configmap(served):
+        if served is None or (last is not None and version != last):
+            return version  # a new Secret: the load that follows decides the ConfigMap
+        if not self._exact and await self._configmap_covers(served):
+            return version
+        if await self.bundle.sync_configmap(served):
             log.warning(
                 "ConfigMap %s/%s did not match the served ca.crt: repaired it",
                 self.bundle.namespace,
                 self.bundle.name,
             )
+        self._exact = False
         return version
+
+    async def _configmap_covers(self, served: bytes) -> bool:
+        """Whether the ConfigMap's ``ca.crt`` holds every served root (and parses)."""
+        current = (await self.bundle.read()).configmap_ca
+        if current is None:
+            return False
+        try:
+            have = set(load_certificates(current))
+            return all(root in have for root in load_certificates(served))
+        except (InvalidBundle, ValueError):
+            return False
 
     async def changes(self) -> AsyncIterator[StoreEvent]:
         last = await self._poll_once()  # before WATCHING: a change after this is seen below
@@ -126,7 +149,7 @@ class KubeSecretStore:
         while True:
             await asyncio.sleep(self._poll.total_seconds())
             try:
-                version = await self._poll_once()
+                version = await self._poll_once(last)
             except (KubeError, TrustBundleObjectMissing) as err:
                 log.warning(
                     "Reading %s failed, still serving the current CA: %s", self.location, err
