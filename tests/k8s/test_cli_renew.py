@@ -422,13 +422,14 @@ def test_bad_inputs_write_nothing(plane: Plane, tmp_path: Path) -> None:
     hung.write_text(hung.read_text().replace(plane.bed.url, f"https://127.0.0.1:{port}"))
     calls = [(args, plane.bed.kubeconfig) for args, _ in cases]
     calls += [(renew, reader), (renew, down), (("mtls", "drop-old-roots", "-k"), down)]
-    calls += [((*renew, "--timeout", "1"), hung)]
+    calls += [((*renew, "--timeout", "1"), hung), ((*renew, "--restart"), reader)]
     expects = [expected for _, expected in cases]
     expects += [
-        f"may not patch secrets '{BUNDLE}' in namespace '{plane.ns}'",
+        f"may not patch secrets '{BUNDLE}' in namespace '{plane.ns}'; bind it",
         "cannot reach the Kubernetes API server",
         "cannot reach the Kubernetes API server",
         "timed out after 1s (--timeout); nothing was changed",
+        f"; nor patch deployments.apps 'dapr-sentry' in namespace '{plane.ns}'; nor patch",
     ]
     with silent:
         results = dapr_batch(plane.home, calls)
@@ -439,6 +440,7 @@ def test_bad_inputs_write_nothing(plane: Plane, tmp_path: Path) -> None:
             assert result.stderr.startswith("error: certificate rotation failed: "), result
             assert "nothing was changed" in result.stderr, result.stderr
         assert "BEGIN" not in result.stderr
+    assert "; nor get statefulsets.apps 'dapr-placement-server' in" in results[-1].stderr
     assert plane.versions() == versions
 
     # A damaged ca.crt in the Secret: named, and neither command rewrites it.

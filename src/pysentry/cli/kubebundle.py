@@ -45,9 +45,9 @@ async def require(kube: KubeClient, permissions: list[Permission]) -> None:
         raise CliError(
             f"the user of {kube.source.source} may not "
             + "; nor ".join(str(perm) for perm in missing)
-            + f"; bind it a Role that allows it (e.g. 'kubectl create role ... --verb=get,patch "
-            f"--resource=secrets,configmaps --resource-name={TRUST_BUNDLE}'), or use an admin "
-            f"kubeconfig; {UNCHANGED}"
+            + "; bind it a Role that allows this (e.g. 'kubectl -n <namespace> create role "
+            "<name> --verb=get,patch --resource=<resource> --resource-name=<object>' and a "
+            f"RoleBinding), or use an admin kubeconfig; {UNCHANGED}"
         )
 
 
