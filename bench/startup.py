@@ -9,7 +9,7 @@ reports medians of:
 * ``identity_cpu_s``: daprd's user+system CPU time at that moment (/proc, 10 ms ticks: less
   sensitive to the machine's load than the wall time);
 * ``healthz_s``: exec -> the first 2xx from ``GET /v1.0/healthz`` (polled every 2 ms from the
-  identity line on);
+  identity line on), and ``healthz_cpu_s``, daprd's CPU time then;
 * ``rss_mib``: VmRSS of the idle daprd ``--settle`` seconds after healthz answered;
 * ``import_s``: ``python -X importtime -c "import pysentry.sidecar.main"`` (cumulative, top level)
   and ``python_s``: exec -> exit of ``python -c pass`` (the interpreter's own floor).
@@ -126,7 +126,7 @@ def one_daprd(tmp: Path, sentry_port: int, anchors: Path, settle: float) -> dict
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp)
     assert proc.stdout is not None
     out = b""
-    identity = healthy = identity_cpu = 0.0
+    identity = healthy = identity_cpu = healthy_cpu = 0.0
     try:
         deadline = t0 + 30
         while not identity and time.monotonic() < deadline:
@@ -142,6 +142,7 @@ def one_daprd(tmp: Path, sentry_port: int, anchors: Path, settle: float) -> dict
         while not healthy and time.monotonic() < deadline and proc.poll() is None:
             if 200 <= healthz(http) < 300:
                 healthy = time.monotonic() - t0
+                healthy_cpu = cpu_seconds(proc.pid)
             else:
                 time.sleep(0.002)
         if not identity or not healthy:
@@ -162,6 +163,7 @@ def one_daprd(tmp: Path, sentry_port: int, anchors: Path, settle: float) -> dict
         "identity_s": identity,
         "identity_cpu_s": identity_cpu,
         "healthz_s": healthy,
+        "healthz_cpu_s": healthy_cpu,
         "rss_mib": rss,
     }
 
@@ -221,6 +223,7 @@ def main() -> None:
         "identity_s": "exec -> identity ready (s)",
         "identity_cpu_s": "daprd CPU until identity ready (s)",
         "healthz_s": "exec -> /v1.0/healthz 2xx (s)",
+        "healthz_cpu_s": "daprd CPU until healthz 2xx (s)",
         "import_s": "import pysentry.sidecar.main (s)",
         "python_s": "python -c pass (s)",
         "rss_mib": "idle VmRSS (MiB)",
