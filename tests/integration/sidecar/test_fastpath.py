@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
 from pysentry.config.acl import AccessControlList
 from pysentry.config.configuration import parse_configuration
 from pysentry.sidecar.fastpath_protocol import ALPN
 from pysentry.sidecar.fastpath_server import FastpathServer
-from pysentry.sidecar.invocation import InvokeRequest, Target
+from pysentry.sidecar.invocation import InvokeRequest, InvokeResponse, Target
 from pysentry.testing import TestCA
 from tests.apps.http_app import build
 from tests.integration.sidecar.fastmesh import BODY_LIMIT, Caller, callee, caller, client
@@ -218,3 +220,43 @@ async def test_peer_id_is_checked_as_on_the_grpc_path(ca: TestCA) -> None:
     async with callee(ca) as b, pair(other, b.address) as (fast, grpc):
         answer = await same(fast, grpc, "GET", "echo")
         assert answer[0] == 500 and "connection error" in _error(answer)
+
+
+async def _outcome(call: Awaitable[InvokeResponse]) -> tuple[str, object, str]:
+    try:
+        reply = await call
+    except GRPCError as err:
+        return "GRPCError", err.status, err.message or ""
+    return "reply", reply.status, reply.body.decode()[:40]
+
+
+async def test_both_remote_invokers_keep_one_contract(ca: TestCA) -> None:
+    """One attempt through each ``RemoteInvoker`` (gRPC, fast path): the same replies and the
+    same ``GRPCError`` status and message for a refusal and for a dead app."""
+    acl = AccessControlList.from_spec(parse_configuration(ACL, "test").spec.access_control)
+    async with callee(ca, acl=acl) as b:
+        fast, _ = client(ca, fastpath=True)
+        grpc, _ = client(ca, fastpath=False)
+        try:
+            seen: dict[str, list[tuple[str, object, str]]] = {}
+            for name, remote in (("fast", fast.fastpath), ("grpc", grpc.grpc)):
+                assert remote is not None
+                calls = [
+                    InvokeRequest("echo", "POST", body=b"ok"),
+                    InvokeRequest("echo", "GET"),  # denied
+                ]
+                seen[name] = [await _outcome(remote.call(b.address, B, c)) for c in calls]
+            await b.app_runner.cleanup()
+            for name, remote in (("fast", fast.fastpath), ("grpc", grpc.grpc)):
+                assert remote is not None
+                req = InvokeRequest("echo", "POST", body=b"{}")
+                seen[name].append(await _outcome(remote.call(b.address, B, req)))
+        finally:
+            fast.close()
+            grpc.close()
+    assert seen["fast"] == seen["grpc"]
+    ok, denied, dead = seen["fast"]
+    assert ok[:2] == ("reply", 200) and ok[2].startswith('{"app": "app", "method": "POST"')
+    assert denied[:2] == ("GRPCError", Status.PERMISSION_DENIED)
+    assert dead[:2] == ("GRPCError", Status.INTERNAL)
+    assert dead[2].startswith("error invoking app channel: ")
