@@ -4,15 +4,19 @@ Sentry runs in Kubernetes mode as ``dapr-sentry``; two annotated Pods are create
 sidecar injector (a real webhook the API server calls); each Pod's injected ``daprd`` is run as a
 local process by the kubelet stand-in (tests/k8s/kubelet.py says how it departs from a Pod). App A
 calls app B over mTLS, B's Configuration (read from the API server) applies its ACL, and a root
-rotation through the ``dapr-trust-bundle`` Secret reaches both sidecars through the mounted
-ConfigMap file, with no restart.
+rotation to a new key with the CLI (``dapr mtls renew-certificate -k`` with your own certificates,
+then ``dapr mtls drop-old-roots -k``) reaches both sidecars through the mounted ConfigMap file,
+with no restart.
 """
 
 from __future__ import annotations
 
 import http.server
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -43,7 +47,7 @@ from tests.k8s.injector import WEBHOOKS, InjectorProcess, register
 from tests.k8s.kubelet import Sidecar, project_configmap
 from tests.k8s.sentry import KubeLauncher
 from tests.k8s.test_sidecar import served_svid
-from tests.k8s.test_trust_bundle import configmap_ca, put_secret, secret_items, seed_files, wait_for
+from tests.k8s.test_trust_bundle import configmap_ca, secret_items, seed_files, wait_for
 from tests.k8s.testbed import Testbed
 
 CONFIGS = "/apis/dapr.io/v1alpha1/namespaces/{ns}/configurations"
@@ -197,16 +201,45 @@ def sidecar_for(
     return Sidecar(pod, tmp_path, token, kubeconfig, sentry_port, app)
 
 
-def rotate(kube: Testbed, namespace: str, items: dict[str, bytes], sidecars: list[Sidecar]) -> None:
-    """``kubectl apply`` of the Secret; Sentry copies ``ca.crt`` to the ConfigMap; the kubelet
-    stand-in projects the ConfigMap into each Pod's volume; each daprd reloads its anchors."""
+def only_daprsystem(kube: Testbed, namespace: str) -> None:
+    """The CLI works on the cluster's one ``daprsystem`` (found cluster-wide, as Dapr's): remove
+    the ones earlier tests left in the session's API server (their Sentries are gone)."""
+    for item in kube.must("GET", "/apis/dapr.io/v1alpha1/configurations")["items"]:
+        meta = item["metadata"]
+        if meta["name"] == "daprsystem" and meta["namespace"] != namespace:
+            kube.must("DELETE", f"{CONFIGS.format(ns=meta['namespace'])}/daprsystem")
+
+
+def dapr_cli(kube: Testbed, tmp_path: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAPR_", "KUBE"))}
+    env.update(HOME=str(tmp_path), KUBECONFIG=str(kube.kubeconfig), PYTHONUNBUFFERED="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "pysentry.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, f"dapr {' '.join(args)}: {done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def rotate(
+    kube: Testbed, namespace: str, tmp_path: Path, sidecars: list[Sidecar], *args: str
+) -> bytes:
+    """``dapr mtls ... -k`` writes the Secret and the ConfigMap; the kubelet stand-in projects
+    the ConfigMap into each Pod's volume; each daprd reloads its anchors. Returns ``ca.crt``."""
     marks = [len(s.log()) for s in sidecars]
-    put_secret(kube, namespace, items)
-    wait_for(lambda: configmap_ca(kube, namespace) == items["ca.crt"].decode(), timeout=20)
+    dapr_cli(kube, tmp_path, "mtls", *args)
+    ca = secret_items(kube, namespace)["ca.crt"]
+    wait_for(lambda: configmap_ca(kube, namespace) == ca.decode(), timeout=20)
     for sidecar in sidecars:
-        project_configmap(sidecar.bundle_dir, {"ca.crt": items["ca.crt"].decode()})
+        project_configmap(sidecar.bundle_dir, {"ca.crt": ca.decode()})
     for sidecar, mark in zip(sidecars, marks, strict=True):
         sidecar.wait_log(RELOADED, timeout=15, after=mark)
+    return ca
 
 
 def test_two_injected_pods_call_over_mtls_and_follow_a_root_rotation(
@@ -309,15 +342,34 @@ def test_two_injected_pods_call_over_mtls_and_follow_a_root_rotation(
         for sidecar in sidecars:
             assert accepts(sidecar.internal_port, *old_probe, tmp_path)
             assert not accepts(sidecar.internal_port, *new_probe, tmp_path)
-        both = {**new, "ca.crt": old["ca.crt"] + new["ca.crt"]}
-        rotate(kube, namespace, both, sidecars)
+        # your own certificates, a new root key: dapr mtls renew-certificate -k (path 3)
+        only_daprsystem(kube, namespace)
+        files = tmp_path / "new-root"
+        both = rotate(
+            kube,
+            namespace,
+            tmp_path,
+            sidecars,
+            "renew-certificate",
+            "-k",
+            "--ca-root-certificate",
+            str(files / "ca.crt"),
+            "--issuer-private-key",
+            str(files / "issuer.key"),
+            "--issuer-public-certificate",
+            str(files / "issuer.crt"),
+        )
+        assert load_certificates(both) == (
+            *load_certificates(new["ca.crt"]),
+            *load_certificates(old["ca.crt"]),
+        )  # the old root is kept until drop-old-roots
         new_issuer = load_certificates(new["issuer.crt"])[0].subject
         for sidecar in sidecars:
             assert accepts(sidecar.internal_port, *new_probe, tmp_path)
             wait_for(_issued_by(sidecar, new_issuer), timeout=40)  # renewed onto the new root
         assert invoke(a, "b", "hello") == (200, "b got /hello")
 
-        rotate(kube, namespace, new, sidecars)  # drop the old root
+        assert rotate(kube, namespace, tmp_path, sidecars, "drop-old-roots", "-k") == new["ca.crt"]
         for sidecar in sidecars:
             assert not accepts(sidecar.internal_port, *old_probe, tmp_path)
             assert accepts(sidecar.internal_port, *new_probe, tmp_path)
