@@ -19,6 +19,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Protocol
 
 from grpclib.server import Server
@@ -129,6 +130,26 @@ class MergedMetrics(Collector):
                 yield family
 
 
+METRICS_DIR_PREFIX = "pysentry-sentry-metrics-"
+
+
+def metrics_directory() -> str:
+    """A new private directory for the workers' metric files, ``<tmp>/<prefix><pid>-<random>``.
+    Directories that a Sentry killed before its cleanup left (their pid is gone) go first."""
+    tmp = Path(tempfile.gettempdir())
+    for stale in tmp.glob(METRICS_DIR_PREFIX + "*-*"):
+        pid = stale.name[len(METRICS_DIR_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or stale.lstat().st_uid != os.getuid() or stale.is_symlink():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except OSError:  # alive but not ours to signal, or vanished meanwhile
+            continue
+    return tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
+
+
 async def bind(options: SentryOptions) -> list[socket.socket]:
     """The listening gRPC sockets, bound as grpclib would (both families for all interfaces)."""
     loop = asyncio.get_running_loop()
@@ -182,7 +203,7 @@ async def start_frontend(
         return InProcess(server, identity)
     sockets = await bind(options)
     count = options.workers
-    metrics_dir = tempfile.mkdtemp(prefix="pysentry-sentry-metrics-")
+    metrics_dir = metrics_directory()
     settings = dataclasses.replace(
         ca.settings, max_concurrent_signs=math.ceil(ca.settings.max_concurrent_signs / count)
     )

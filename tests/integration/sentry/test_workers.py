@@ -11,10 +11,12 @@ import asyncio
 import os
 import re
 import signal
+import tempfile
 import time
 from pathlib import Path
 
 from pysentry.pki.pem import load_certificates
+from pysentry.sentry.frontend import METRICS_DIR_PREFIX as METRICS_DIR
 from pysentry.sentry.options import parse_options
 from pysentry.testing import TestCA
 
@@ -165,9 +167,12 @@ async def test_sigterm_stops_every_worker(start_sentry: StartSentry) -> None:
     sentry.wait_for_log("Sentry worker 1 of 3 signing")
     await sentry.sign(make_request())
     pids = list(workers(sentry).values())
+    metrics_dirs = list(Path(tempfile.gettempdir()).glob(f"{METRICS_DIR}{sentry.proc.pid}-*"))
+    assert len(metrics_dirs) == 1 and metrics_dirs[0].stat().st_mode & 0o777 == 0o700
     assert sentry.stop() == 0
     assert "Sentry shut down gracefully" in sentry.log_text()
     wait_gone(pids, timeout=1.0)  # reaped by the main process before it exited
+    assert not metrics_dirs[0].exists()
 
 
 async def test_workers_die_with_the_main_process(start_sentry: StartSentry) -> None:
@@ -178,6 +183,11 @@ async def test_workers_die_with_the_main_process(start_sentry: StartSentry) -> N
     sentry.proc.kill()
     sentry.proc.wait(timeout=10)
     wait_gone(pids)
+    # The next Sentry removes the metrics directory the killed one left.
+    left = list(Path(tempfile.gettempdir()).glob(f"{METRICS_DIR}{sentry.proc.pid}-*"))
+    assert len(left) == 1
+    start_sentry("--workers", "2")
+    assert not left[0].exists()
 
 
 def test_one_worker_signs_in_the_main_process(start_sentry: StartSentry) -> None:
