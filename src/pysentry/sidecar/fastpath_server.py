@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 Handle = Callable[[SpiffeId | None, InvokeRequest], Awaitable[InvokeResponse]]
 
 DEADLINE_GRACE_S = 1.0
-#: Streams one connection may run at once; past that the connection stops being read.
+#: Streams one connection may run at once; past that the connection stops being read (the
+#: requests already read wait their turn).
 MAX_CONCURRENT_STREAMS = 1000
 
 
@@ -63,6 +64,7 @@ class ServerConnection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._paused = False
+        self._waiting: dict[int, fp.Frame] = {}  # read past the stream limit, in arrival order
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.served = 0
 
@@ -91,28 +93,38 @@ class ServerConnection(asyncio.Protocol):
             task = self.tasks.get(frame.stream)
             if task is not None:
                 task.cancel()
+            self._waiting.pop(frame.stream, None)
             return
         if frame.kind != fp.REQUEST:
             raise fp.ProtocolViolation(f"a client may not send frame kind {frame.kind!r}")
-        if frame.stream in self.tasks:
+        if frame.stream in self.tasks or frame.stream in self._waiting:
             raise fp.ProtocolViolation(f"stream {frame.stream!r} is already open")
         if isinstance(frame, fp.Oversized):
             text = fp.too_large(frame.length, self._reader.max_payload)
             self._write(fp.error_frame(frame.stream, Status.RESOURCE_EXHAUSTED.value, text))
-            return
+        elif len(self.tasks) < MAX_CONCURRENT_STREAMS:
+            self._start(frame)
+        else:  # at the limit: keep it (and what is already read) and stop reading
+            self._waiting[frame.stream] = frame
+            if not self._paused and self._transport is not None:
+                self._paused = True
+                self._transport.pause_reading()
+
+    def _start(self, frame: fp.Frame) -> None:
         task = asyncio.get_running_loop().create_task(self._serve(frame.stream, frame.payload))
         self.tasks[frame.stream] = task
         task.add_done_callback(lambda _: self._done(frame.stream))
-        if len(self.tasks) >= MAX_CONCURRENT_STREAMS and self._transport is not None:
-            self._paused = True
-            self._transport.pause_reading()
 
     def _done(self, stream: int) -> None:
         del self.tasks[stream]
         self.served += 1
-        if self._paused and len(self.tasks) < MAX_CONCURRENT_STREAMS and self._transport:
+        while self._waiting and len(self.tasks) < MAX_CONCURRENT_STREAMS:
+            self._start(self._waiting.pop(next(iter(self._waiting))))
+        transport = self._transport
+        if self._paused and not self._waiting and transport is not None:
             self._paused = False
-            self._transport.resume_reading()
+            if not transport.is_closing():
+                transport.resume_reading()
 
     async def _serve(self, stream: int, payload: bytes) -> None:
         try:
@@ -151,12 +163,14 @@ class ServerConnection(asyncio.Protocol):
         self._writable.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._waiting.clear()
         self._writable.set()
         for task in self.tasks.values():
             task.cancel()
         self._on_lost(self)
 
     def close(self) -> None:
+        self._waiting.clear()
         for task in self.tasks.values():
             task.cancel()
         if self._transport is not None:

@@ -14,6 +14,7 @@ from grpclib.exceptions import StreamTerminatedError
 
 from pysentry.security.identity import X509Svid
 from pysentry.sidecar import fastpath_protocol as fp
+from pysentry.sidecar import fastpath_server
 from pysentry.sidecar.fastpath_protocol import ALPN
 from pysentry.sidecar.fastpath_server import FastpathServer
 from pysentry.sidecar.invocation import InvocationError, InvokeRequest, Target
@@ -148,6 +149,36 @@ def _held_app() -> tuple[web.Application, asyncio.Event]:
     app = build()
     app.router.add_get("/wait", wait)
     return app, hold
+
+
+async def test_a_connection_over_its_stream_limit_waits(
+    ca: TestCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the stream limit the callee stops reading: later calls wait, then all succeed."""
+    monkeypatch.setattr(fastpath_server, "MAX_CONCURRENT_STREAMS", 5)
+    app, hold = _held_app()
+    async with callee(ca, app=app) as b:
+        internal, _ = client(ca, fastpath=True)
+        try:
+            calls = [
+                asyncio.create_task(internal.call(b.address, B, InvokeRequest("wait")))
+                for _ in range(8)
+            ]
+            assert isinstance(b.server, FastpathServer)
+            for _ in range(200):
+                if sum(len(c.tasks) for c in b.server.connections) == 5:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)
+            (conn,) = b.server.connections
+            assert len(conn.tasks) == 5  # the other 3 are not read yet
+            hold.set()
+            replies = await asyncio.wait_for(asyncio.gather(*calls), 10)
+            assert [r.body for r in replies] == [b"released"] * 8
+            assert conn.served == 8
+        finally:
+            hold.set()
+            internal.close()
 
 
 def _der(svid: X509Svid) -> bytes:
