@@ -46,7 +46,9 @@ ConfigOption = Annotated[
 KubernetesOption = Annotated[
     bool,
     typer.Option(
-        "--kubernetes", "-k", help="Kubernetes mode (not supported yet: self-hosted only)."
+        "--kubernetes",
+        "-k",
+        help="Kubernetes mode (not supported by this command: it works on local processes).",
     ),
 ]
 ClusterOption = Annotated[
@@ -75,8 +77,9 @@ def kubemtls() -> ModuleType:
 def refuse_kubernetes(kubernetes: bool) -> None:
     if kubernetes:
         raise CliError(
-            "Kubernetes mode (-k) is not supported yet: this CLI manages a self-hosted "
-            "credentials directory; drop -k"
+            "Kubernetes mode (-k) is not supported by `dapr run` and `dapr stop`: they start "
+            "and stop local processes; deploy apps to Kubernetes with their own manifests "
+            "(the sidecar injector adds daprd), or drop -k"
         )
 
 

@@ -141,7 +141,7 @@ def test_kubernetes_flag_is_taken(dapr: Dapr, command: list[str]) -> None:
     expected = (
         "no kubeconfig: KUBECONFIG is not set"
         if command[0] != "stop"
-        else "Kubernetes mode (-k) is not supported yet"
+        else "Kubernetes mode (-k) is not supported by `dapr run` and `dapr stop`"
     )
     assert expected in result.stderr
     assert "No such option" not in result.output
