@@ -78,11 +78,15 @@ class InProcess:
     def __init__(self, server: Server, identity: ServingIdentity) -> None:
         self._server = server
         self._identity = identity
+        self._closed = False
 
     async def on_swap(self) -> None:
         await self._identity.reissue()
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._server.close()
         await self._server.wait_closed()
 
@@ -101,11 +105,15 @@ class Workers:
         self._identity = identity
         self._sockets = sockets
         self._metrics_dir = metrics_dir
+        self._closed = False
 
     async def on_swap(self) -> None:
         await self._identity.reissue()  # the bundle went out in the swap; the SVID follows
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             await self.pool.stop()
         finally:

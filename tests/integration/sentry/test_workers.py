@@ -20,7 +20,7 @@ from pysentry.sentry.frontend import METRICS_DIR_PREFIX as METRICS_DIR
 from pysentry.sentry.options import parse_options
 from pysentry.testing import TestCA
 
-from .conftest import SentryProcess, StartSentry, make_request
+from .conftest import SentryProcess, StartSentry, make_request, run_sentry_to_exit
 
 WORKER_LINE = re.compile(r"Sentry worker (\d+) of (\d+) signing: pid (\d+)")
 SERIES = re.compile(r'^pysentry_sentry_worker_certs_signed\{pid="(\d+)",worker="(\d+)"\} (\S+)$')
@@ -195,3 +195,24 @@ def test_one_worker_signs_in_the_main_process(start_sentry: StartSentry) -> None
     children = Path(f"/proc/{sentry.proc.pid}/task/{sentry.proc.pid}/children").read_text()
     assert children.split() == []
     assert "Sentry worker" not in sentry.log_text()
+
+
+def test_a_worker_that_cannot_start_fails_the_start_as_one_process_does(tmp_path: Path) -> None:
+    bad = tmp_path / "jwks.json"
+    bad.write_text("not json\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprsystem\n"
+        f"spec:\n  mtls:\n    tokenValidators:\n      - name: jwks\n        options:\n"
+        f"          source: {bad}\n"
+    )
+    outputs = {}
+    for count in ("1", "2"):
+        code, output = run_sentry_to_exit(
+            tmp_path / "certs", "--config", str(config), "--workers", count
+        )
+        assert code == 1, output
+        outputs[count] = output
+    fatal = f"Fatal error: jwks validator: failed to load the JWKS: invalid JWKS from {bad}"
+    for output in outputs.values():
+        assert output.count(fatal) == 1, output
