@@ -29,7 +29,7 @@ import socket
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from prometheus_client import Gauge, values
 
@@ -45,6 +45,9 @@ from pysentry.sentry.monitoring import SentryMetrics
 from pysentry.sentry.options import SentryOptions
 from pysentry.sentry.server import CaService
 from pysentry.sentry.validator_setup import build_validators
+
+if TYPE_CHECKING:
+    from pysentry.sentry.k8s_mode import KubernetesMode
 
 log = logging.getLogger("pysentry.sentry")
 
@@ -211,7 +214,8 @@ async def _serve(spec: WorkerSpec, control: socket.socket, bundle: CaBundle, svi
     return 0
 
 
-async def _kube(spec: WorkerSpec) -> Any:
+async def _kube(spec: WorkerSpec) -> KubernetesMode:
+    """The worker's own API connection, for its ``kubernetes`` validator's caches and lookups."""
     from pysentry.sentry.k8s_mode import KubernetesMode
     from pysentry.sentry.kubernetes import connect
 

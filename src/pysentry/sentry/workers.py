@@ -93,6 +93,7 @@ class WorkerPool:
         self._health = health
         self._workers: dict[int, _Worker] = {}
         self._stopping = False
+        self._started = False
         self._quick_deaths = dict.fromkeys(range(1, count + 1), 0)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -105,6 +106,7 @@ class WorkerPool:
         for index in range(1, self._count + 1):
             self._spawn(index)
         reports = await asyncio.gather(*(w.ready for w in self._workers.values()))
+        self._started = True
         for target in {name for report in reports for name in report}:
             self._health.set_ready(target, all(report.get(target, False) for report in reports))
 
@@ -158,7 +160,10 @@ class WorkerPool:
                     worker.ready.set_result(dict(message["ready"]))
                     self._health.set_detail(WORKERS_DETAIL, None)
                 elif "fatal" in message and not worker.ready.done():
-                    worker.ready.set_exception(WorkerFailed(str(message["fatal"])))
+                    reason = str(message["fatal"])
+                    if self._started:  # a replacement: nobody awaits it, say why here
+                        log.error("Sentry worker %d cannot start: %s", worker.index, reason)
+                    worker.ready.set_exception(WorkerFailed(reason))
         except (OSError, ValueError) as err:
             log.debug("control connection of worker %d: %r", worker.index, err)
         finally:
@@ -182,7 +187,8 @@ class WorkerPool:
             worker.ready.set_exception(
                 WorkerFailed(f"sentry worker {worker.index} {describe_exit(code)} while starting")
             )
-            worker.ready.exception()  # seen here when nobody awaits it (a restart)
+        if not worker.ready.cancelled():
+            worker.ready.exception()  # reported by start(), or logged: not "never retrieved"
         if self._stopping:
             return
         lived = time.monotonic() - worker.started
@@ -226,3 +232,5 @@ class WorkerPool:
         for worker in workers:
             if not worker.ready.done():
                 worker.ready.cancel()
+            elif not worker.ready.cancelled():
+                worker.ready.exception()
