@@ -52,6 +52,7 @@ def settle_gc() -> None:
     protobuf descriptors, the Configuration) moves to the permanent generation, so no collection
     during traffic walks it (a full one took tens of ms, a p99 stall); young collections run
     10x less often. Issue 13, lever 4."""
+    gc.collect()  # start-up's garbage (the collector was off), once
     gc.freeze()
     gc.set_threshold(*SERVING_GC_THRESHOLD)
     gc.enable()
