@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pysentry.sidecar")
 
+#: When start-up's garbage is collected, after "dapr initialized" (off the first requests' path).
+SETTLE_GC_AFTER_S = 0.5
 #: CPython's default is (700, 10, 10).
 SERVING_GC_THRESHOLD = (7000, 20, 10)
 
@@ -414,10 +416,9 @@ async def run(opts: Options) -> None:
         "dapr initialized. Status: Running. Init Elapsed %dms",
         int((time.monotonic() - started) * 1000),
     )
-    settle_gc()
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.call_later(SETTLE_GC_AFTER_S, settle_gc)  # after the first health checks are answered
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
