@@ -89,8 +89,14 @@ def test_defaults_render_an_empty_bundle_and_daprs_settings(helm: Helm) -> None:
         "name": "NAMESPACE",
         "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
     }
-    assert pod["volumes"] == [{"name": "credentials", "secret": {"secretName": BUNDLE}}]
-    assert container["volumeMounts"][0]["mountPath"] == "/var/run/secrets/dapr.io/credentials"
+    assert pod["volumes"] == [
+        {"name": "credentials", "secret": {"secretName": BUNDLE}},
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+    ]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {"credentials": "/var/run/secrets/dapr.io/credentials", "tmp": "/tmp"}
+    # the root filesystem is read-only: --workers' metrics files need a writable $TMPDIR
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
     service = find(objects, "Service", "dapr-sentry")
     assert service["spec"]["ports"][0] == {
         "name": "grpc",
