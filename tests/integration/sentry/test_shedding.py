@@ -204,16 +204,38 @@ def holds_certificate(response: sentry_pb2.SignCertificateResponse, i: int, key:
     )
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants (Sentry's ``--workers`` are its children)."""
+    pids, index = [pid], 0
+    while index < len(pids):
+        task = Path(f"/proc/{pids[index]}/task/{pids[index]}/children")
+        with contextlib.suppress(OSError):
+            pids.extend(int(child) for child in task.read_text().split())
+        index += 1
+    return pids
+
+
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+    """The summed VmRSS of Sentry and its workers (pages shared after fork count once each)."""
+    total = 0
+    for member in family(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    if not total:
+        raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+    return total
 
 
 def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of Sentry and its live workers."""
+    total = 0
+    for member in family(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def fleet(loads: list[Load], results: Connection) -> None:
