@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from pysentry.credentials.kube_store import STAGED_POLLS
 from pysentry.pki.pem import load_certificates
 from tests.integration.openssl import openssl_recipe
 from tests.integration.sentry.conftest import client_context, leaf_and_chain, make_request
@@ -213,6 +214,25 @@ def test_a_configmap_staging_a_new_root_is_kept_until_the_secret_changes(
     put_secret(kube, namespace, {**new, "ca.crt": staged.encode()})
     wait_for(lambda: chains_to_new(sentry, kube, namespace, new))
     assert configmap_ca(kube, namespace) == staged
+
+
+def test_a_staged_root_the_secret_never_gets_is_dropped_after_the_grace(
+    kube: Testbed, namespace: str, kube_sentry: KubeLauncher, tmp_path: Path
+) -> None:
+    """A renewal that stopped between its two writes (or a hand edit adding a root): the
+    sidecars must not trust a root the Secret does not hold for longer than the grace."""
+    mine, other = seed_files(tmp_path, "mine"), seed_files(tmp_path, "other")
+    chart_objects(kube, namespace, bundle=mine)
+    sentry_rbac(kube, namespace)
+    sentry = kube_sentry(namespace)
+    wait_for(lambda: configmap_ca(kube, namespace) == mine["ca.crt"].decode())
+    path = f"/api/v1/namespaces/{namespace}/configmaps/{BUNDLE}"
+    cm = kube.must("GET", path)
+    cm["data"]["ca.crt"] = (other["ca.crt"] + mine["ca.crt"]).decode()
+    kube.must("PUT", path, cm)
+    grace = float(POLL_S) * STAGED_POLLS
+    wait_for(lambda: configmap_ca(kube, namespace) == mine["ca.crt"].decode(), timeout=grace + 15)
+    sentry.wait_for_log(f"trusted roots the Secret does not hold for {STAGED_POLLS} polls")
 
 
 def chains_to_new(sentry: KubeSentry, kube: Testbed, namespace: str, new: dict[str, bytes]) -> bool:

@@ -9,10 +9,12 @@ on and waits for them. The API server being unreachable, or the Secret gone, is
 The change stream polls the Secret's resourceVersion (Dapr's chart grants no ``watch`` on
 Secrets) and keeps the ConfigMap's ``ca.crt`` in step with the bundle being served (the last one
 :meth:`KubeSecretStore.load` returned): made equal to it once after each load, then repaired only
-when it lacks one of the served roots. A ConfigMap that trusts *more* is left alone: that is how
-``dapr mtls renew-certificate -k`` stages a new root for the sidecars before the Secret changes,
-and a poll between its two writes must not undo the first. A poll that sees a new Secret version
-leaves the ConfigMap to the load that follows.
+when it lacks one of the served roots. A ConfigMap that trusts *more* is left alone for
+:data:`STAGED_POLLS` polls: that is how ``dapr mtls renew-certificate -k`` stages a new root for
+the sidecars before the Secret changes, and a poll between its two writes must not undo the
+first. Past that (a renewal that stopped half-way, or a hand edit) it is made equal again, with a
+warning: sidecars must not go on trusting roots the Secret does not hold. A poll that sees a new
+Secret version leaves the ConfigMap to the load that follows.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from pysentry.credentials.base import (
     StoreState,
 )
 from pysentry.credentials.kube import KubeTrustBundle, TrustBundleObjectMissing
-from pysentry.kube.client import KubeError
 from pysentry.errors import InvalidBundle
+from pysentry.kube.client import KubeError
 from pysentry.pki.bundle import CaBundle
 from pysentry.pki.pem import load_certificates
 
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_POLL_INTERVAL = timedelta(seconds=5)
 CALL_TIMEOUT = timedelta(seconds=20)
+STAGED_POLLS = 12
+"""How many polls a ConfigMap holding more roots than the served ``ca.crt`` is left alone (60 s at
+the default interval)."""
 
 
 class KubeSecretStore:
@@ -57,6 +62,7 @@ class KubeSecretStore:
         self._poll = poll_interval
         self._served_ca: bytes | None = None
         self._exact = True  # the next poll makes the ConfigMap equal to the served ca.crt
+        self._staged_polls = 0  # consecutive polls that saw a ConfigMap trusting more
 
     @property
     def location(self) -> str:
@@ -121,27 +127,33 @@ class KubeSecretStore:
         served = self._served_ca
         if served is None or (last is not None and version != last):
             return version  # a new Secret: the load that follows decides the ConfigMap
-        if not self._exact and await self._configmap_covers(served):
+        staged = not self._exact and await self._configmap_stages(served)
+        self._staged_polls = self._staged_polls + 1 if staged else 0
+        if staged and self._staged_polls <= STAGED_POLLS:
             return version
         if await self.bundle.sync_configmap(served):
             log.warning(
-                "ConfigMap %s/%s did not match the served ca.crt: repaired it",
+                "ConfigMap %s/%s %s: repaired it",
                 self.bundle.namespace,
                 self.bundle.name,
+                f"trusted roots the Secret does not hold for {STAGED_POLLS} polls"
+                if staged
+                else "did not match the served ca.crt",
             )
-        self._exact = False
+        self._exact, self._staged_polls = False, 0
         return version
 
-    async def _configmap_covers(self, served: bytes) -> bool:
-        """Whether the ConfigMap's ``ca.crt`` holds every served root (and parses)."""
+    async def _configmap_stages(self, served: bytes) -> bool:
+        """Whether the ConfigMap's ``ca.crt`` holds every served root and more (and parses)."""
         current = (await self.bundle.read()).configmap_ca
         if current is None:
             return False
         try:
             have = set(load_certificates(current))
-            return all(root in have for root in load_certificates(served))
+            want = set(load_certificates(served))
         except (InvalidBundle, ValueError):
             return False
+        return want < have
 
     async def changes(self) -> AsyncIterator[StoreEvent]:
         last = await self._poll_once()  # before WATCHING: a change after this is seen below
