@@ -30,7 +30,8 @@ from pysentry.cli import console
 from pysentry.cli.certexpiry import expiry_warning_for
 from pysentry.cli.console import CliError
 from pysentry.errors import ConfigError
-from pysentry.kube.client import JsonObject, KubeApiError, KubeClient, KubeUnreachable
+from pysentry.kube.access import Permission, missing_permissions
+from pysentry.kube.client import JsonObject, KubeApiError, KubeClient, KubeError, KubeUnreachable
 from pysentry.kube.config import in_cluster, load_kube_configuration
 from pysentry.pki.pem import PemError, strict_certificates
 
@@ -154,6 +155,29 @@ async def api_get(
             f"cannot {verb} {resource} {_scope(namespace)}: HTTP {err.status} {err.reason}: "
             f"{err.message}"
         ) from err
+
+
+async def require_permissions(
+    kube: KubeClient, perms: list[Permission], *, prefix: str, joiner: str, fix: str
+) -> None:
+    """:class:`CliError` ``<prefix>the user of <kubeconfig> may not <p1><joiner><p2>; <fix>``
+    naming every permission of ``perms`` the user lacks (SelfSubjectAccessReview), or why the
+    check itself failed."""
+    try:
+        missing = await missing_permissions(kube, perms)
+    except KubeError as err:
+        why = (
+            f"HTTP {err.status} {err.reason}: {err.message}"
+            if isinstance(err, KubeApiError)
+            else f"{err}"
+        )
+        raise CliError(f"{prefix}cannot check the RBAC permissions: {why}") from err
+    if missing:
+        raise CliError(
+            f"{prefix}the user of {kube.source.source} may not "
+            + joiner.join(str(perm) for perm in missing)
+            + f"; {fix}"
+        )
 
 
 async def system_config(kube: KubeClient) -> JsonObject:

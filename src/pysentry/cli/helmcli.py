@@ -35,6 +35,15 @@ HELM_INSTALL_FIX = (
 _HELM_PREFIXES = ("INSTALLATION FAILED: ", "UPGRADE FAILED: ", "uninstall: ")
 
 
+class HelmTimeout(CliError):
+    """helm ran longer than allowed (and was killed); ``what`` says which command, without the
+    advice (``dapr init -k`` rolls back first, then says what is left)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what}; check the cluster and run the command again")
+        self.what = what
+
+
 def helm_binary(env: dict[str, str] | None = None) -> str:
     """``$DAPR_HELM`` or ``helm`` from ``PATH``; :class:`CliError` naming the fix otherwise."""
     env = dict(os.environ) if env is None else env
@@ -111,10 +120,7 @@ class Helm:
                 check=False,
             )
         except subprocess.TimeoutExpired as err:
-            raise CliError(
-                f"helm {args[0]} did not finish within {timeout_s:.0f}s; check the cluster "
-                "and run the command again"
-            ) from err
+            raise HelmTimeout(f"helm {args[0]} did not finish within {timeout_s:.0f}s") from err
         except OSError as err:
             raise CliError(
                 f"cannot run helm {self.binary!r}: {err.strerror}; {HELM_INSTALL_FIX}"

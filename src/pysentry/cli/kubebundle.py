@@ -20,9 +20,9 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 
-from pysentry.cli.cluster import CA_KEY, TRUST_BUNDLE, TrustBundle
+from pysentry.cli.cluster import CA_KEY, TRUST_BUNDLE, TrustBundle, require_permissions
 from pysentry.cli.console import CliError
-from pysentry.kube.access import Permission, missing_permissions
+from pysentry.kube.access import Permission
 from pysentry.kube.client import KubeApiError, KubeClient, KubeError, KubeUnreachable
 
 UNCHANGED = "nothing was changed"
@@ -37,18 +37,15 @@ def bundle_permissions(namespace: str) -> list[Permission]:
 
 async def require(kube: KubeClient, permissions: list[Permission]) -> None:
     """:class:`CliError` naming every permission the kubeconfig's user lacks."""
-    try:
-        missing = await missing_permissions(kube, permissions)
-    except KubeError as err:
-        raise CliError(f"cannot check the RBAC permissions: {describe(err)}") from err
-    if missing:
-        raise CliError(
-            f"the user of {kube.source.source} may not "
-            + "; nor ".join(str(perm) for perm in missing)
-            + "; bind it a Role that allows this (e.g. 'kubectl -n <namespace> create role "
-            "<name> --verb=get,patch --resource=<resource> --resource-name=<object>' and a "
-            f"RoleBinding), or use an admin kubeconfig; {UNCHANGED}"
-        )
+    await require_permissions(
+        kube,
+        permissions,
+        prefix="",
+        joiner="; nor ",
+        fix="bind it a Role that allows this (e.g. 'kubectl -n <namespace> create role <name> "
+        "--verb=get,patch --resource=<resource> --resource-name=<object>' and a RoleBinding), "
+        f"or use an admin kubeconfig; {UNCHANGED}",
+    )
 
 
 def describe(err: KubeError) -> str:

@@ -9,8 +9,8 @@ Before anything is written: the certificate files are validated as ``renew-certi
 (Sentry's own rules), the chart is rendered locally with every value (a bad ``--set`` fails
 here), the cluster is reached, and every permission the install needs is checked
 (SelfSubjectAccessReview), all missing ones named. An install that fails part-way (e.g. ``--wait``
-timing out) is removed again, as ``helm install --atomic`` would, so a failed ``dapr init -k``
-leaves no release behind.
+timing out, or helm killed :data:`INSTALL_GRACE_S` after its own ``--timeout``) is removed
+again, as ``helm install --atomic`` would, so a failed ``dapr init -k`` leaves no release behind.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from typing import Any
 
 import yaml
 
-from pysentry.cli import console
+from pysentry.cli import cluster, console
 from pysentry.cli.backend import Credentials
 from pysentry.cli.cluster import api_get, connect, kubeconfig_path
 from pysentry.cli.console import CliError
 from pysentry.cli.helmcli import (
     RELEASE,
     Helm,
+    HelmTimeout,
     chart_crds,
     chart_dir,
     helm_binary,
@@ -40,7 +41,7 @@ from pysentry.cli.helmcli import (
 )
 from pysentry.cli.renewinputs import RenewInputs, read_provided, renewal_for
 from pysentry.clock import system_clock
-from pysentry.kube.access import Permission, missing_permissions
+from pysentry.kube.access import Permission
 from pysentry.kube.client import KubeApiError, KubeClient
 
 HELM_NOTE = (
@@ -50,6 +51,7 @@ HELM_NOTE = (
 CERT_FLAGS = ("ca-root-certificate", "issuer-private-key", "issuer-public-certificate")
 NOTHING_INSTALLED = "nothing was installed"
 CRD_GROUP = "apiextensions.k8s.io"
+INSTALL_GRACE_S = 60  # how long `helm install` may run past its own --timeout before it is killed
 _CERT_VALUES = (
     ("dapr_sentry.tls.root.certPEM", "ca.crt"),
     ("dapr_sentry.tls.issuer.certPEM", "issuer.crt"),
@@ -149,14 +151,14 @@ async def _exists(kube: KubeClient, path: str) -> bool | None:
 
 async def require_permissions(kube: KubeClient, perms: list[Permission], action: str) -> None:
     """:class:`CliError` listing every permission of ``perms`` the kubeconfig's user lacks."""
-    missing = await missing_permissions(kube, perms)
-    if missing:
-        raise CliError(
-            f"{action}: the user of {kube.source.source} may not "
-            + "; ".join(str(p) for p in missing)
-            + "; nothing was changed: use a kubeconfig with cluster-admin rights, or bind its "
-            "user a ClusterRole that allows these"
-        )
+    await cluster.require_permissions(
+        kube,
+        perms,
+        prefix=f"{action}: ",
+        joiner="; ",
+        fix="nothing was changed: use a kubeconfig with cluster-admin rights, or bind its user "
+        "a ClusterRole that allows these",
+    )
 
 
 async def _prepare(helm: Helm, chart: Path, values: list[str]) -> bool:
@@ -187,13 +189,17 @@ def _roll_back(helm: Helm, error: str, created_namespace: bool) -> CliError:
         if created_namespace
         else ""
     )
-    if not helm.release_exists():
-        return CliError(f"{error}; {NOTHING_INSTALLED}{kept}")
-    undone = helm.run(["uninstall", RELEASE, "--wait", "--timeout", "120s"], timeout_s=180)
-    if undone.returncode != 0:
+    try:
+        if not helm.release_exists():
+            return CliError(f"{error}; {NOTHING_INSTALLED}{kept}")
+        undone = helm.run(["uninstall", RELEASE, "--wait", "--timeout", "120s"], timeout_s=180)
+        why = helm_error(undone) if undone.returncode != 0 else ""
+    except CliError as err:  # helm cannot be run or read the release, or timed out again
+        why = err.what if isinstance(err, HelmTimeout) else f"{err}"
+    if why:
         return CliError(
             f"{error}; removing the partly installed release {RELEASE!r} failed too "
-            f"({helm_error(undone)}): remove it with 'dapr uninstall -k -n {helm.namespace}'"
+            f"({why}): remove it with 'dapr uninstall -k -n {helm.namespace}'"
         )
     return CliError(f"{error}; the partly installed release was removed, {NOTHING_INSTALLED}{kept}")
 
@@ -227,7 +233,10 @@ def install(opts: InstallOptions) -> None:
         args = ["install", RELEASE, str(chart), *values, "--timeout", f"{opts.timeout_s}s"]
         args += ["--create-namespace"] if create_namespace else []
         args += ["--wait"] if opts.wait else []
-        done = helm.run(args, timeout_s=opts.timeout_s + 60)
+        try:
+            done = helm.run(args, timeout_s=opts.timeout_s + INSTALL_GRACE_S)
+        except HelmTimeout as err:  # killed part-way: it may have created the release
+            raise _roll_back(helm, err.what, create_namespace) from err
         if done.returncode != 0:
             raise _roll_back(helm, helm_error(done), create_namespace)
     console.success(deploying)

@@ -12,7 +12,8 @@ nothing written when a check fails).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,32 +42,32 @@ def mtls_enabled(config: JsonObject) -> bool:
     return ((config.get("spec") or {}).get("mtls") or {}).get("enabled", True) is not False
 
 
-async def _connect(prefix: str) -> KubeClient:
+@contextlib.asynccontextmanager
+async def _prefixed(prefix: str) -> AsyncIterator[KubeClient]:
+    """A client for the cluster; every :class:`CliError` of connecting and of the body gets
+    Dapr's ``<prefix>: `` in front (the expiry check after the body never raises one)."""
     try:
-        return await cluster.connect()
+        kube = await cluster.connect()
     except CliError as err:
         raise CliError(f"{prefix}: {err}") from err
+    async with kube:
+        try:
+            yield kube
+        except CliError as err:
+            raise CliError(f"{prefix}: {err}") from err
 
 
 async def mtls_status() -> None:
-    prefix = "error checking mTLS"
-    async with await _connect(prefix) as kube:
-        try:
-            config = await cluster.system_config(kube)
-        except CliError as err:
-            raise CliError(f"{prefix}: {err}") from err
+    async with _prefixed("error checking mTLS") as kube:
+        config = await cluster.system_config(kube)
         state = "enabled" if mtls_enabled(config) else "disabled"
         print(f"Mutual TLS is {state} in your Kubernetes cluster ", flush=True)
         await cluster.check_for_cert_expiry(kube, system_clock())
 
 
 async def expiry() -> None:
-    prefix = "error getting root cert expiry"
-    async with await _connect(prefix) as kube:
-        try:
-            not_after = await cluster.root_expiry(kube)
-        except CliError as err:
-            raise CliError(f"{prefix}: {err}") from err
+    async with _prefixed("error getting root cert expiry") as kube:
+        not_after = await cluster.root_expiry(kube)
     hours = console.hours_until(not_after, system_clock())
     print(f"Root certificate expires in {hours} hours. Expiry date: {console.go_time(not_after)}")
 
@@ -105,14 +106,10 @@ def _secret_credentials(bundle: cluster.TrustBundle) -> Credentials:
 
 
 async def export(target: Path) -> None:
-    prefix = "error exporting trust chain certs"
-    async with await _connect(prefix) as kube:
-        try:
-            namespace = await cluster.control_plane_namespace(kube)
-            bundle = await cluster.trust_bundle(kube, namespace, configmap=False)
-            replaced = export_credentials(_secret_credentials(bundle), bundle.label, target)
-        except CliError as err:
-            raise CliError(f"{prefix}: {err}") from err
+    async with _prefixed("error exporting trust chain certs") as kube:
+        namespace = await cluster.control_plane_namespace(kube)
+        bundle = await cluster.trust_bundle(kube, namespace, configmap=False)
+        replaced = export_credentials(_secret_credentials(bundle), bundle.label, target)
         if replaced:
             console.info(f"Replaced the existing {', '.join(replaced)} in {target}")
         console.success(f"Trust certs successfully exported to {target}")

@@ -102,8 +102,11 @@ async def _labelled(kube: KubeClient, resource: str) -> list[JsonObject]:
             namespace=None,
             params={"labelSelector": selector},
         )
-    except KubeApiError as err:
-        raise CliError(f"cannot list {resource}.apps: HTTP {err.status}: {err.message}") from err
+    except KubeApiError as err:  # api_get turned every other status into a CliError
+        raise CliError(
+            f"cannot list {resource}.apps: the API server does not serve apps/v1 {resource} "
+            f"(HTTP 404: {err.message})"
+        ) from err
     return list(listing.get("items") or [])
 
 
@@ -176,8 +179,10 @@ async def list_pods(namespace: str, output: str) -> None:
             listing = await cluster.api_get(
                 kube, path, verb="list", resource="pods", namespace=namespace or None
             )
-        except KubeApiError as err:
-            raise CliError(f"cannot list pods: HTTP {err.status}: {err.message}") from err
+        except KubeApiError as err:  # api_get turned every other status into a CliError
+            raise CliError(
+                f"cannot list pods: the API server has no {path!r} (HTTP 404: {err.message})"
+            ) from err
         rows = dapr_pods(list(listing.get("items") or []), now)
         if output == "json":
             print(json.dumps(rows, indent=2, ensure_ascii=False))
