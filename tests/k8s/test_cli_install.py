@@ -10,6 +10,7 @@ test's namespace anyway, so no other test's Pods are ever sent to it.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -337,6 +338,41 @@ def test_init_k_bad_inputs_install_nothing(
     done = dapr("init", "-k", "-n", ns, "--wait", "--timeout", "2", *only_here(ns))
     assert done.returncode == 1, done.output
     assert "the partly installed release was removed, nothing was installed" in done.stderr
+    assert releases(helm, ns) == []
+    assert left_over(kube, ns) == []
+    assert kube.request("GET", f"{WEBHOOKS}/dapr-sidecar-injector")[0] == 404
+
+
+def test_init_k_helm_killed_after_its_timeout_is_rolled_back(
+    kube: Testbed,
+    helm: Helm,
+    local_dapr: Dapr,
+    release: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """helm runs past ``--timeout`` + the grace and is killed after the release exists: the
+    release is removed, so running the command again cannot fail on "cannot re-use a name"."""
+    from pysentry.cli import kubeinstall
+
+    ns = release
+    slow = tmp_path / "slow-helm"  # the real helm, then (for install) a hang until killed
+    slow.write_text(
+        f'#!/bin/sh\n{shlex.quote(str(helm.binary))} "$@" || exit $?\n'
+        'if [ "$1" = install ]; then exec sleep 60; fi\n'
+    )
+    slow.chmod(0o755)
+    monkeypatch.setattr(kubeinstall, "INSTALL_GRACE_S", 1)
+    started = time.monotonic()
+    done = local_dapr(
+        "init", "-k", "-n", ns, "--timeout", "4", *only_here(ns), env={"DAPR_HELM": str(slow)}
+    )
+    assert time.monotonic() - started < 30
+    assert done.returncode == 1, done.output
+    assert done.stderr.endswith(
+        "error: helm install did not finish within 5s; the partly installed release was "
+        "removed, nothing was installed\n"
+    ), done.stderr
     assert releases(helm, ns) == []
     assert left_over(kube, ns) == []
     assert kube.request("GET", f"{WEBHOOKS}/dapr-sidecar-injector")[0] == 404
