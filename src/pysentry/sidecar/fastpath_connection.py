@@ -5,7 +5,9 @@
 checks the peer's SPIFFE ID path ``/ns/<ns>/<app-id>`` (any trust domain), exactly as
 ``SpiffeChannel`` does on the gRPC path. It returns a :class:`ClientConnection` when the peer
 agreed on ``pysentry-invoke/1``, else the verified connection as :class:`Declined` (for gRPC).
-A :class:`ClientConnection` runs any number of concurrent calls, one stream each.
+A :class:`ClientConnection` runs any number of concurrent calls, one stream each. A server frame
+the protocol does not allow (REQUEST, CANCEL, an ERROR without a code) closes the connection and
+fails its calls with ``StreamTerminatedError``, as a lost connection does.
 """
 
 from __future__ import annotations
@@ -54,11 +56,15 @@ class ClientConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         try:
             frames = self._reader.feed(data)
+            for frame in frames:
+                _check(frame)
         except fp.ProtocolViolation as err:
             log.warning("Closing the fast-path connection: %s", err)
-            self.close()
+            self._fail()
             return
         for frame in frames:
             future = self._streams.get(frame.stream)
@@ -70,6 +76,12 @@ class ClientConnection(asyncio.Protocol):
                 future.set_exception(GRPCError(Status.RESOURCE_EXHAUSTED, text))
             elif frame.kind in (fp.RESPONSE, fp.ERROR):
                 future.set_result(frame)
+
+    def _fail(self) -> None:
+        """Close now and fail every call as a lost connection does."""
+        if self._transport is not None:
+            self._transport.abort()
+        self.connection_lost(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -142,6 +154,13 @@ class ClientConnection(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
+
+
+def _check(frame: fp.Frame | fp.Oversized) -> None:
+    if frame.kind not in (fp.RESPONSE, fp.ERROR):
+        raise fp.ProtocolViolation(f"a server may not send frame kind {frame.kind!r}")
+    if frame.kind == fp.ERROR and isinstance(frame, fp.Frame):
+        fp.split_error(frame.payload)  # raises on an ERROR without a code
 
 
 class _Handshake(asyncio.Protocol):

@@ -17,9 +17,13 @@ all big-endian. Kinds:
 * ``CANCEL``   (caller -> callee): the caller gave up on the stream (deadline, caller gone).
 
 The caller numbers its streams 1, 2, 3, ... A frame whose payload is larger than the receiver's
-limit is skipped without being buffered (:class:`FrameReader` reports it as
-:class:`Oversized`), and the stream fails with ``RESOURCE_EXHAUSTED``; the connection lives on.
-Any other malformed input is a :class:`ProtocolViolation`: the receiver closes the connection.
+limit (:func:`max_payload`: one maximum-size body plus metadata) is skipped without being
+buffered (:class:`FrameReader` reports it as :class:`Oversized`), and the stream fails with
+``RESOURCE_EXHAUSTED``; the connection lives on. The callee holds at most
+:func:`connection_budget` bytes of requests per connection (it stops reading past that) and runs
+at most ``MAX_CONCURRENT_STREAMS`` of them at once. Any other malformed input (including a
+REQUEST whose message does not parse, or an ERROR without a code) is a :class:`ProtocolViolation`:
+the receiver closes the connection.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import struct
 from dataclasses import dataclass
 
 from pysentry.errors import PysentryError
-from pysentry.sidecar.limits import budget_for
+from pysentry.sidecar.limits import MIN_BUDGET, budget_for
 
 ALPN = "pysentry-invoke/1"
 #: ALPN lists: the fast path first (servers choose by their own order, Python's and Go's alike).
@@ -47,8 +51,14 @@ METADATA_ALLOWANCE = 1 << 20
 
 
 def max_payload(max_body_size: int) -> int:
-    """The frame limit for ``--max-body-size``: the in-flight body budget plus metadata."""
-    return budget_for(max_body_size) + METADATA_ALLOWANCE
+    """The frame limit for ``--max-body-size``: one body plus metadata (no cap, 0: 32 MiB)."""
+    return (max_body_size or MIN_BUDGET) + METADATA_ALLOWANCE
+
+
+def connection_budget(max_payload: int) -> int:
+    """Bytes of requests one connection may hold (read, not yet answered): the body budget of
+    :mod:`.limits` for frames of ``max_payload`` bytes (two such frames, at least 32 MiB)."""
+    return budget_for(max_payload)
 
 
 _HEADER = struct.Struct("!IBI")

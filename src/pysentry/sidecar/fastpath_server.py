@@ -9,7 +9,11 @@ against the anchors alone, the connection closed before any request on a mismatc
 request runs through the servicer's transport-neutral :meth:`ServiceInvocation.handle`: the same
 ACL, caller-identity stamping, metrics, and the same gRPC status and message on a refusal or a
 failure. An unexpected error is logged and answered as grpclib does (``UNKNOWN``, "Internal
-Server Error"). A call gets the caller's deadline plus :data:`DEADLINE_GRACE_S` (the caller
+Server Error"; a ``TimeoutError`` is ``DEADLINE_EXCEEDED`` only once the deadline has passed).
+Bad input from the peer (a malformed frame or request message) closes the connection, with one
+rate-limited warning. A connection holds at most :func:`~.fastpath_protocol.connection_budget`
+bytes of requests and runs at most :data:`MAX_CONCURRENT_STREAMS` at once: past either it is not
+read until calls end (the peer's writes back up in TCP). A call gets the caller's deadline plus :data:`DEADLINE_GRACE_S` (the caller
 stops waiting first and sends CANCEL, so a late answer never races its own timeout).
 """
 
@@ -18,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, cast
 
+from google.protobuf.message import DecodeError
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
@@ -40,9 +46,22 @@ log = logging.getLogger(__name__)
 Handle = Callable[[SpiffeId | None, InvokeRequest], Awaitable[InvokeResponse]]
 
 DEADLINE_GRACE_S = 1.0
-#: Streams one connection may run at once; past that the connection stops being read (the
-#: requests already read wait their turn).
-MAX_CONCURRENT_STREAMS = 1000
+#: Streams one connection may run at once (grpc-go's and h2's default); past that the
+#: connection stops being read (the requests already read wait their turn).
+MAX_CONCURRENT_STREAMS = 100
+#: At most one warning about a peer's bad input per this many seconds (the rest are counted).
+WARN_EVERY_S = 10.0
+_warned = [-WARN_EVERY_S, 0]  # when last warned, warnings suppressed since
+
+
+def _warn_violation(peer: SpiffeId | None, err: Exception) -> None:
+    now = time.monotonic()
+    if now - _warned[0] < WARN_EVERY_S:
+        _warned[1] += 1
+        return
+    more = f" ({_warned[1]} more since the last warning)" if _warned[1] else ""
+    _warned[0], _warned[1] = now, 0
+    log.warning("Closing the fast-path connection from %s: %s%s", peer, err, more)
 
 
 class ServerConnection(asyncio.Protocol):
@@ -54,6 +73,7 @@ class ServerConnection(asyncio.Protocol):
         peer: SpiffeId | None,
         *,
         max_payload: int,
+        budget: int | None = None,
         on_lost: Callable[[ServerConnection], None] = lambda _: None,
     ) -> None:
         self._handle = handle
@@ -67,6 +87,11 @@ class ServerConnection(asyncio.Protocol):
         self._waiting: dict[int, fp.Frame] = {}  # read past the stream limit, in arrival order
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.served = 0
+        #: Request bytes read and not yet answered (running or waiting), their cap and peak.
+        self.budget = fp.connection_budget(max_payload) if budget is None else budget
+        self.held = 0
+        self.peak_held = 0
+        self._sizes: dict[int, int] = {}
 
     @property
     def ssl_object(self) -> ssl.SSLObject | None:
@@ -85,15 +110,20 @@ class ServerConnection(asyncio.Protocol):
             for frame in frames:
                 self._dispatch(frame)
         except fp.ProtocolViolation as err:
-            log.warning("Closing the fast-path connection from %s: %s", self._peer, err)
-            self.close()
+            self._violation(err)
+
+    def _violation(self, err: Exception) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            _warn_violation(self._peer, err)
+        self.close()
 
     def _dispatch(self, frame: fp.Frame | fp.Oversized) -> None:
         if frame.kind == fp.CANCEL:
             task = self.tasks.get(frame.stream)
             if task is not None:
                 task.cancel()
-            self._waiting.pop(frame.stream, None)
+            if self._waiting.pop(frame.stream, None) is not None:
+                self._release(frame.stream)
             return
         if frame.kind != fp.REQUEST:
             raise fp.ProtocolViolation(f"a client may not send frame kind {frame.kind!r}")
@@ -102,26 +132,38 @@ class ServerConnection(asyncio.Protocol):
         if isinstance(frame, fp.Oversized):
             text = fp.too_large(frame.length, self._reader.max_payload)
             self._write(fp.error_frame(frame.stream, Status.RESOURCE_EXHAUSTED.value, text))
-        elif len(self.tasks) < MAX_CONCURRENT_STREAMS:
+            return
+        size = len(frame.payload)
+        self._sizes[frame.stream] = size
+        self.held += size
+        self.peak_held = max(self.peak_held, self.held)
+        if len(self.tasks) < MAX_CONCURRENT_STREAMS:
             self._start(frame)
-        else:  # at the limit: keep it (and what is already read) and stop reading
+        else:  # at the stream limit: keep it (and what is already read) and stop reading
             self._waiting[frame.stream] = frame
-            if not self._paused and self._transport is not None:
+        if (self._waiting or self.held >= self.budget) and not self._paused:
+            if self._transport is not None:
                 self._paused = True
                 self._transport.pause_reading()
 
+    def _release(self, stream: int) -> None:
+        self.held -= self._sizes.pop(stream, 0)
+
     def _start(self, frame: fp.Frame) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve(frame.stream, frame.payload))
-        self.tasks[frame.stream] = task
-        task.add_done_callback(lambda _: self._done(frame.stream))
+        stream = frame.stream  # the callback must not keep the payload alive
+        task = asyncio.get_running_loop().create_task(self._serve(stream, frame.payload))
+        self.tasks[stream] = task
+        task.add_done_callback(lambda _: self._done(stream))
 
     def _done(self, stream: int) -> None:
         del self.tasks[stream]
+        self._release(stream)
         self.served += 1
         while self._waiting and len(self.tasks) < MAX_CONCURRENT_STREAMS:
             self._start(self._waiting.pop(next(iter(self._waiting))))
         transport = self._transport
-        if self._paused and not self._waiting and transport is not None:
+        full = self._waiting or self.held >= self.budget
+        if self._paused and not full and transport is not None:
             self._paused = False
             if not transport.is_closing():
                 transport.resume_reading()
@@ -129,21 +171,29 @@ class ServerConnection(asyncio.Protocol):
     async def _serve(self, stream: int, payload: bytes) -> None:
         try:
             timeout_ms, body = fp.split_request(payload)
-            timeout = timeout_ms / 1000 + DEADLINE_GRACE_S if timeout_ms else None
-            async with asyncio.timeout(timeout):
+            del payload
+            request = messages.request_from_proto(messages.InternalInvokeRequest.FromString(body))
+        except (fp.ProtocolViolation, DecodeError) as err:
+            self._violation(fp.ProtocolViolation(f"bad REQUEST on stream {stream!r}: {err}"))
+            return
+        del body
+        deadline = asyncio.timeout(timeout_ms / 1000 + DEADLINE_GRACE_S if timeout_ms else None)
+        try:
+            async with deadline:
                 if self._peer is None:
                     raise GRPCError(Status.UNAUTHENTICATED, NO_CLIENT_ID)
-                request = messages.request_from_proto(
-                    messages.InternalInvokeRequest.FromString(body)
-                )
                 response = await self._handle(self._peer, request)
             out = messages.response_to_proto(response).SerializeToString()
             frame: tuple[bytes, ...] = (fp.header(fp.RESPONSE, stream, len(out)), out)
         except GRPCError as err:
             frame = (fp.error_frame(stream, err.status.value, err.message or ""),)
         except TimeoutError:
-            log.info("Deadline exceeded")
-            frame = (fp.error_frame(stream, Status.DEADLINE_EXCEEDED.value, ""),)
+            if deadline.expired():
+                log.info("Deadline exceeded")
+                frame = (fp.error_frame(stream, Status.DEADLINE_EXCEEDED.value, ""),)
+            else:  # the app call's own timeout, not the caller's deadline: as grpclib
+                log.exception("Timeout occurred")
+                frame = (fp.error_frame(stream, Status.UNKNOWN.value, "Internal Server Error"),)
         except Exception:
             log.exception("Application error")
             frame = (fp.error_frame(stream, Status.UNKNOWN.value, "Internal Server Error"),)
@@ -164,6 +214,8 @@ class ServerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._waiting.clear()
+        self._sizes.clear()
+        self.held = 0
         self._writable.set()
         for task in self.tasks.values():
             task.cancel()
@@ -178,16 +230,18 @@ class ServerConnection(asyncio.Protocol):
 
 
 class _Negotiated(asyncio.Protocol):
-    """Hands a new connection to grpclib or to the fast path, by the ALPN choice."""
+    """Hands a new connection to grpclib or to the fast path, by the ALPN choice. grpclib's
+    protocol (and the per-connection handler it registers with the server) is made only for an
+    ``h2`` connection: one made for a fast or refused connection would never be freed."""
 
-    def __init__(self, grpc: asyncio.Protocol, server: FastpathServer) -> None:
+    def __init__(self, grpc: Callable[[], H2Protocol], server: FastpathServer) -> None:
         self._grpc = grpc
         self._server = server
 
     def connection_made(self, base: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, base)  # uvloop's is not a subclass
         ssl_object = transport.get_extra_info("ssl_object")
-        chosen: asyncio.Protocol = self._grpc
+        chosen: asyncio.Protocol
         if ssl_object is not None and ssl_object.selected_alpn_protocol() == fp.ALPN:
             fast = self._server.accept_fast(transport)
             if fast is None:
@@ -196,6 +250,7 @@ class _Negotiated(asyncio.Protocol):
             chosen = fast
         else:
             self._server.accepted["h2"] += 1
+            chosen = self._grpc()
         transport.set_protocol(chosen)
         chosen.connection_made(transport)
 
@@ -220,6 +275,8 @@ class FastpathServer(SpiffeServer):
         self._handle = handle
         self._max_payload = max_payload
         self._fast: set[ServerConnection] = set()
+        #: Request bytes one fast connection may hold before it stops being read.
+        self.connection_budget = fp.connection_budget(max_payload)
         self._closing: list[asyncio.Task[None]] = []
         #: Connections accepted, by negotiated protocol (``h2``, ``pysentry-invoke/1``).
         self.accepted: Counter[str] = Counter()
@@ -230,8 +287,7 @@ class FastpathServer(SpiffeServer):
         return tuple(self._fast)
 
     def _protocol_factory(self) -> H2Protocol:
-        grpc = super()._protocol_factory()
-        return cast(H2Protocol, _Negotiated(grpc, self))
+        return cast(H2Protocol, _Negotiated(super()._protocol_factory, self))
 
     def accept_fast(self, transport: asyncio.Transport) -> ServerConnection | None:
         if not self._check(transport):
@@ -241,7 +297,11 @@ class FastpathServer(SpiffeServer):
         log.debug("Accepted a %s connection from %s", fp.ALPN, peer)
         self.accepted[fp.ALPN] += 1
         conn = ServerConnection(
-            self._handle, peer, max_payload=self._max_payload, on_lost=self._fast.discard
+            self._handle,
+            peer,
+            max_payload=self._max_payload,
+            budget=self.connection_budget,
+            on_lost=self._fast.discard,
         )
         self._fast.add(conn)
         return conn

@@ -256,14 +256,18 @@ class InternalClient:
                         forget()
                     continue
                 raise InvocationError(messages.go_error_text(err), status=status) from err
-            except (TimeoutError, OSError, StreamTerminatedError, ssl.SSLError) as err:
+            except TimeoutError as err:
+                # This call's deadline: it was cancelled on its own stream (CANCEL frame, h2
+                # RST_STREAM), the connection is sound and other calls share it. Not retried.
+                last = err
+                log.debug("call to %s timed out (attempt %d)", address, attempt + 1)
+                break
+            except (OSError, StreamTerminatedError, ssl.SSLError) as err:
                 last = err
                 log.debug("call to %s failed (attempt %d): %r", address, attempt + 1, err)
                 self.discard(address, target)
                 if forget is not None:
                     forget()  # re-read name resolution: the peer may have moved
-                if isinstance(err, asyncio.TimeoutError):
-                    break
         raise InvocationError(f"connection error: {last!s} ({type(last).__name__})") from last
 
     def close(self) -> None:

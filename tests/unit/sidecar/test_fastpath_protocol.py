@@ -73,7 +73,9 @@ def test_malformed_payloads_are_protocol_violations() -> None:
         fp.split_error(b"")
 
 
-def test_frame_limit_follows_the_body_budget() -> None:
-    assert fp.max_payload(4 << 20) == budget_for(4 << 20) + fp.METADATA_ALLOWANCE
-    assert fp.max_payload(0) == budget_for(0) + fp.METADATA_ALLOWANCE  # no body cap: 32 MiB
+def test_frame_limit_is_one_body_and_the_connection_budget_two_frames() -> None:
+    assert fp.max_payload(4 << 20) == (4 << 20) + fp.METADATA_ALLOWANCE  # was 33 MiB
+    assert fp.max_payload(0) == (32 << 20) + fp.METADATA_ALLOWANCE  # no body cap: 32 MiB
+    assert fp.connection_budget(fp.max_payload(4 << 20)) == budget_for(5 << 20) == 32 << 20
+    assert fp.connection_budget(fp.max_payload(64 << 20)) == 2 * ((64 << 20) + (1 << 20))
     assert fp.too_large(70000, 65536) == "grpc: received message larger than max (70000 vs. 65536)"
