@@ -188,12 +188,14 @@ class Declined:
 @dataclass(frozen=True, slots=True)
 class FastpathDialer:
     """How to open a fast-path connection: the current client context (offering
-    :data:`~.fastpath_protocol.FASTPATH_ALPN`), the anchors, the frame limit."""
+    :data:`~.fastpath_protocol.FASTPATH_ALPN`), the anchors, the request frame limit (the
+    responses' is :func:`~.fastpath_protocol.response_limit` of it unless ``max_response``)."""
 
     context: Callable[[], ssl.SSLContext]
     anchors: AnchorsLike
     max_payload: int
     clock: Clock = system_clock
+    max_response: int | None = None
 
     async def dial(
         self, host: str, port: int, target: Target, *, created: float
@@ -216,7 +218,8 @@ class FastpathDialer:
         except BaseException:
             transport.abort()
             raise
-        conn = ClientConnection(self.max_payload, created=created)
+        limit = self.max_response or fp.response_limit(self.max_payload)
+        conn = ClientConnection(limit, created=created)
         transport.set_protocol(conn)
         conn.connection_made(transport)
         for data in pending.early:

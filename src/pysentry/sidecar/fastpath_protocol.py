@@ -55,6 +55,13 @@ def max_payload(max_body_size: int) -> int:
     return (max_body_size or MIN_BUDGET) + METADATA_ALLOWANCE
 
 
+def response_limit(max_payload: int) -> int:
+    """The caller's limit on a RESPONSE frame when requests are limited to ``max_payload``:
+    the connection budget plus metadata (as large as the gRPC path accepts, 33 MiB by default;
+    the caller asked for the answer, one per call)."""
+    return connection_budget(max_payload) + METADATA_ALLOWANCE
+
+
 def connection_budget(max_payload: int) -> int:
     """Bytes of requests one connection may hold (read, not yet answered): the body budget of
     :mod:`.limits` for frames of ``max_payload`` bytes (two such frames, at least 32 MiB)."""

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -89,6 +90,7 @@ def client(
     fastpath: bool,
     app: str = "appA",
     frame_limit: int = FRAME_LIMIT,
+    response_limit: int | None = None,
     timeout_s: float = 10.0,
     max_connection_age: timedelta | None = None,
     clock: Callable[[], float] | None = None,
@@ -98,7 +100,11 @@ def client(
     extra: dict[str, Any] = {} if clock is None else {"clock": clock}
     made = InternalClient(
         channel_factory=channel_factory(identity.clients, anchors),
-        fastpath=fastpath_dialer(identity, frame_limit) if fastpath else None,
+        fastpath=dataclasses.replace(
+            fastpath_dialer(identity, frame_limit), max_response=response_limit
+        )
+        if fastpath
+        else None,
         timeout_s=timeout_s,
         max_connection_age=max_connection_age,
         **extra,

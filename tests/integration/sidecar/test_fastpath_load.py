@@ -233,7 +233,7 @@ async def test_frames_over_the_limit_fail_alone(ca: TestCA) -> None:
     RESOURCE_EXHAUSTED text; the connection carries on."""
     limit = 64 << 10
     async with callee(ca, frame_limit=limit) as b:
-        internal, _ = client(ca, fastpath=True, frame_limit=limit)
+        internal, _ = client(ca, fastpath=True, frame_limit=limit, response_limit=limit)
         try:
             big = InvokeRequest("raw", "POST", body=b"x" * (limit + 1))
             with pytest.raises(InvocationError) as err:

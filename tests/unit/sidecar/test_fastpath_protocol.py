@@ -79,3 +79,8 @@ def test_frame_limit_is_one_body_and_the_connection_budget_two_frames() -> None:
     assert fp.connection_budget(fp.max_payload(4 << 20)) == budget_for(5 << 20) == 32 << 20
     assert fp.connection_budget(fp.max_payload(64 << 20)) == 2 * ((64 << 20) + (1 << 20))
     assert fp.too_large(70000, 65536) == "grpc: received message larger than max (70000 vs. 65536)"
+
+
+def test_responses_may_be_as_large_as_before() -> None:
+    """The caller's response limit did not shrink with the request frame (gRPC accepts those)."""
+    assert fp.response_limit(fp.max_payload(4 << 20)) == (32 << 20) + fp.METADATA_ALLOWANCE
