@@ -13,8 +13,9 @@ Server Error"; a ``TimeoutError`` is ``DEADLINE_EXCEEDED`` only once the deadlin
 Bad input from the peer (a malformed frame or request message) closes the connection, with one
 rate-limited warning. A connection holds at most :func:`~.fastpath_protocol.connection_budget`
 bytes of requests and runs at most :data:`MAX_CONCURRENT_STREAMS` at once: past either it is not
-read until calls end (the peer's writes back up in TCP). A call gets the caller's deadline plus :data:`DEADLINE_GRACE_S` (the caller
-stops waiting first and sends CANCEL, so a late answer never races its own timeout).
+read until calls end (the peer's writes back up in TCP). A call gets the caller's deadline plus
+:data:`DEADLINE_GRACE_S` (the caller stops waiting first and sends CANCEL, so a late answer
+never races its own timeout).
 """
 
 from __future__ import annotations
@@ -141,10 +142,10 @@ class ServerConnection(asyncio.Protocol):
             self._start(frame)
         else:  # at the stream limit: keep it (and what is already read) and stop reading
             self._waiting[frame.stream] = frame
-        if (self._waiting or self.held >= self.budget) and not self._paused:
-            if self._transport is not None:
-                self._paused = True
-                self._transport.pause_reading()
+        full = self._waiting or self.held >= self.budget
+        if full and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
 
     def _release(self, stream: int) -> None:
         self.held -= self._sizes.pop(stream, 0)

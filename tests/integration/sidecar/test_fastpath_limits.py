@@ -66,9 +66,7 @@ async def _raw(ca: TestCA, b: Callee) -> tuple[asyncio.StreamReader, asyncio.Str
     """A raw peer with a valid SVID (appA) that negotiated the fast path."""
     _, identity = client(ca, fastpath=True)
     host, port = b.address.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(
-        host, int(port), ssl=identity.fast_clients.get()
-    )
+    reader, writer = await asyncio.open_connection(host, int(port), ssl=identity.fast_clients.get())
     assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == fp.ALPN
     return reader, writer
 
@@ -182,7 +180,8 @@ async def test_one_call_timing_out_leaves_the_others_on_its_connection(
     async with callee(ca, app=app) as b:
         internal, _ = client(ca, fastpath=fastpath, timeout_s=5.0)
         try:
-            assert (await internal.invoke(lambda: b.address, B, InvokeRequest("echo"))).status == 200
+            echo = await internal.invoke(lambda: b.address, B, InvokeRequest("echo"))
+            assert echo.status == 200
             long = asyncio.create_task(
                 internal.invoke(lambda: b.address, B, InvokeRequest("sleep", query="s=3&tag=L"))
             )
@@ -221,9 +220,8 @@ async def test_bad_requests_close_the_connection_with_one_warning(
             writer.close()
         records = [r for r in caplog.records if r.name == "pysentry.sidecar.fastpath_server"]
         assert [(r.levelno, r.exc_info) for r in records] == [(logging.WARNING, None)]
-        assert records[0].getMessage().startswith(
-            "Closing the fast-path connection from spiffe://public/ns/default/appA: bad REQUEST"
-        )
+        closing = "Closing the fast-path connection from spiffe://public/ns/default/appA"
+        assert records[0].getMessage().startswith(f"{closing}: bad REQUEST on stream 1: ")
 
 
 async def test_a_timeout_inside_the_app_call_is_not_the_deadline(ca: TestCA) -> None:
