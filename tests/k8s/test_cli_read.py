@@ -13,14 +13,10 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import re
 import stat
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,11 +27,19 @@ import yaml
 from pysentry.cli.console import go_time, rfc1123
 from pysentry.clock import system_clock
 from pysentry.testing import TestCA
-from tests.k8s.build import build_testbed
+from tests.k8s.clirun import (
+    STATUS_HEADER,
+    Call,
+    Kubeconfig,
+    Result,
+    dapr,
+    dapr_batch,
+    private_testbed,
+    workload,
+)
 from tests.k8s.cluster import BUNDLE, apply_dapr_crds, service_account_token, write_kubeconfig
-from tests.k8s.conftest import non_loopback_interfaces
 from tests.k8s.test_trust_bundle import put_secret
-from tests.k8s.testbed import Testbed, free_port, start_testbed
+from tests.k8s.testbed import Testbed, free_port
 
 CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/configurations.dapr.io"
 HELP = (
@@ -44,22 +48,7 @@ HELP = (
 WARN = "⚠  Dapr root certificate of your Kubernetes cluster"
 
 
-@dataclass(frozen=True)
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture(scope="module")
-def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-    if non_loopback_interfaces():
-        pytest.fail("run the Kubernetes tests with `python -m tests.prebuild`", pytrace=False)
-    testbed = start_testbed(build_testbed(), tmp_path_factory.mktemp("cli-read-bed"))
-    try:
-        yield testbed
-    finally:
-        testbed.stop()
+bed = private_testbed("cli-read-bed", crds=False)
 
 
 @pytest.fixture
@@ -69,63 +58,8 @@ def home(tmp_path: Path) -> Path:
     return path
 
 
-Call = tuple[str, ...]
-
-
-def _env(home: Path, kubeconfig: Path | str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DAPR_HOME", "KUBECONFIG")}
-    env.update(HOME=str(home), PYTHONUNBUFFERED="1", COLUMNS="200")
-    if kubeconfig is not None:
-        env["KUBECONFIG"] = str(kubeconfig)
-    return env
-
-
-def spawn(home: Path, args: Call, kubeconfig: Path | str | None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pysentry.cli.main", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(home, kubeconfig),
-    )
-
-
-def collect(procs: list[subprocess.Popen[str]], timeout: float = 60) -> list[Result]:
-    results = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        results.append(Result(proc.returncode, out, err))
-    return results
-
-
-def dapr_all(home: Path, calls: list[Call], *, kubeconfig: Path | str | None) -> list[Result]:
+def dapr_all(home: Path, calls: list[Call], *, kubeconfig: Kubeconfig) -> list[Result]:
     return dapr_batch(home, [(args, kubeconfig) for args in calls])
-
-
-def dapr_batch(home: Path, calls: list[tuple[Call, Path | str | None]]) -> list[Result]:
-    """Several ``dapr`` commands, each with its own ``KUBECONFIG``, in one subprocess
-    (:mod:`tests.k8s.clibatch`): the CLI's imports take a second or two per process."""
-    request = [{"args": list(a), "kubeconfig": None if k is None else str(k)} for a, k in calls]
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.k8s.clibatch"],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        env=_env(home, None),
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return [Result(r["returncode"], r["stdout"], r["stderr"]) for r in json.loads(proc.stdout)]
-
-
-def dapr(home: Path, *args: str, kubeconfig: Path | str | None = None) -> Result:
-    """One command in its own process, as a user runs it."""
-    return collect([spawn(home, args, kubeconfig)])[0]
 
 
 def secret_data(ca: TestCA, **override: bytes) -> dict[str, bytes]:
@@ -184,18 +118,7 @@ class ControlPlane:
 
     def workload(self, kind: str, app: str, image: str, replicas: int, ready: int) -> None:
         path = f"/apis/apps/v1/namespaces/{self.ns}/{kind}"
-        labels = {"app": app}
-        spec: dict[str, Any] = {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": app, "image": image}]},
-            },
-        }
-        if kind == "statefulsets":
-            spec["serviceName"] = app
-        obj = self.add(path, {"metadata": {"name": app, "labels": labels}, "spec": spec})
+        obj = self.add(path, workload(app, kind, image, replicas))
         if ready:
             obj["status"] = {"replicas": replicas, "readyReplicas": ready}
             self.bed.must("PUT", f"{path}/{app}/status", obj)
@@ -377,16 +300,7 @@ def test_status_and_list(bed: Testbed, plane: ControlPlane, home: Path) -> None:
     assert status.returncode == 0 and status.stderr == "", status
     assert status.stdout.endswith(warning), status.stdout
     rows = _table(status.stdout.removesuffix(warning))
-    assert rows[0] == [
-        "NAME",
-        "NAMESPACE",
-        "HEALTHY",
-        "STATUS",
-        "REPLICAS",
-        "VERSION",
-        "AGE",
-        "CREATED",
-    ]
+    assert rows[0] == STATUS_HEADER
     ns = plane.ns
     assert [r[:6] for r in rows[1:]] == [
         ["dapr-sentry", ns, "True", "Running", "1", "0.1.0"],

@@ -8,10 +8,10 @@ The CLI runs as a subprocess with ``KUBECONFIG`` set. It finds the control plane
 ``daprsystem`` again (:class:`Plane`).
 
 There is no controller-manager in the testbed, so nothing rolls out a restarted Deployment. In
-the ``--restart`` test a small thread stands in for the Deployment and StatefulSet controllers:
-when it sees a new ``restartedAt`` in an object's Pod template, it writes the status a finished
-rollout has (``observedGeneration`` = ``generation``, every replica updated and ready). Without
-it, the timeout test sees the rollout never finish.
+the ``--restart`` test :class:`tests.k8s.rollout.RolloutStandIn` plays the Deployment and
+StatefulSet controllers: when it sees a new ``restartedAt`` in an object's Pod template, it
+writes the status a finished rollout has (``observedGeneration`` = ``generation``, every
+replica updated and ready). Without it, the timeout test sees the rollout never finish.
 """
 
 from __future__ import annotations
@@ -35,39 +35,27 @@ from pysentry.pki.keys import KeyAlgorithm, dump_private_key, generate_key, same
 from pysentry.pki.pem import load_certificates
 from pysentry.testing import TestCA
 from tests.k8s.build import build_testbed
+from tests.k8s.clirun import dapr_batch, private_testbed
 from tests.k8s.cluster import (
     BUNDLE,
-    apply_dapr_crds,
     sentry_rbac,
     write_kubeconfig,
 )
-from tests.k8s.conftest import non_loopback_interfaces
 from tests.k8s.racehook import RaceHook
 from tests.k8s.renewplane import (
     Plane,
-    StandInController,
-    dapr_batch,
     freeze_secret,
     reader_kubeconfig,
     secret_data,
 )
+from tests.k8s.rollout import RolloutStandIn
 from tests.k8s.sentry import KubeLauncher
 from tests.k8s.test_trust_bundle import chains_to, sign_as_pod, wait_for
-from tests.k8s.testbed import Testbed, free_port, start_testbed
+from tests.k8s.testbed import Testbed, free_port
 
 SUCCESS = "✅  Certificate rotation is successful! Your new certificate is valid through "
 
-
-@pytest.fixture(scope="module")
-def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-    if non_loopback_interfaces():
-        pytest.fail("run the Kubernetes tests with `python -m tests.prebuild`", pytrace=False)
-    testbed = start_testbed(build_testbed(), tmp_path_factory.mktemp("cli-renew-bed"))
-    try:
-        apply_dapr_crds(testbed)
-        yield testbed
-    finally:
-        testbed.stop()
+bed = private_testbed("cli-renew-bed")
 
 
 @pytest.fixture
@@ -220,7 +208,7 @@ def _sign(bed: Testbed, ns: str, sentry: Any, anchors: bytes) -> tuple[x509.Cert
 def test_restart_rolls_out_the_control_plane(plane: Plane) -> None:
     plane.install(secret_data(TestCA.create("cluster.local")))
     plane.add_workload("statefulsets", "dapr-placement-server")
-    with StandInController(plane.bed, plane.ns) as controller:
+    with RolloutStandIn(plane.bed, plane.ns) as controller:
         result = plane.run("mtls", "renew-certificate", "-k", "--restart", "--timeout", "30")
     assert result.returncode == 0, result
     for name in (
@@ -234,11 +222,11 @@ def test_restart_rolls_out_the_control_plane(plane: Plane) -> None:
         result.lines
     )
     assert result.lines[-1] == "✅  All control plane services have restarted successfully!"
-    assert controller.finished == {
+    assert sorted(controller.finished) == [  # each rolled out once
         "deployments/dapr-sentry",
         "deployments/dapr-sidecar-injector",
         "statefulsets/dapr-placement-server",
-    }
+    ]
     deploy = plane.bed.must("GET", f"/apis/apps/v1/namespaces/{plane.ns}/deployments/dapr-sentry")
     stamp = deploy["spec"]["template"]["metadata"]["annotations"][
         "kubectl.kubernetes.io/restartedAt"

@@ -33,7 +33,6 @@ import shlex
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,13 +45,13 @@ from cryptography import x509
 from pysentry.pki.pem import load_certificates
 from tests.integration.openssl import openssl_recipe
 from tests.k8s.build import build_testbed
-from tests.k8s.cluster import BUNDLE, apply_dapr_crds
-from tests.k8s.conftest import non_loopback_interfaces
+from tests.k8s.clirun import STATUS_HEADER, private_testbed
+from tests.k8s.cluster import BUNDLE
 from tests.k8s.helm import CHART_DIR, Helm, session_helm
 from tests.k8s.rollout import RolloutStandIn
 from tests.k8s.sentry import KubeLauncher, KubeSentry
 from tests.k8s.test_trust_bundle import sign_as_pod
-from tests.k8s.testbed import Testbed, free_port, start_testbed
+from tests.k8s.testbed import Testbed, free_port
 
 NS = "dapr-system"
 COMMAND_TIMEOUT_S = 120
@@ -116,16 +115,7 @@ class Shell:
         return done
 
 
-@pytest.fixture(scope="module")
-def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-    if non_loopback_interfaces():
-        pytest.fail("run the Kubernetes tests with `python -m tests.prebuild`", pytrace=False)
-    testbed = start_testbed(build_testbed(), tmp_path_factory.mktemp("docs-bed"))
-    try:
-        apply_dapr_crds(testbed)
-        yield testbed
-    finally:
-        testbed.stop()
+bed = private_testbed("docs-bed")
 
 
 @pytest.fixture
@@ -272,16 +262,7 @@ def _walk(shell: Shell, bed: Testbed, sentry: LocalSentry, sh: Any) -> None:
         assert (exported / name).read_bytes() == content
         assert stat.S_IMODE((exported / name).stat().st_mode) == 0o600
     status = sh("dapr status -k").stdout.splitlines()
-    assert status[0].split() == [
-        "NAME",
-        "NAMESPACE",
-        "HEALTHY",
-        "STATUS",
-        "REPLICAS",
-        "VERSION",
-        "AGE",
-        "CREATED",
-    ]
+    assert status[0].split() == STATUS_HEADER
     assert any(row.split()[:2] == ["dapr-sentry", NS] for row in status[1:])
     assert "⚠" not in "\n".join(status)  # a year left: no warning
 
