@@ -106,6 +106,8 @@ class ServerConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return  # closed for bad input: nothing more is read
         try:
             frames = self._reader.feed(data)
             for frame in frames:
