@@ -47,6 +47,9 @@ log = logging.getLogger("pysentry.sidecar")
 SETTLE_GC_AFTER_S = 0.5
 #: CPython's default is (700, 10, 10).
 SERVING_GC_THRESHOLD = (7000, 20, 10)
+#: The longest the collector stays off: a start-up that waits (Sentry down, retries with their
+#: tracebacks, a slow app) collects as usual past this; settle_gc() still runs at the end.
+START_GC_OFF_LIMIT_S = 5.0
 
 
 def settle_gc() -> None:
@@ -199,6 +202,7 @@ async def start_security(
 
 async def run(opts: Options) -> None:
     started = time.monotonic()
+    asyncio.get_running_loop().call_later(START_GC_OFF_LIMIT_S, gc.enable)
     log.info("Starting Dapr Runtime -- version %s -- commit pysentry", __version__)
     log.info("Log level set to: %s", opts.log_level)
     cfg: Configuration | None = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -32,3 +34,39 @@ def test_settle_gc_freezes_start_up_and_turns_the_collector_back_on() -> None:
     assert gc.get_freeze_count() > 1000  # the modules, descriptors and config of start-up
     assert gc.get_threshold() == SERVING_GC_THRESHOLD
     assert SERVING_GC_THRESHOLD[0] >= 10 * 700  # ten times fewer young collections
+
+
+PROBE = """
+import asyncio, gc, socket, sys
+from pysentry.sidecar import main as daprd
+from pysentry.sidecar.options import parse_options
+
+daprd.START_GC_OFF_LIMIT_S = 0.3
+closed = socket.socket()
+closed.bind(("127.0.0.1", 0))  # bound, never listening: the app's dials are refused
+ports = ["--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0"]
+opts = parse_options(["--app-id", "gc", "--app-port", str(closed.getsockname()[1]), *ports])
+
+async def main():
+    gc.disable()  # as daprd's main() does
+    task = asyncio.create_task(daprd.run(opts))
+    await asyncio.sleep(1.0)
+    print(task.done(), gc.isenabled(), gc.get_freeze_count())
+    task.cancel()
+
+asyncio.run(main())
+"""
+
+
+def test_a_start_up_that_waits_for_the_app_turns_the_collector_back_on() -> None:
+    """The app is not listening: daprd dials it every 100 ms for as long as that lasts (each
+    failure leaves garbage); the collector must not stay off meanwhile. (In a fresh interpreter:
+    run() imports and starts servers.)"""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    still_waiting, enabled, frozen = done.stdout.split()
+    assert still_waiting == "False"  # still dialling the app
+    assert enabled == "True"
+    assert frozen == "0"  # turned on by the limit, not by settle_gc()
