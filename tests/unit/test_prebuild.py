@@ -22,5 +22,8 @@ def test_without_the_right_to_unshare_the_run_stops_with_the_fix() -> None:
 
 def test_every_cache_is_built_before_the_offline_run() -> None:
     names = [name for name, _ in builders(["-q"])]
-    assert names[:2] == ["Go interop programs (light)", "Kubernetes testbed (kube-apiserver, etcd)"]
+    assert names[:2] == [
+        "Go interop programs (light)",
+        "Kubernetes testbed (kube-apiserver, etcd, kubectl)",
+    ]
     assert "Go interop programs (full)" in [n for n, _ in builders(["-m", "interop_full"])]
