@@ -22,8 +22,10 @@ demo: $(STAMP)
 
 # Builds the Go caches first (needs the Go module proxy), then runs pytest inside a private
 # network namespace with only loopback (tests/prebuild.py; needs root for `unshare --net`).
+# Two pytest workers, one test file at a time each (module fixtures such as a file's own API
+# server stay in one worker): most tests wait on processes, not on the CPU.
 test: $(STAMP)
-	$(PY) -m tests.prebuild -q -p no:cacheprovider
+	$(PY) -m tests.prebuild -q -p no:cacheprovider -n 2 --dist loadfile
 
 soak: $(STAMP)
 	$(PY) -m tests.prebuild -q -p no:cacheprovider -m soak

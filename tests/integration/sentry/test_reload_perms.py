@@ -5,19 +5,23 @@ denied`` and exit 1.)"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import ssl
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pysentry.pki.pem import load_certificates
+from pysentry.proto.dapr.proto.sentry.v1 import sentry_pb2
 from pysentry.testing import TestCA
 from tests.unprivileged import NOBODY
 
-from .conftest import _wait_healthy, make_request, openssl_verify
+from .conftest import SentryProcess, _wait_healthy, make_request, openssl_verify
 from .prefork import Prefork, spawn_sentry
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to nobody")
@@ -85,9 +89,24 @@ async def test_unreadable_credentials_directory_keeps_serving(
     creds.chmod(0o700)
     sentry.wait_for_log("Issuer credentials usable again")
     new_anchors = new_ca.anchors_pem()
-    response = await sentry.sign(make_request("after"), anchors_pem=new_anchors)
+    response = await sign_when_served(sentry, new_anchors)
     chain = load_certificates(response.workload_certificate)
     assert chain[1] == new_ca.cert
     assert "OK" in openssl_verify(open_workdir, new_anchors, chain)
     assert sentry.healthz() == (200, {"status": "ok", "not_ready": [], "detail": {}})
     assert sentry.stop() == 0
+
+
+async def sign_when_served(
+    sentry: SentryProcess, anchors: bytes
+) -> sentry_pb2.SignCertificateResponse:
+    """Sign once Sentry serves with a certificate of the new CA: the log line comes from the main
+    process, and each ``--workers`` process gets the new serving certificate a moment later."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return await sentry.sign(make_request("after"), anchors_pem=anchors)
+        except ssl.SSLCertVerificationError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
