@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import cluster  # noqa: F401  (one Cluster fixture for e2e and interop)
 from tests.interop.daprbins import BUILD_TIMEOUT_S as DAPR_BUILD_TIMEOUT_S
 from tests.interop.daprbins import (
     DaprBinaries,

@@ -13,6 +13,7 @@ import hashlib
 import sys
 from pathlib import Path
 
+from pysentry.testing import TestCA
 from tests.e2e.conftest import Cluster, Daprd, Proc, free_port, wait_http
 from tests.interop.daprbins import DaprBinaries
 
@@ -175,3 +176,13 @@ def kubernetes_config(cluster: Cluster, name: str, template: str) -> Path:
         f"      template: {template!r}\n"
     )
     return path
+
+
+async def pysentry_sentry(cluster: Cluster) -> tuple[int, bytes]:
+    """A pysentry Sentry on a fresh ``localhost`` CA: its port and the trust anchors."""
+    ca = TestCA.create("localhost")
+    creds = cluster.tmp / "creds"
+    creds.mkdir(mode=0o700)
+    ca.write_credentials(creds)
+    _, port = await cluster.sentry(creds)
+    return port, ca.anchors_pem()

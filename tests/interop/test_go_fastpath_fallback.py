@@ -11,40 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
-from pysentry.testing import TestCA
 from tests.e2e.conftest import Cluster, Daprd
 from tests.interop.daprbins import DaprBinaries
-from tests.interop.realdapr import go_daprd, py_daprd, shared_config
+from tests.interop.realdapr import go_daprd, py_daprd, pysentry_sentry, shared_config
 
 BODY = bytes(range(256)) * 400  # 102 400 bytes
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop_all()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            print(c.dump())
-
-
-async def _sentry(cluster: Cluster) -> tuple[int, bytes]:
-    ca = TestCA.create("localhost")
-    creds = cluster.tmp / "creds"
-    creds.mkdir(mode=0o700)
-    ca.write_credentials(creds)
-    _, port = await cluster.sentry(creds)
-    return port, ca.anchors_pem()
 
 
 async def _call(
@@ -58,7 +33,7 @@ async def _call(
 async def test_go_peers_get_grpc_and_pysentry_peers_the_fast_path(
     dapr_bins: DaprBinaries, cluster: Cluster
 ) -> None:
-    sentry_port, anchors = await _sentry(cluster)
+    sentry_port, anchors = await pysentry_sentry(cluster)
     ports = {name: (await cluster.app(name))[1] for name in ("appGo", "appPy", "appPy2", "appOff")}
     go = await go_daprd(
         cluster, dapr_bins, "appGo", ports["appGo"], sentry_port=sentry_port, anchors_pem=anchors

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,18 +34,6 @@ def go_bins(request: pytest.FixtureRequest) -> GoBinaries:
     """The LIGHT build (default) or, with ``-m interop_full``, the FULL pkg/security build."""
     bins: GoBinaries = request.getfixturevalue(f"go_bins_{request.param}")
     return bins
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop_all()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            print(c.dump())
 
 
 async def mesh(cluster: Cluster, config_extra: str = "") -> tuple[Path, int, Daprd]:

@@ -12,8 +12,6 @@ import asyncio
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,30 +21,9 @@ from pysentry.testing import TestCA
 from tests.e2e.conftest import Cluster, Daprd
 from tests.interop.cl_app import blob
 from tests.interop.daprbins import DaprBinaries
-from tests.interop.realdapr import cl_app, go_daprd, kubernetes_config, py_daprd
+from tests.interop.realdapr import cl_app, go_daprd, kubernetes_config, py_daprd, pysentry_sentry
 
 BODY_200K = bytes(range(256)) * 800  # 204 800 bytes
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop_all()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            print(c.dump())
-
-
-async def _sentry(cluster: Cluster) -> tuple[int, bytes]:
-    ca = TestCA.create("localhost")
-    creds = cluster.tmp / "creds"
-    creds.mkdir(mode=0o700)
-    ca.write_credentials(creds)
-    _, port = await cluster.sentry(creds)
-    return port, ca.anchors_pem()
 
 
 async def _call(
@@ -66,7 +43,7 @@ async def test_go_and_pysentry_daprd_find_each_other(
 ) -> None:
     """Whichever starts first, each finds the other in the one sqlite file, and invocation
     carries verbs, path, query, headers, 200 KB bodies and statuses both ways."""
-    sentry_port, anchors = await _sentry(cluster)
+    sentry_port, anchors = await pysentry_sentry(cluster)
     _, go_app = await cluster.app("appGo")
     _, py_app = await cluster.app("appPy")
     daprds: dict[str, Daprd] = {}
@@ -120,7 +97,7 @@ async def test_callee_errors_reach_the_caller_unmasked(
 ) -> None:
     """ACL denial (403) and a dead app (500 ``error invoking app channel``), on a Go callee and on
     a pysentry callee: a pysentry caller answers exactly what a Go caller answers."""
-    sentry_port, anchors = await _sentry(cluster)
+    sentry_port, anchors = await pysentry_sentry(cluster)
     apps = {name: await cluster.app(name) for name in ("denyGo", "deadGo", "denyPy", "deadPy")}
     for name, (_, port) in apps.items():
         extra = DENY_ALL if name.startswith("deny") else ""
@@ -188,7 +165,7 @@ async def test_content_length_reaches_apps_that_read_only_content_length(
 ) -> None:
     """A 200 KB body and its Content-Length cross the internal hop both ways (no chunking), and
     a 200 KB response comes back whole."""
-    sentry_port, anchors = await _sentry(cluster)
+    sentry_port, anchors = await pysentry_sentry(cluster)
     _, go_app = await cl_app(cluster, "go")
     _, py_app = await cl_app(cluster, "py")
     go = await go_daprd(
@@ -249,7 +226,7 @@ async def test_kubernetes_resolver_template_pins_addresses_both_ways(
 ) -> None:
     """``nameResolution: {component: kubernetes, configuration: {template: 127.0.0.1:PORT}}``
     in a pysentry daprd reaches a Go daprd, and the same in a Go daprd reaches ours."""
-    sentry_port, anchors = await _sentry(cluster)
+    sentry_port, anchors = await pysentry_sentry(cluster)
     _, go_app = await cluster.app("pinGo")
     _, py_app = await cluster.app("pinPy")
     go_callee = await go_daprd(

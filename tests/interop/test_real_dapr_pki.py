@@ -13,12 +13,10 @@ import asyncio
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from cryptography import x509
 
 from pysentry.pki.pem import load_certificates
@@ -27,18 +25,6 @@ from tests.e2e.conftest import Cluster, Daprd
 from tests.interop.daprbins import DaprBinaries
 from tests.interop.goprograms import GoBinaries, run_go
 from tests.interop.realdapr import go_daprd, go_sentry, py_daprd
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop_all()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            print(c.dump())
 
 
 def profile(cert: x509.Certificate) -> dict[str, Any]:

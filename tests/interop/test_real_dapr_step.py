@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -30,18 +29,6 @@ STEP_RECIPE = (
     "step certificate create cluster.local issuer.crt issuer.key --ca ca.crt --ca-key ca.key"
     " --profile intermediate-ca --not-after 8760h --no-password --insecure",
 )
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop_all()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            print(c.dump())
 
 
 def step_credentials(bins: DaprBinaries, directory: Path) -> bytes:
