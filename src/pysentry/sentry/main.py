@@ -14,8 +14,8 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from prometheus_client import disable_created_metrics
 
 from pysentry import __version__, logs
@@ -28,21 +28,24 @@ from pysentry.config import (
 from pysentry.errors import ConfigError, PysentryError
 from pysentry.sentry.ca import CaSettings, CertificateAuthority
 from pysentry.sentry.frontend import listen_error, start_frontend
+from pysentry.sentry.httpserve import PlainHttpServer, Route
 from pysentry.sentry.identity import ServingIdentity
-from pysentry.sentry.k8s_mode import KubernetesMode
-from pysentry.sentry.kubernetes import TrustBundleWatcher
 from pysentry.sentry.monitoring import (
     ExpiryWarnings,
     Health,
     SentryMetrics,
-    healthz_app,
-    metrics_app,
+    healthz_routes,
+    metrics_routes,
 )
 from pysentry.sentry.options import DEFAULT_CONFIG, OptionsError, SentryOptions, parse_options
 from pysentry.sentry.reload import CredentialsReloader
 from pysentry.sentry.store import file_store, load_or_generate
 from pysentry.sentry.validator_setup import build_validators
 from pysentry.spiffe import TrustDomain
+
+if TYPE_CHECKING:  # imported in Kubernetes mode only: its client costs ~45 MiB and 0.25 s
+    from pysentry.sentry.k8s_mode import KubernetesMode
+    from pysentry.sentry.kubernetes import TrustBundleWatcher
 
 log = logging.getLogger("pysentry.sentry")
 
@@ -60,22 +63,22 @@ def load_config(options: SentryOptions) -> Configuration:
 
 
 async def _start_site(
-    app: web.Application, host: str, port: int, flags: tuple[str, str | None]
-) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
+    routes: dict[str, Route], host: str, port: int, flags: tuple[str, str | None]
+) -> PlainHttpServer:
+    server = PlainHttpServer(routes)
     try:
-        await web.TCPSite(runner, host or None, port).start()
+        await server.start(host, port)
     except OSError as err:
-        await runner.cleanup()
         raise listen_error(flags[0], host, port, err, flags[1]) from err
-    return runner
+    return server
 
 
 async def run(options: SentryOptions) -> None:
     if options.mode != "kubernetes":
         await _run(options, None)
         return
+    from pysentry.sentry.k8s_mode import KubernetesMode
+
     kube = await KubernetesMode.open(
         kubeconfig=options.kubeconfig if options.kubeconfig_explicit else None,
         names=(
@@ -131,7 +134,7 @@ async def _run(options: SentryOptions, kube: KubernetesMode | None) -> None:
     )
     runners = [
         await _start_site(
-            healthz_app(health),
+            healthz_routes(health),
             options.healthz_listen_address,
             options.healthz_port,
             ("--healthz-port", "--healthz-listen-address"),
@@ -141,7 +144,7 @@ async def _run(options: SentryOptions, kube: KubernetesMode | None) -> None:
     if options.enable_metrics:
         runners.append(
             await _start_site(
-                metrics_app(metrics), "", options.metrics_port, ("--metrics-port", None)
+                metrics_routes(metrics), "", options.metrics_port, ("--metrics-port", None)
             )
         )
     health.set_ready("metrics-exporter")
@@ -165,7 +168,7 @@ async def _run(options: SentryOptions, kube: KubernetesMode | None) -> None:
         )
     except BaseException:
         for runner in runners:
-            await runner.cleanup()
+            await runner.close()
         raise
     log.info("Running gRPC server on port %d", options.port)
     reloader: CredentialsReloader | TrustBundleWatcher
@@ -210,7 +213,7 @@ async def _run(options: SentryOptions, kube: KubernetesMode | None) -> None:
             health.set_ready("sentry-server", False)
             await frontend.close()
             for runner in runners:
-                await runner.cleanup()
+                await runner.close()
             for task in background:
                 task.cancel()
     finally:

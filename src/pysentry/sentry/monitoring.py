@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pysentry.clock import Clock, system_clock
+from pysentry.sentry.httpserve import Reply, Route
 
 log = logging.getLogger(__name__)
 
@@ -129,24 +129,19 @@ class Health:
         return (200 if not missing else 503), body
 
 
-def healthz_app(health: Health) -> web.Application:
-    async def healthz(_: web.Request) -> web.Response:
+def healthz_routes(health: Health) -> dict[str, Route]:
+    def healthz() -> Reply:
         status, body = health.report()
-        return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+        return Reply(status, "application/json; charset=utf-8", json.dumps(body).encode())
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    return app
+    return {"/healthz": healthz}
 
 
-def metrics_app(metrics: SentryMetrics) -> web.Application:
-    async def render(_: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+def metrics_routes(metrics: SentryMetrics) -> dict[str, Route]:
+    def render() -> Reply:
+        return Reply(200, CONTENT_TYPE_LATEST, metrics.render())
 
-    app = web.Application()
-    app.router.add_get("/", render)
-    app.router.add_get("/metrics", render)
-    return app
+    return {"/": render, "/metrics": render}
 
 
 def expiry_warning(kind: str, not_after: datetime, now: datetime) -> str | None:

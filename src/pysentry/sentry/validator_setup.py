@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from pysentry.config import Configuration, sentry_validators
 from pysentry.sentry.ca import CaSettings
-from pysentry.sentry.jwks import JwksOptions, JwksValidator
 from pysentry.sentry.options import SentryOptions
 from pysentry.sentry.validators import InsecureValidator, TokenValidator, Validator
 
@@ -42,6 +41,8 @@ def build_validators(
             validators[TokenValidator.KUBERNETES] = kube.validator(settings)
         elif name == "JWKS":
             say("Adding validator 'jwks' with Sentry ID: %s", options.sentry_id)
+            from pysentry.sentry.jwks import JwksOptions, JwksValidator  # aiohttp, jwt: on use
+
             jwks_options = JwksOptions.from_map(choice.jwks_options or {})
             validators[TokenValidator.JWKS] = JwksValidator(jwks_options, options.sentry_id)
     default = TokenValidator[choice.default]

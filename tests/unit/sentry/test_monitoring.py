@@ -6,16 +6,17 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
+from pysentry.sentry.httpserve import PlainHttpServer
 from pysentry.sentry.monitoring import (
     ExpiryWarnings,
     Health,
     SentryMetrics,
     expiry_warning,
-    healthz_app,
-    metrics_app,
+    healthz_routes,
+    metrics_routes,
 )
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -113,28 +114,35 @@ def test_metric_names_and_help_texts() -> None:
 async def test_healthz_and_metrics_endpoints() -> None:
     health = Health()
     health.add_target("sentry-jwks-validator")
-    async with TestClient(TestServer(healthz_app(health))) as client:
-        resp = await client.get("/healthz")
-        assert resp.status == 503
-        body = json.loads(await resp.text())
-        assert body["not_ready"] == [
-            "healthz-server",
-            "metrics-exporter",
-            "security-provider",
-            "sentry-server",
-            "sentry-jwks-validator",
-        ]
-        for name in body["not_ready"]:
-            health.set_ready(name)
-        health.set_detail("issuer-credentials", "reload rejected: bad")
-        resp = await client.get("/healthz")
-        assert resp.status == 200
-        assert json.loads(await resp.text()) == {
-            "status": "ok",
-            "not_ready": [],
-            "detail": {"issuer-credentials": "reload rejected: bad"},
-        }
-    async with TestClient(TestServer(metrics_app(SentryMetrics()))) as client:
-        resp = await client.get("/")
-        assert resp.status == 200
-        assert "dapr_sentry_cert_sign_success_total" in await resp.text()
+    server = PlainHttpServer({**healthz_routes(health), **metrics_routes(SentryMetrics())})
+    await server.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as client:
+            resp = await client.get("/healthz")
+            assert resp.status == 503
+            assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+            body = json.loads(await resp.text())
+            assert body["not_ready"] == [
+                "healthz-server",
+                "metrics-exporter",
+                "security-provider",
+                "sentry-server",
+                "sentry-jwks-validator",
+            ]
+            for name in body["not_ready"]:
+                health.set_ready(name)
+            health.set_detail("issuer-credentials", "reload rejected: bad")
+            resp = await client.get("/healthz")
+            assert resp.status == 200
+            assert json.loads(await resp.text()) == {
+                "status": "ok",
+                "not_ready": [],
+                "detail": {"issuer-credentials": "reload rejected: bad"},
+            }
+            for path in ("/", "/metrics"):
+                resp = await client.get(path)
+                assert resp.status == 200
+                assert resp.headers["Content-Type"].startswith("text/plain; version=")
+                assert "dapr_sentry_cert_sign_success_total" in await resp.text()
+    finally:
+        await server.close()
