@@ -15,6 +15,10 @@ reports medians of:
   and ``python_s``: exec -> exit of ``python -c pass`` (the interpreter's own floor).
 
     .venv/bin/python bench/startup.py [--runs 9] [--settle 1.0] [--out bench/results/startup.json]
+    .venv/bin/python bench/startup.py --compare /tmp/before/src   # before/after, interleaved
+
+``--compare SRC`` runs daprd from another checkout's ``src/`` (``PYTHONPATH=SRC``) in turn with
+this one, run by run under the same load, and reports both medians.
 
 Nothing is pinned and the load generator is this process: the 1-minute load average at start and
 end is in the JSON. Prints one table and writes JSON.
@@ -108,7 +112,9 @@ def start_sentry(tmp: Path, pythonpath: str) -> tuple[subprocess.Popen[bytes], i
     raise SystemExit(f"sentry did not become healthy in 30 s:\n{(tmp / 'sentry.log').read_text()}")
 
 
-def one_daprd(tmp: Path, sentry_port: int, anchors: Path, settle: float) -> dict[str, float]:
+def one_daprd(
+    tmp: Path, sentry_port: int, anchors: Path, settle: float, pythonpath: str = ""
+) -> dict[str, float]:
     config = tmp / "daprd.yaml"
     config.write_text(
         "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: appconfig\n"
@@ -122,6 +128,8 @@ def one_daprd(tmp: Path, sentry_port: int, anchors: Path, settle: float) -> dict
     cmd += ["--sentry-address", f"127.0.0.1:{sentry_port}", "--trust-anchors-file", str(anchors)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAPR_")}
     env["PYTHONUNBUFFERED"] = "1"
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp)
     assert proc.stdout is not None
@@ -168,11 +176,13 @@ def one_daprd(tmp: Path, sentry_port: int, anchors: Path, settle: float) -> dict
     }
 
 
-def import_seconds() -> float:
+def import_seconds(pythonpath: str = "") -> float:
+    env = dict(os.environ, PYTHONPATH=pythonpath) if pythonpath else None
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", "import pysentry.sidecar.main"],
         capture_output=True,
         check=True,
+        env=env,
     )
     last = done.stderr.decode().strip().splitlines()[-1]  # the top-level module comes last
     return int(last.split("|")[1]) / 1e6
@@ -193,32 +203,47 @@ def main() -> None:
         default="",
         help="PYTHONPATH for Sentry only (e.g. a checkout of another commit's src/)",
     )
+    parser.add_argument(
+        "--compare",
+        default="",
+        help="another checkout's src/ (PYTHONPATH for daprd), run in turn with this one",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "startup.json")
     args = parser.parse_args()
     load_start = os.getloadavg()[0]
-    runs: list[dict[str, float]] = []
+    variants = {"this": ""} | ({"compare": args.compare} if args.compare else {})
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="startup-") as tmpdir:
         tmp = Path(tmpdir)
         sentry, port, anchors = start_sentry(tmp, args.sentry_pythonpath)
         try:
-            for _ in range(args.runs):
-                run = one_daprd(tmp, port, anchors, args.settle)
-                run["import_s"] = import_seconds()
-                run["python_s"] = python_seconds()
-                runs.append(run)
+            for i in range(args.runs):
+                order = list(variants.items())
+                for name, path in order if i % 2 == 0 else order[::-1]:
+                    run = one_daprd(tmp, port, anchors, args.settle, path)
+                    run["import_s"] = import_seconds(path)
+                    run["python_s"] = python_seconds()
+                    runs[name].append(run)
         finally:
             sentry.terminate()
             sentry.wait(10)
-    medians = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    medians = {
+        name: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
+        for name, rs in runs.items()
+    }
     result: dict[str, Any] = {
-        "runs": runs,
-        "median": medians,
+        "runs": runs["this"],
+        "median": medians["this"],
         "load_avg_1m": {"start": load_start, "end": os.getloadavg()[0]},
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
     }
+    if args.compare:
+        result["compare"] = {"src": args.compare, "runs": runs["compare"]}
+        result["compare"]["median"] = medians["compare"]
     print(f"daprd start-up, median of {args.runs} runs (quick check; Python-side only)")
-    print(f"{'metric':<34}{'median':>10}")
+    columns = "".join(f"{name:>10}" for name in variants)
+    print(f"{'metric':<34}{columns}")
     labels = {
         "identity_s": "exec -> identity ready (s)",
         "identity_cpu_s": "daprd CPU until identity ready (s)",
@@ -229,7 +254,7 @@ def main() -> None:
         "rss_mib": "idle VmRSS (MiB)",
     }
     for key, label in labels.items():
-        print(f"{label:<34}{medians[key]:>10.3f}")
+        print(f"{label:<34}" + "".join(f"{medians[name][key]:>10.3f}" for name in variants))
     print(f"load average (1 min): {load_start:.2f} -> {result['load_avg_1m']['end']:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

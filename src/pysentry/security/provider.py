@@ -28,7 +28,7 @@ from pysentry.errors import SentryUnavailable
 from pysentry.pki.csr import build_csr
 from pysentry.pki.keys import KeyAlgorithm, PrivateKey, generate_key
 from pysentry.security.identity import RENEWAL_FRACTION, X509Svid
-from pysentry.security.metrics import SecurityMetrics
+from pysentry.security.metrics import SecurityEvents
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class SecurityProvider:
         clock: Clock = system_clock,
         sleep: Sleep = asyncio.sleep,
         jitter: Jitter = default_jitter,
-        metrics: SecurityMetrics | None = None,
+        metrics: SecurityEvents | None = None,
         on_rotate: IdentityCallback | None = None,
         retry_interval: timedelta = RETRY_INTERVAL,
         max_wake_interval: timedelta = MAX_WAKE_INTERVAL,

@@ -11,9 +11,10 @@ for as long as Dapr's 5 attempts could last (15 s), so that sidecars started tog
 retries and none gives up sooner than a Go sidecar would. The returned chain must verify against
 the anchors, carry the requested identity and the CSR's key.
 
-Protobuf stays here: callers get certificates. Failures are :class:`SentryRequestFailed`, whose
-``reason`` is daprd's metric reason (``sentry_conn``, ``sign``, ``invalid_ts``) and whose
-``status`` is Sentry's gRPC status name when Sentry answered with an error.
+The messages are encoded here without protobuf (:mod:`.sentry_wire`); callers get certificates.
+Failures are :class:`SentryRequestFailed`, whose ``reason`` is daprd's metric reason
+(``sentry_conn``, ``sign``, ``invalid_ts``) and whose ``status`` is Sentry's gRPC status name when
+Sentry answered with an error.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from cryptography import x509
+from grpclib.client import UnaryUnaryMethod
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
@@ -39,7 +41,6 @@ from pysentry.pki.keys import same_public_key
 from pysentry.pki.pem import load_certificates
 from pysentry.pki.profiles import SENTRY_APP_ID as SENTRY_APP_ID  # public here too
 from pysentry.pki.svid import Authorizer, UntrustedChain, authorize_id, authorize_path, verify_svid
-from pysentry.proto.dapr.proto.sentry.v1 import sentry_grpc, sentry_pb2
 from pysentry.security.backoff import (
     MAX_SHED_RETRIES,
     RETRY_BACKOFF,
@@ -48,6 +49,13 @@ from pysentry.security.backoff import (
     shed_pause,
 )
 from pysentry.security.channel import SpiffeChannel
+from pysentry.security.sentry_wire import (
+    SIGN_CERTIFICATE,
+    SentryCodec,
+    SignCertificateRequest,
+    SignCertificateResponse,
+    WireError,
+)
 from pysentry.security.tls import AnchorsLike, anchor_certs, client_context
 from pysentry.spiffe import SpiffeId, TrustDomain, dapr_path
 
@@ -188,21 +196,19 @@ class SentryClient:
         jwt_audiences: Sequence[str] = (),
     ) -> tuple[x509.Certificate, ...]:
         """The signed chain (leaf first) for ``csr_pem``, after Dapr's retries."""
-        request = sentry_pb2.SignCertificateRequest(
+        request = SignCertificateRequest(
             id=app_id,
             token=token,
             trust_domain=trust_domain,
             namespace=namespace,
             certificate_signing_request=csr_pem,
             token_validator=parse_validator(validator).value,
-            jwt_audiences=list(jwt_audiences),
+            jwt_audiences=tuple(jwt_audiences),
         )
         response = await self._call_with_retries(request)
         return self._check_response(response, csr_pem, app_id, namespace, trust_domain)
 
-    async def _attempt(
-        self, request: sentry_pb2.SignCertificateRequest
-    ) -> sentry_pb2.SignCertificateResponse:
+    async def _attempt(self, request: SignCertificateRequest) -> SignCertificateResponse:
         channel = SpiffeChannel(
             self.host,
             self.port,
@@ -210,11 +216,14 @@ class SentryClient:
             anchors=self._anchors,
             authorizer=self._authorizer,
             clock=self._clock,
+            codec=SentryCodec(),  # no protobuf on daprd's start-up path (sentry_wire)
+        )
+        method: UnaryUnaryMethod[SignCertificateRequest, SignCertificateResponse]
+        method = UnaryUnaryMethod(
+            channel, SIGN_CERTIFICATE, SignCertificateRequest, SignCertificateResponse
         )
         try:
-            return await sentry_grpc.CAStub(channel).SignCertificate(
-                request, timeout=self._timeout.total_seconds()
-            )
+            return await method(request, timeout=self._timeout.total_seconds())
         finally:
             channel.close()
 
@@ -223,9 +232,7 @@ class SentryClient:
             f"failed to connect to Sentry at {self.address!r}: {why}", reason=reason
         )
 
-    async def _call_with_retries(
-        self, request: sentry_pb2.SignCertificateRequest
-    ) -> sentry_pb2.SignCertificateResponse:
+    async def _call_with_retries(self, request: SignCertificateRequest) -> SignCertificateResponse:
         started = self._clock()
         attempt = sheds = 0
         while True:
@@ -288,11 +295,16 @@ class SentryClient:
             return self._fail(f"{os_reason(err)}; is sentry running?")
         if isinstance(err, (StreamTerminatedError, ProtocolError)):
             return self._fail(f"{err}; is sentry running?")
+        if isinstance(err, WireError):
+            raise SentryRequestFailed(
+                f"invalid response from Sentry: SignCertificateResponse does not parse: {err}",
+                reason="sign",
+            ) from err
         raise err
 
     def _check_response(
         self,
-        response: sentry_pb2.SignCertificateResponse,
+        response: SignCertificateResponse,
         csr_pem: bytes,
         app_id: str,
         namespace: str,
@@ -302,7 +314,7 @@ class SentryClient:
             return SentryRequestFailed(f"invalid response from Sentry: {why}", reason=reason)
 
         ts = response.valid_until
-        if not response.HasField("valid_until"):
+        if ts is None:
             raise invalid("valid_until is missing", "invalid_ts")
         if not (_MIN_TS <= ts.seconds <= _MAX_TS and 0 <= ts.nanos < 1_000_000_000):
             raise invalid(f"valid_until {ts.seconds}s/{ts.nanos}ns is out of range", "invalid_ts")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from pysentry import __version__, logs
 from pysentry.errors import ConfigError, PysentryError, SentryUnavailable
 from pysentry.procname import set_process_name
+from pysentry.security.metrics import EarlySecurityMetrics
 from pysentry.sidecar.invocation import InvocationError, InvokeRequest, InvokeResponse
 from pysentry.sidecar.options import (
     DEFAULT_GRPC_PORT,
@@ -34,10 +35,10 @@ if TYPE_CHECKING:
     from grpclib.server import Server
 
     from pysentry.config.configuration import Configuration
+    from pysentry.security.metrics import SecurityEvents
     from pysentry.sidecar.app_channel import HttpAppChannel
     from pysentry.sidecar.grpc_app_channel import GrpcAppChannel
     from pysentry.sidecar.invocation import AppChannel
-    from pysentry.sidecar.metrics import SidecarMetrics
     from pysentry.sidecar.mtls import SidecarSecurity
     from pysentry.sidecar.resolver import SidecarResolver
 
@@ -188,12 +189,12 @@ def identity_first(opts: Options) -> bool:
 
 
 async def start_security(
-    opts: Options, cfg: Configuration | None, metrics: SidecarMetrics
+    opts: Options, cfg: Configuration | None, events: SecurityEvents
 ) -> SidecarSecurity:
     from pysentry.sidecar.mtls import SidecarSecurity
 
     try:
-        return await SidecarSecurity.start(opts, cfg, metrics.security)
+        return await SidecarSecurity.start(opts, cfg, events)
     except SentryUnavailable as err:
         if cfg is None:
             load_config(opts)  # a broken --config is the error to report, not Sentry's
@@ -235,18 +236,21 @@ async def run(opts: Options) -> None:
     internal_port = internal_sock.getsockname()[1]
     metrics_sock = bind_metrics(opts) if opts.enable_metrics else None
     metrics_port = metrics_sock.getsockname()[1] if metrics_sock is not None else 0
-    from pysentry.sidecar.metrics import SidecarMetrics
-
-    metrics = SidecarMetrics(opts.app_id)
-    recorder = metrics if opts.enable_metrics else None
-
+    # The mTLS counters are kept until the metrics (prometheus_client) are built, after the
+    # first identity.
+    security_events = EarlySecurityMetrics()
     security = None
     if mtls:
-        security = await start_security(opts, cfg, metrics)
+        security = await start_security(opts, cfg, security_events)
     else:
         logging.getLogger("pysentry.sidecar.mtls").warning(
             "mTLS is disabled. Skipping certificate request and tls validation"
         )
+    from pysentry.sidecar.metrics import SidecarMetrics
+
+    metrics = SidecarMetrics(opts.app_id)
+    security_events.attach(metrics.security)
+    recorder = metrics if opts.enable_metrics else None
     if cfg is None:
         cfg = load_config(opts)
 

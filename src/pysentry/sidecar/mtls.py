@@ -27,7 +27,7 @@ from pysentry.pki.svid import authorize_path
 from pysentry.security.anchors import FileAnchors, StaticAnchors, TrustAnchors
 from pysentry.security.channel import SpiffeChannel, SpiffeServer
 from pysentry.security.identity import X509Svid
-from pysentry.security.metrics import SecurityMetrics
+from pysentry.security.metrics import SecurityEvents
 from pysentry.security.provider import SecurityProvider
 from pysentry.security.sentry_client import (
     SentryClient,
@@ -168,7 +168,7 @@ class SidecarSecurity:
 
     @classmethod
     async def start(
-        cls, opts: Options, cfg: Configuration | None, metrics: SecurityMetrics
+        cls, opts: Options, cfg: Configuration | None, metrics: SecurityEvents
     ) -> SidecarSecurity:
         """``cfg`` None: ``--sentry-address`` is given, the Configuration is not needed."""
         anchors = load_anchors(opts)
