@@ -81,6 +81,16 @@ def pysentry_version(src: Path | None) -> str:
     return f"{done.stdout.strip()} ({where})"
 
 
+def _cases(value: str) -> tuple[str, ...]:
+    picked = tuple(c.strip() for c in value.split(",") if c.strip())
+    unknown = [c for c in picked if c not in vs_go_cases.CASES]
+    if unknown or not picked:
+        raise argparse.ArgumentTypeError(
+            f"--cases {value!r}: want a comma-separated subset of {','.join(vs_go_cases.CASES)}"
+        )
+    return picked
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
@@ -102,6 +112,33 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=[],
         metavar="ARG",
         help="extra argument for pysentry's Sentry (repeatable), e.g. =--workers=1",
+    )
+    ap.add_argument(
+        "--cases",
+        type=_cases,
+        default=vs_go_cases.CASES,
+        metavar="LIST",
+        help=f"comma-separated subset of {','.join(vs_go_cases.CASES)} (default: all)",
+    )
+    ap.add_argument(
+        "--impl",
+        choices=("both", "go", "pysentry"),
+        default="both",
+        help="run only one implementation (for iterating; quote ratios from a run of both)",
+    )
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="py-spy record (-r 200, speedscope) both pysentry daprds during the cpu case into DIR",
+    )
+    ap.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also run pysentry from DIR (target pysentry-base), interleaved, for a before/after",
     )
     ap.add_argument("--host-network", action="store_true", help="do not enter a private netns")
     ap.add_argument("--table-from", type=Path, default=None, help="re-print a JSON's table, no run")
@@ -176,6 +213,10 @@ def main(argv: list[str]) -> int:
             "csrs": args.csrs,
             "statistic": "median of reps",
             "body_bytes": len(load.BODY),
+            "cases": list(args.cases),
+            "impl": args.impl,
+            "profile": str(args.profile) if args.profile else None,
+            "baseline_src": str(args.baseline_src) if args.baseline_src else None,
         },
         "stacks": result["stacks"],
         "summary": summary,

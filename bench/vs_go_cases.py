@@ -9,6 +9,7 @@ recorded with its error, and the run goes on with the others.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +28,11 @@ from vs_go_stack import Impl, Sentry, Stack
 from pysentry.testing import TestCA
 
 Measure = Callable[[], dict[str, Any]]
+
+#: ``--cases`` names: start-up and RSS, wrk at max, vegeta at 200 (p50/p99) and 1,000 req/s
+#: (CPU per request), Sentry at c=16 and c=128.
+CASES = ("startup", "max", "p99", "cpu", "sentry")
+BASE = vs_go_table.BASE
 
 
 def load1() -> float:
@@ -135,6 +141,11 @@ def setup(args: Any, tools: bench_tools.Tools, tmp: Path) -> Setup:
             tuple(args.pysentry_daprd_arg),
         ),
     ]
+    impls = [i for i in impls if args.impl in ("both", i.name)]
+    if args.baseline_src is not None:
+        base = {"PYTHONPATH": str(args.baseline_src.resolve())}
+        daprd_args, sentry_args = tuple(args.pysentry_daprd_arg), tuple(args.pysentry_sentry_arg)
+        impls.append(Impl(BASE, BIN / "sentry", BIN / "daprd", base, sentry_args, daprd_args))
     ca = TestCA.create("localhost")
     creds = {}
     for impl in impls:
@@ -146,24 +157,59 @@ def setup(args: Any, tools: bench_tools.Tools, tmp: Path) -> Setup:
     return Setup(impls, creds, ca.anchors_pem(), lua, load.sign_requests(tmp, args.csrs))
 
 
+def _startup_case(run: Run, procs: Procs, s: Setup, settle: float) -> None:
+    for impl in s.impls:  # untimed: the page cache and Python's bytecode cache get warm
+        _attempt(
+            f"{impl.name} warm-up",
+            partial(startup_once, procs, impl, s.creds[impl.name], s.anchors, 0.0),
+        )
+    run.case(
+        "startup",
+        {
+            i.name: partial(startup_once, procs, i, s.creds[i.name], s.anchors, settle)
+            for i in s.impls
+        },
+    )
+
+
+def profiled(
+    out: Path, pids: list[int], seconds: float, measure: Callable[..., dict[str, Any]], *args: Any
+) -> dict[str, Any]:
+    """``measure(*args)`` with ``py-spy record -r 200 -f speedscope`` on each of ``pids`` for
+    its duration (``--profile``: the CPU numbers of such a run include py-spy's pauses)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%H%M%S")
+    record = [str(spy), "record", "-r", "200", "-f", "speedscope", "-d", str(int(seconds + 1))]
+    spies = [
+        subprocess.Popen(
+            [*record, "-p", str(pid), "-o", str(out / f"daprd-{i}-{stamp}.json")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i, pid in enumerate(pids)
+    ]
+    try:
+        result = measure(*args)
+    finally:
+        for p in spies:
+            try:
+                p.wait(timeout=seconds + 30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    result["profiles"] = sorted(str(f) for f in out.glob(f"daprd-*-{stamp}.json"))
+    return result
+
+
 def run_all(args: Any, tools: bench_tools.Tools, tmp: Path) -> dict[str, Any]:
     s = setup(args, tools, tmp)
     run = Run(args.reps)
     procs = Procs(tmp)
     secs = args.seconds
     try:
-        for impl in s.impls:  # untimed: the page cache and Python's bytecode cache get warm
-            _attempt(
-                f"{impl.name} warm-up",
-                partial(startup_once, procs, impl, s.creds[impl.name], s.anchors, 0.0),
-            )
-        run.case(
-            "startup",
-            {
-                i.name: partial(startup_once, procs, i, s.creds[i.name], s.anchors, args.settle)
-                for i in s.impls
-            },
-        )
+        if "startup" in args.cases:
+            _startup_case(run, procs, s, args.settle)
         app_port = free_port()
         echo = procs.spawn("echo", [str(tools.echo), str(app_port)])
         wait_http(echo, f"http://127.0.0.1:{app_port}/", (200,), timeout=10)
@@ -200,11 +246,19 @@ def run_all(args: Any, tools: bench_tools.Tools, tmp: Path) -> dict[str, Any]:
         def invoke_case(fn: Callable[[str, list[int]], dict[str, Any]]) -> dict[str, Measure | str]:
             return {n: p if isinstance(p, str) else partial(fn, *p) for n, p in paths.items()}
 
-        run.case("invoke_max", invoke_case(partial(load.wrk, tools.wrk, s.lua, seconds=secs)))
-        for rate in (200, 1000):
+        if "max" in args.cases:
+            wrk = partial(load.wrk, tools.wrk, s.lua, seconds=secs)
+            run.case("invoke_max", invoke_case(wrk))
+        for case, rate in (("p99", 200), ("cpu", 1000)):
+            if case not in args.cases:
+                continue
             fixed = partial(load.vegeta, tools.vegeta, tmp, rate=rate, seconds=secs)
-            run.case(f"invoke_{rate}rps", invoke_case(fixed))
-        for c in (16, 128):
+            measures = invoke_case(fixed)
+            ours = paths.get("pysentry")
+            if case == "cpu" and args.profile is not None and isinstance(ours, tuple):
+                measures["pysentry"] = partial(profiled, args.profile, ours[1], secs, fixed, *ours)
+            run.case(f"invoke_{rate}rps", measures)
+        for c in (16, 128) if "sentry" in args.cases else ():
             targets: dict[str, Measure | str] = {}
             for n, se in sentries.items():
                 targets[n] = (

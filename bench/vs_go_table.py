@@ -9,6 +9,8 @@ from typing import Any
 GOAL_RATE = 1000
 SUSTAINED = 0.98  # "sustained": at least 98% of the planned rate came back 200
 READY_GOAL_S = 0.15
+#: ``--baseline-src``'s target: pysentry from another source tree, for a before/after.
+BASE = "pysentry-base"
 
 
 def brief(row: dict[str, Any]) -> str:
@@ -60,7 +62,7 @@ def _errors(case: dict[str, Any], target: str) -> list[str]:
 def summarize(cases: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per target ("direct", "go", "pysentry"): the medians each table row needs."""
     out: dict[str, dict[str, Any]] = {}
-    for target in ("direct", "go", "pysentry"):
+    for target in ("direct", "go", "pysentry", BASE):
         s: dict[str, Any] = {}
         if "startup" in cases and target != "direct":
             c = cases["startup"]
@@ -72,10 +74,9 @@ def summarize(cases: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             s["sentry_pss_mib"] = _median(c, target, lambda r: r["sentry_memory"]["pss_kib"] / 1024)
             s["daprd_processes"] = _median(c, target, lambda r: r["daprd_memory"]["processes"])
             s["sentry_processes"] = _median(c, target, lambda r: r["sentry_memory"]["processes"])
-        if "invoke_max" in cases:
-            c = cases["invoke_max"]
-            s["max_rps"] = _median(c, target, lambda r: r["rps"])
-            s["max_errors"] = _sum(c, target, "errors")
+        c = cases.get("invoke_max", {"reps": []})  # every key, for a run of some --cases
+        s["max_rps"] = _median(c, target, lambda r: r["rps"])
+        s["max_errors"] = _sum(c, target, "errors")
         for rate in (200, GOAL_RATE):
             c = cases.get(f"invoke_{rate}rps", {"reps": []})
             s[f"p50_ms_{rate}"] = _median(c, target, lambda r: r["p50_ms"])
@@ -92,7 +93,7 @@ def summarize(cases: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             name: _errors(c, target) for name, c in cases.items() if _errors(c, target)
         }
         out[target] = s
-    for target in ("go", "pysentry"):
+    for target in ("go", "pysentry", BASE):
         for q in ("p50", "p99"):
             mine, base = out[target][f"{q}_ms_200"], out["direct"][f"{q}_ms_200"]
             added = None if mine is None or base is None else round(mine - base, 3)
@@ -261,8 +262,20 @@ def render(summary: dict[str, dict[str, Any]], report: dict[str, Any]) -> str:
         f"versions: Dapr {v['dapr']} ({v['go']}), pysentry {v['pysentry']}; "
         f"{v['wrk']}, ghz {v['ghz']}, vegeta {v['vegeta']}"
     )
+    b, p = summary.get(BASE), summary["pysentry"]
+    if b is not None and any(v is not None for k, v in b.items() if k != "failures"):
+        out.append(
+            f"{BASE} ({s.get('baseline_src')}) -> pysentry: max {_fmt(b['max_rps'])} -> "
+            f"{_fmt(p['max_rps'])} req/s; added p50/p99 at 200 rps "
+            f"{_fmt(b['added_p50_ms_200'], ' ms', 2, sign=True)}/"
+            f"{_fmt(b['added_p99_ms_200'], ' ms', 2, sign=True)} -> "
+            f"{_fmt(p['added_p50_ms_200'], ' ms', 2, sign=True)}/"
+            f"{_fmt(p['added_p99_ms_200'], ' ms', 2, sign=True)}; CPU per request at "
+            f"{GOAL_RATE:,} rps {_fmt(b[f'cpu_ms_per_request_{GOAL_RATE}'], ' ms', 3)} -> "
+            f"{_fmt(p[f'cpu_ms_per_request_{GOAL_RATE}'], ' ms', 3)}"
+        )
     out.append(f"command: {report['command']}")
-    for target in ("go", "pysentry"):
-        for case, errors in summary[target]["failures"].items():
+    for target in ("go", "pysentry", BASE):
+        for case, errors in summary.get(target, {}).get("failures", {}).items():
             out.append(f"{target} {case}: {len(errors)} failed: {errors[0].splitlines()[0][:300]}")
     return "\n".join(out)

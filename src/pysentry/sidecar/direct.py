@@ -18,8 +18,7 @@ from pysentry.sidecar.invocation import (
     InvokeRequest,
     InvokeResponse,
     Target,
-    only_forwardable,
-    replace_identity,
+    forward_stamped,
 )
 from pysentry.sidecar.metrics import SidecarMetrics
 
@@ -47,15 +46,14 @@ class DirectMessaging:
         self._client = client
         self._local = local
         self._metrics = metrics
+        self._self = Target(app_id, namespace)
 
     async def invoke(self, target: Target, request: InvokeRequest) -> InvokeResponse:
-        headers = replace_identity(
-            only_forwardable(request.headers), self.app_id, self.namespace, target.app_id
-        )
+        headers = forward_stamped(request.headers, self.app_id, self.namespace, target.app_id)
         stamped = InvokeRequest(
             request.method, request.verb, request.query, request.content_type, headers, request.body
         )
-        if self._local is not None and target == Target(self.app_id, self.namespace):
+        if self._local is not None and target == self._self:
             return await self._local.call(stamped)
         metrics = self._metrics
         if metrics is not None:

@@ -77,8 +77,10 @@ class FastpathInvoker:
             return await self._fallback.call(address, target, request)
         deadline = asyncio.get_running_loop().time() + self._timeout_s
         try:
-            async with asyncio.timeout_at(deadline):
-                conn = await self._connection(key)
+            conn = self._conns.get(key)
+            if conn is None or not self._fresh(conn):
+                async with asyncio.timeout_at(deadline):
+                    conn = await self._connection(key)
             if conn is None:
                 return await self._fallback.call(address, target, request)
             message = messages.request_to_proto(request).SerializeToString()
@@ -87,11 +89,16 @@ class FastpathInvoker:
             raise TimeoutError(_DEADLINE) from err  # grpclib's text, for the same answer
         return messages.response_from_proto(messages.InternalInvokeResponse.FromString(reply))
 
+    def _fresh(self, conn: ClientConnection) -> bool:
+        """New calls may use ``conn``: open, not retired, younger than ``max_connection_age``."""
+        if not conn.usable:
+            return False
+        return self._max_age is None or self._clock() - conn.created <= self._max_age
+
     async def _connection(self, key: tuple[str, Target]) -> ClientConnection | None:
         conn = self._conns.get(key)
         if conn is not None:
-            age = self._clock() - conn.created
-            if conn.usable and (self._max_age is None or age <= self._max_age):
+            if self._fresh(conn):
                 return conn
             del self._conns[key]
             if not conn.closed and not conn.retired:

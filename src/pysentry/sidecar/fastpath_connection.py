@@ -122,21 +122,23 @@ class ClientConnection(asyncio.Protocol):
         future: asyncio.Future[fp.Frame] = loop.create_future()
         self._streams[stream] = future
         self.inflight += 1
+        # One timer that fails the future, not an asyncio.timeout (a context, a task
+        # cancel and uncancel per call): only the future and a full buffer are waited on.
+        timer = loop.call_at(deadline, _expire, future)
         try:
-            async with asyncio.timeout_at(deadline):
-                if not self._writable.is_set():
-                    await self._writable.wait()
-                    if self.closed:
-                        raise StreamTerminatedError(LOST)
-                timeout_ms = max(1, round((deadline - loop.time()) * 1000))
-                transport.writelines(fp.request_frame(stream, timeout_ms, message))
-                frame = await future
+            if not self._writable.is_set():
+                await _wait_writable(self._writable, future)
+                if self.closed:
+                    raise StreamTerminatedError(LOST)
+            timeout_ms = max(1, round((deadline - loop.time()) * 1000))
+            transport.writelines(fp.request_frame(stream, timeout_ms, message))
+            frame = await future
         except BaseException:
-            answered = future.done() and not future.cancelled()
-            if not answered and not self.closed:
+            if not _answered(future) and not self.closed:
                 transport.write(fp.cancel_frame(stream))  # the callee stops the app call
             raise
         finally:
+            timer.cancel()
             self._streams.pop(stream, None)  # connection_lost may have cleared them
             self.inflight -= 1
             if self.retired and self.inflight == 0:
@@ -154,6 +156,30 @@ class ClientConnection(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
+
+
+def _answered(future: asyncio.Future[fp.Frame]) -> bool:
+    """The callee answered (or the connection failed the call), not the deadline."""
+    if not future.done() or future.cancelled():
+        return False
+    return not isinstance(future.exception(), TimeoutError)
+
+
+def _expire(future: asyncio.Future[fp.Frame]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+async def _wait_writable(writable: asyncio.Event, future: asyncio.Future[fp.Frame]) -> None:
+    """Until the transport takes writes again, or ``future`` fails (the deadline, the
+    connection lost): then raise its error."""
+    waiter = asyncio.ensure_future(writable.wait())
+    try:
+        await asyncio.wait((waiter, future), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if future.done():
+        future.result()  # raises: nothing else completes it before the request is sent
 
 
 def _check(frame: fp.Frame | fp.Oversized) -> None:

@@ -10,8 +10,6 @@ whole budget (possible only with ``--max-body-size 0``, no cap) runs alone.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 #: The budget is this many maximum-size bodies (each costs several copies on its way out),
 #: and never less than :data:`MIN_BUDGET`.
@@ -34,23 +32,16 @@ class BodyBudget:
         self._waiting = 0
         self._changed = asyncio.Condition()
 
-    @asynccontextmanager
-    async def reserve(self, size: int, *, timeout_s: float) -> AsyncIterator[None]:
-        """Hold ``size`` bytes of the budget for the body of the block."""
-        if size <= 0:
-            yield
-            return
-        if not self._waiting and self._fits(size):
-            self.in_use += size  # the common case: room now, no task, lock or timer needed
-        else:
-            await self._wait(size, timeout_s)
-        try:
-            yield
-        finally:
-            self.in_use -= size
-            if self._waiting:
-                async with self._changed:
-                    self._changed.notify_all()
+    def reserve(self, size: int, *, timeout_s: float) -> _Reservation:
+        """``async with budget.reserve(size, timeout_s=...)``: hold ``size`` bytes of the budget
+        for the body of the block."""
+        return _Reservation(self, size, timeout_s)
+
+    async def _release(self, size: int) -> None:
+        self.in_use -= size
+        if self._waiting:
+            async with self._changed:
+                self._changed.notify_all()
 
     async def _wait(self, size: int, timeout_s: float) -> None:
         self._waiting += 1
@@ -70,3 +61,28 @@ class BodyBudget:
 
     def _fits(self, size: int) -> bool:
         return self.in_use == 0 or self.in_use + size <= self.capacity
+
+
+class _Reservation:
+    """The context manager of :meth:`BodyBudget.reserve` (a class: cheaper per call than a
+    generator-based one)."""
+
+    __slots__ = ("_budget", "_size", "_timeout_s")
+
+    def __init__(self, budget: BodyBudget, size: int, timeout_s: float) -> None:
+        self._budget = budget
+        self._size = size
+        self._timeout_s = timeout_s
+
+    async def __aenter__(self) -> None:
+        budget, size = self._budget, self._size
+        if size <= 0:
+            return
+        if not budget._waiting and budget._fits(size):
+            budget.in_use += size  # the common case: room now, no task, lock or timer needed
+        else:
+            await budget._wait(size, self._timeout_s)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._size > 0:
+            await self._budget._release(self._size)

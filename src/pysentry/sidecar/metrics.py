@@ -169,6 +169,9 @@ class SidecarMetrics:
         self._grpc_sizes: dict[str, tuple[Distribution, Distribution]] = {}
         self._sent: dict[tuple[str, str], Count] = {}
         self._recv: dict[tuple[str, int], tuple[Count, Distribution]] = {}
+        self._recv_req: dict[str, Count] = {}
+        self._sent_res: dict[tuple[str, int], Count] = {}
+        self._acl_children: dict[tuple[SpiffeId | None, str, bool], Count] = {}
         self._http_bytes = (
             self.http_request_bytes.child(app_id),
             self.http_response_bytes.child(app_id),
@@ -178,15 +181,20 @@ class SidecarMetrics:
     def acl_decision(self, caller: SpiffeId | None, decision: Decision) -> None:
         """Dapr's ``emitACLMetrics``: labelled with the *caller's* app-id, trust domain and
         namespace."""
-        family = self.acl.get((decision.policy, decision.allowed))
-        if family is None:
-            return
-        if caller is None:
-            family.child("", "", "").inc()
-        else:
-            family.child(
-                caller.app_id or "", str(caller.trust_domain), caller.namespace or ""
-            ).inc()
+        key = (caller, decision.policy, decision.allowed)
+        child = self._acl_children.get(key)
+        if child is None:
+            family = self.acl.get((decision.policy, decision.allowed))
+            if family is None:
+                return
+            if caller is None:
+                child = family.child("", "", "")
+            else:
+                td, ns = str(caller.trust_domain), caller.namespace or ""
+                child = family.child(caller.app_id or "", td, ns)
+            if not family.full(len(self._acl_children)):
+                self._acl_children[key] = child
+        child.inc()
 
     def http_served(
         self, method: str, path: str, status: int, req_size: int, res_size: int, start: float
@@ -275,11 +283,22 @@ class SidecarMetrics:
         self.res_recv.child(self.app_id, target, str(status), STREAMING).inc()
 
     def request_received(self, caller: str) -> None:
-        self.req_recv.child(self.app_id, caller).inc()
+        child = self._recv_req.get(caller)
+        if child is None:
+            child = self.req_recv.child(self.app_id, caller)
+            if not self.req_recv.full(len(self._recv_req)):
+                self._recv_req[caller] = child
+        child.inc()
 
     def response_sent(self, caller: str, status: int) -> None:
-        # Dapr labels the caller of a served call ``dst_app_id``.
-        self.res_sent.child(self.app_id, caller, str(status)).inc()
+        key = (caller, status)
+        child = self._sent_res.get(key)
+        if child is None:
+            # Dapr labels the caller of a served call ``dst_app_id``.
+            child = self.res_sent.child(self.app_id, caller, str(status))
+            if not self.res_sent.full(len(self._sent_res)):
+                self._sent_res[key] = child
+        child.inc()
 
     # --- scrape ---------------------------------------------------------------------------
     def _registry_lines(self) -> Iterator[tuple[str, str]]:

@@ -16,9 +16,9 @@ maps it to its own error.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from pysentry.config.method import canonical_method
@@ -59,7 +59,21 @@ class AccessPolicy(Protocol):
     def evaluate(self, caller: SpiffeId | None, operation: str, verb: str) -> Decision: ...
 
 
+#: Admissions remembered per policy (caller, method, verb); past this the memo starts over,
+#: so that callers sending ever new method names cannot grow it without bound.
+MEMO_MAX = 4096
+
+#: What :meth:`CalleePolicy.admit` learned about one (caller, method, verb): the canonical
+#: method, the ACL decision (None without an ACL), and the caller's (app-id, namespace) to
+#: stamp (None without mTLS; a str is the refusal message for a malformed SPIFFE ID).
+_Admission = tuple[str, Decision | None, tuple[str, str] | str | None]
+
+
 class CalleePolicy:
+    """The ACL is fixed for the policy's lifetime (a new configuration builds a new policy), so
+    each (caller, method, verb) is decided once and remembered; the decision hook and the
+    denial log still run on every call."""
+
     def __init__(
         self,
         *,
@@ -70,40 +84,57 @@ class CalleePolicy:
         self._app_id = app_id
         self._acl = acl
         self._on_decision = on_decision
+        self._memo: dict[tuple[SpiffeId | None, str, str], _Admission] = {}
 
     def admit(self, caller: SpiffeId | None, request: InvokeRequest) -> InvokeRequest:
         """The request as the app must receive it, or :class:`Refused`."""
+        key = (caller, request.method, request.verb)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._learn(caller, request.method, request.verb)
+            if len(self._memo) >= MEMO_MAX:
+                self._memo.clear()
+            self._memo[key] = found
+        method, decision, ident = found
+        if decision is not None:
+            if self._on_decision is not None:
+                self._on_decision(caller, decision)
+            if not decision.allowed:
+                log.debug(
+                    "access denied: caller=%s operation=%s verb=%s reason=%s",
+                    caller,
+                    method,
+                    request.verb,
+                    decision.reason,
+                )
+                raise Refused(PERMISSION_DENIED, decision.reason)
+        if ident is None:
+            return request if method == request.method else replace(request, method=method)
+        if isinstance(ident, str):
+            raise Refused(PERMISSION_DENIED, ident)
+        # The caller's sidecar names the callee; only the caller identity is ours to vouch for.
+        callee = self._app_id
+        for k, v in request.headers:
+            if k == CALLEE_APP_ID:
+                callee = v
+                break
+        return InvokeRequest(
+            method,
+            request.verb,
+            request.query,
+            request.content_type,
+            replace_identity(request.headers, ident[0], ident[1], callee),
+            request.body,
+        )
+
+    def _learn(self, caller: SpiffeId | None, method: str, verb: str) -> _Admission:
         try:
-            method = canonical_method(request.method)
+            canonical = canonical_method(method)
         except InvalidMethod as err:
             raise Refused(INVALID_ARGUMENT, str(err)) from err
-        if self._acl is not None:
-            self._authorize(caller, method, request.verb)
-        request = dataclasses.replace(request, method=method)
-        return self._stamp(caller, request)
-
-    def _authorize(self, caller: SpiffeId | None, method: str, verb: str) -> None:
-        assert self._acl is not None
-        decision = self._acl.evaluate(caller, method, verb)
-        if self._on_decision is not None:
-            self._on_decision(caller, decision)
-        if not decision.allowed:
-            log.debug(
-                "access denied: caller=%s operation=%s verb=%s reason=%s",
-                caller,
-                method,
-                verb,
-                decision.reason,
-            )
-            raise Refused(PERMISSION_DENIED, decision.reason)
-
-    def _stamp(self, caller: SpiffeId | None, request: InvokeRequest) -> InvokeRequest:
-        if caller is None:
-            return request
-        ns, app = caller.namespace, caller.app_id
-        if not ns or not app:
-            raise Refused(PERMISSION_DENIED, f"malformed SPIFFE ID: {caller}")
-        # The caller's sidecar names the callee; only the caller identity is ours to vouch for.
-        callee = next((v for k, v in request.headers if k == CALLEE_APP_ID), self._app_id)
-        headers = replace_identity(request.headers, app, ns, callee)
-        return dataclasses.replace(request, headers=headers)
+        decision = None if self._acl is None else self._acl.evaluate(caller, canonical, verb)
+        ident: tuple[str, str] | str | None = None
+        if caller is not None:
+            ns, app = caller.namespace, caller.app_id
+            ident = (app, ns) if ns and app else f"malformed SPIFFE ID: {caller}"
+        return canonical, decision, ident
