@@ -160,7 +160,11 @@ class PlainHttpServer:
         elif route is None:
             reply = Reply(404, "text/plain; charset=utf-8", b"404: Not Found")
         else:
-            reply = route()
+            try:
+                reply = route()
+            except Exception:
+                log.exception("%s %s failed", request.method, request.path)
+                reply = Reply(500, "text/plain; charset=utf-8", b"500: Internal Server Error")
         head_only = request.method == "HEAD"
         writer.write(
             _response(reply.status, reply.body, reply.content_type, head=head_only, keep=keep)

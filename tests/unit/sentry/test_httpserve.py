@@ -132,3 +132,17 @@ async def test_close_drops_idle_connections_and_port_in_use() -> None:
     await asyncio.wait_for(reader.read(), 5)  # the rest of the 404, then the end
     assert reader.at_eof()
     await _shut(writer)
+
+
+async def test_a_failing_route_is_500_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def broken() -> Reply:
+        raise OSError("metrics file vanished")
+
+    srv = PlainHttpServer({"/metrics": broken})
+    await srv.start("127.0.0.1", 0)
+    try:
+        [response] = await _exchange(srv.port, b"GET /metrics HTTP/1.1\r\n\r\n")
+        assert _status(response) == b"HTTP/1.1 500 Internal Server Error"
+        assert "GET /metrics failed" in caplog.text and "metrics file vanished" in caplog.text
+    finally:
+        await srv.close()
