@@ -3,30 +3,17 @@
 Each process (or test) passes its own ``CollectorRegistry`` so Sentry and daprd never collide.
 ``prometheus_client`` appends ``_total`` to counter names, giving Dapr's exported names.
 
-:class:`EarlySecurityMetrics` lets daprd count its first identity before ``prometheus_client``
-(and the rest of the metrics) is imported: it keeps the events and replays them into the
-:class:`SecurityMetrics` it is attached to, then forwards (issue 13: identity first).
+:class:`pysentry.security.events.EarlySecurityMetrics` stands in for these counters until daprd
+has its first identity.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter
-
-
-class SecurityEvents(Protocol):
-    """What the security provider records."""
-
-    def initialized(self) -> None: ...
-
-    def init_failed(self, reason: str) -> None: ...
-
-    def cert_rotated(self) -> None: ...
-
-    def cert_rotation_failed(self, reason: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,35 +69,3 @@ class SecurityMetrics:
 
     def cert_rotation_failed(self, reason: str) -> None:
         self.rotated_fail.labels(app_id=self.app_id, reason=reason).inc()
-
-
-class EarlySecurityMetrics:
-    """Security events kept until :meth:`attach`, replayed in order, then forwarded."""
-
-    def __init__(self) -> None:
-        self._target: SecurityEvents | None = None
-        self._pending: list[tuple[str, tuple[str, ...]]] = []
-
-    def attach(self, target: SecurityEvents) -> None:
-        self._target = target
-        pending, self._pending = self._pending, []
-        for name, args in pending:
-            getattr(target, name)(*args)
-
-    def _record(self, name: str, *args: str) -> None:
-        if self._target is None:
-            self._pending.append((name, args))
-        else:
-            getattr(self._target, name)(*args)
-
-    def initialized(self) -> None:
-        self._record("initialized")
-
-    def init_failed(self, reason: str) -> None:
-        self._record("init_failed", reason)
-
-    def cert_rotated(self) -> None:
-        self._record("cert_rotated")
-
-    def cert_rotation_failed(self, reason: str) -> None:
-        self._record("cert_rotation_failed", reason)

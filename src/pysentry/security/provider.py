@@ -20,6 +20,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
@@ -28,7 +29,9 @@ from pysentry.errors import SentryUnavailable
 from pysentry.pki.csr import build_csr
 from pysentry.pki.keys import KeyAlgorithm, PrivateKey, generate_key
 from pysentry.security.identity import RENEWAL_FRACTION, X509Svid
-from pysentry.security.metrics import SecurityEvents
+
+if TYPE_CHECKING:
+    from pysentry.security.events import SecurityEvents
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ as grpclib's ``ProtoCodec``); it also keeps grpclib from loading ``google.rpc.st
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from grpclib.encoding.base import CodecBase
@@ -92,15 +91,37 @@ def _signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
-@dataclass(frozen=True, slots=True)
 class SignCertificateRequest:
-    id: str = ""
-    token: str = ""
-    trust_domain: str = ""
-    namespace: str = ""
-    certificate_signing_request: bytes = b""
-    token_validator: str = "UNKNOWN"
-    jwt_audiences: Sequence[str] = ()
+    """The request (plain class: a dataclass costs ~0.5 ms to create at import)."""
+
+    __slots__ = (
+        "certificate_signing_request",
+        "id",
+        "jwt_audiences",
+        "namespace",
+        "token",
+        "token_validator",
+        "trust_domain",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str = "",
+        token: str = "",
+        trust_domain: str = "",
+        namespace: str = "",
+        certificate_signing_request: bytes = b"",
+        token_validator: str = "UNKNOWN",
+        jwt_audiences: Sequence[str] = (),
+    ) -> None:
+        self.id = id
+        self.token = token
+        self.trust_domain = trust_domain
+        self.namespace = namespace
+        self.certificate_signing_request = certificate_signing_request
+        self.token_validator = token_validator
+        self.jwt_audiences = tuple(jwt_audiences)
 
     def SerializeToString(self) -> bytes:
         out = [
@@ -121,10 +142,12 @@ class SignCertificateRequest:
         return b"".join(out)
 
 
-@dataclass(slots=True)
 class Timestamp:
-    seconds: int = 0
-    nanos: int = 0
+    __slots__ = ("nanos", "seconds")
+
+    def __init__(self, seconds: int = 0, nanos: int = 0) -> None:
+        self.seconds = seconds
+        self.nanos = nanos
 
     def merge(self, data: bytes) -> None:
         for number, wire, value in _fields(data):
@@ -136,11 +159,18 @@ class Timestamp:
                 self.nanos = _signed(value, 32)
 
 
-@dataclass(slots=True)
 class SignCertificateResponse:
-    workload_certificate: bytes = b""
-    trust_chain_certificates: list[bytes] = field(default_factory=list)
-    valid_until: Timestamp | None = None
+    __slots__ = ("trust_chain_certificates", "valid_until", "workload_certificate")
+
+    def __init__(
+        self,
+        workload_certificate: bytes = b"",
+        trust_chain_certificates: Sequence[bytes] = (),
+        valid_until: Timestamp | None = None,
+    ) -> None:
+        self.workload_certificate = workload_certificate
+        self.trust_chain_certificates = list(trust_chain_certificates)
+        self.valid_until = valid_until
 
     @classmethod
     def FromString(cls, data: bytes) -> SignCertificateResponse:

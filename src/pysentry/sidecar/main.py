@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 from pysentry import __version__, logs
 from pysentry.errors import ConfigError, PysentryError, SentryUnavailable
 from pysentry.procname import set_process_name
-from pysentry.security.metrics import EarlySecurityMetrics
-from pysentry.sidecar.invocation import InvocationError, InvokeRequest, InvokeResponse
+from pysentry.security.events import EarlySecurityMetrics
 from pysentry.sidecar.options import (
     DEFAULT_GRPC_PORT,
     Options,
@@ -35,10 +34,10 @@ if TYPE_CHECKING:
     from grpclib.server import Server
 
     from pysentry.config.configuration import Configuration
-    from pysentry.security.metrics import SecurityEvents
+    from pysentry.security.events import SecurityEvents
     from pysentry.sidecar.app_channel import HttpAppChannel
     from pysentry.sidecar.grpc_app_channel import GrpcAppChannel
-    from pysentry.sidecar.invocation import AppChannel
+    from pysentry.sidecar.invocation import AppChannel, InvokeRequest, InvokeResponse
     from pysentry.sidecar.mtls import SidecarSecurity
     from pysentry.sidecar.resolver import SidecarResolver
 
@@ -497,6 +496,8 @@ class _Shutdown(Exception):
 
 class _NoApp:
     async def call(self, request: InvokeRequest) -> InvokeResponse:
+        from pysentry.sidecar.invocation import InvocationError
+
         raise InvocationError("app channel is not initialized: no --app-port")
 
 

@@ -27,7 +27,6 @@ from pysentry.pki.svid import authorize_path
 from pysentry.security.anchors import FileAnchors, StaticAnchors, TrustAnchors
 from pysentry.security.channel import SpiffeChannel, SpiffeServer
 from pysentry.security.identity import X509Svid
-from pysentry.security.metrics import SecurityEvents
 from pysentry.security.provider import SecurityProvider
 from pysentry.security.sentry_client import (
     SentryClient,
@@ -36,13 +35,13 @@ from pysentry.security.sentry_client import (
     request_trust_domain,
 )
 from pysentry.security.tls import ClientContexts, RotatingServerContext
-from pysentry.sidecar.fastpath_protocol import FASTPATH_ALPN, GRPC_ALPN
 from pysentry.spiffe import dapr_path
 
 if TYPE_CHECKING:  # daprd builds its first identity before it imports the servers and config
     from grpclib.client import Channel
 
     from pysentry.config.configuration import Configuration
+    from pysentry.security.events import SecurityEvents
     from pysentry.sidecar.fastpath_client import FastpathDialer
     from pysentry.sidecar.internal_client import ChannelFactory
     from pysentry.sidecar.internal_server import ServiceInvocation
@@ -108,6 +107,8 @@ class Identity:
     ``fastpath``: the listener offers ``pysentry-invoke/1`` before ``h2``."""
 
     def __init__(self, svid: X509Svid, anchors: TrustAnchors, *, fastpath: bool = False) -> None:
+        from pysentry.sidecar.fastpath_protocol import FASTPATH_ALPN, GRPC_ALPN
+
         self._svid = svid
         self.anchors = anchors
         alpn = FASTPATH_ALPN if fastpath else GRPC_ALPN
