@@ -19,6 +19,7 @@ from pysentry.credentials.base import CA_FILENAME, ISSUER_CERT_FILENAME, ISSUER_
 from pysentry.errors import InvalidDuration
 from pysentry.pki.keys import KeyAlgorithm
 from pysentry.pki.profiles import SENTRY_APP_ID
+from pysentry.sentry.cpus import default_workers
 from pysentry.spiffe import SpiffeId, TrustDomain
 
 DEFAULT_CONFIG = "daprsystem"
@@ -32,14 +33,6 @@ DEFAULT_MAX_CONCURRENT_SIGNS = 64
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
 DEFAULT_MAX_SIGN_WAIT = timedelta(seconds=1)
 DEFAULT_RELOAD_QUIET_PERIOD = timedelta(seconds=2)
-
-
-def default_workers() -> int:
-    """The CPUs this process may run on (its affinity mask, as a container's cpuset limits it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 RELOAD_QUIET_PERIOD_ENV = "PYSENTRY_RELOAD_QUIET_PERIOD"
@@ -275,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         help="pysentry: processes that sign, sharing the gRPC port; 1 signs in this process "
-        "(default: the number of CPUs this process may use)",
+        "(default: the CPUs this process may use, capped by its cgroup's CPU limit and at 4)",
     )
     return p
 

@@ -8,6 +8,7 @@ replaced, and SIGTERM (or the main process dying) leaves no worker behind.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from pysentry.pki.pem import load_certificates
+from pysentry.sentry.cpus import MAX_DEFAULT_WORKERS, cgroup_cpu_limit
 from pysentry.sentry.frontend import METRICS_DIR_PREFIX as METRICS_DIR
 from pysentry.sentry.options import parse_options
 from pysentry.testing import TestCA
@@ -88,7 +90,11 @@ def wait_gone(pids: list[int], timeout: float = 10.0) -> None:
 
 
 def test_default_is_the_cpus_this_process_may_use() -> None:
-    assert parse_options([], env={}).workers == len(os.sched_getaffinity(0))
+    expected = min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WORKERS)
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        expected = min(expected, max(1, math.ceil(limit)))
+    assert parse_options([], env={}).workers == expected
     assert parse_options(["--workers", "1"], env={}).workers == 1
 
 
