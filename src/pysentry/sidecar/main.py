@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# isort: off
+from pysentry.sidecar import earlygc  # noqa: F401  first: the collector is off during the imports
+# isort: on
+
 import asyncio
 import contextlib
 import errno
