@@ -196,7 +196,11 @@ class SidecarSecurity:
 
         async def request(csr_pem: bytes) -> tuple[x509.Certificate, ...]:
             # The token file is re-read on each request (renewals included): off the loop.
-            token, validator = await asyncio.to_thread(sentry_token, opts)
+            # Without one there is nothing to read (and no thread to start before the first SVID).
+            if opts.sentry_token_file is None:
+                token, validator = sentry_token(opts)
+            else:
+                token, validator = await asyncio.to_thread(sentry_token, opts)
             return await client.sign(
                 csr_pem,
                 app_id=sentry_id,
