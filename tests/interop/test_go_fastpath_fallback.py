@@ -1,10 +1,10 @@
-"""The fast path next to Go: pysentry daprds agree on ``pysentry-invoke/1`` by ALPN, a Go daprd
+"""The fast path next to Go: pysentry daprds agree on ``pysentry-invoke/2`` by ALPN, a Go daprd
 (v1.16.0, offering only ``h2``) gets gRPC in both directions, and so does a pysentry daprd run
 with ``--pysentry-fastpath=false``; every pair answers the same.
 
 All daprds get their SVIDs from the real pysentry ``sentry`` and share one ``sqlite`` resolver.
 Which protocol each connection took is read from the daprds' debug logs (the caller logs the
-peer's ALPN choice, the callee each ``pysentry-invoke/1`` connection it accepts).
+peer's ALPN choice, the callee each ``pysentry-invoke/2`` connection it accepts).
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ async def test_go_peers_get_grpc_and_pysentry_peers_the_fast_path(
     # What each caller negotiated: the fast path between pysentry daprds that both offer it.
     for caller, callee, chosen in (
         (py, go, "h2: using gRPC"),
-        (py, py2, "pysentry-invoke/1"),
-        (py2, py, "pysentry-invoke/1"),
+        (py, py2, "pysentry-invoke/2"),
+        (py2, py, "pysentry-invoke/2"),
         (off, py2, None),  # offers only h2: never asks
         (py, off, "h2: using gRPC"),
     ):
@@ -74,7 +74,7 @@ async def test_go_peers_get_grpc_and_pysentry_peers_the_fast_path(
             assert not re.search(pattern, caller.proc.text())
         else:
             await caller.proc.wait_log(pattern + re.escape(chosen), timeout=5)
-    accepted = r"Accepted a pysentry-invoke/1 connection from spiffe://\S+/ns/default/"
+    accepted = r"Accepted a pysentry-invoke/2 connection from spiffe://\S+/ns/default/"
     await py2.proc.wait_log(accepted + "appPy\\b", timeout=5)
     await py.proc.wait_log(accepted + "appPy2\\b", timeout=5)
     assert not re.search(accepted, off.proc.text())  # it never offers the fast path

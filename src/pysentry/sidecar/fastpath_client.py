@@ -1,8 +1,8 @@
-"""The caller's side of ``pysentry-invoke/1`` (:mod:`.fastpath_protocol`), with gRPC fallback.
+"""The caller's side of ``pysentry-invoke/2`` (:mod:`.fastpath_protocol`), with gRPC fallback.
 
 :class:`FastpathInvoker` keeps one TLS connection per (address, target) and runs every call to
 that peer on it, concurrently. A new connection (:mod:`.fastpath_connection`) offers ALPN
-``pysentry-invoke/1`` then ``h2`` with the *current* client SVID (rotation reaches new
+``pysentry-invoke/2`` then ``h2`` with the *current* client SVID (rotation reaches new
 connections) and checks the peer's SPIFFE ID before any byte is sent. A peer that picks ``h2`` (a Go
 daprd, or a pysentry with the fast path off) gets gRPC from then on, starting on that very
 connection (handed to the gRPC invoker), until a connection-level failure makes us ask again.
@@ -18,9 +18,11 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+from grpclib.exceptions import StreamTerminatedError
+
+from pysentry.sidecar import fastpath_codec as codec
 from pysentry.sidecar import fastpath_protocol as fp
-from pysentry.sidecar import messages
-from pysentry.sidecar.fastpath_connection import ClientConnection, Declined, FastpathDialer
+from pysentry.sidecar.fastpath_connection import LOST, ClientConnection, Declined, FastpathDialer
 from pysentry.sidecar.invocation import InvokeRequest, InvokeResponse, Target
 from pysentry.sidecar.invoker import AdoptingInvoker, split_address
 
@@ -37,7 +39,7 @@ def _retrieve(future: asyncio.Future[ClientConnection | None]) -> None:
 
 
 class FastpathInvoker:
-    """A :class:`~.invoker.RemoteInvoker`: ``pysentry-invoke/1`` where the peer agrees, else
+    """A :class:`~.invoker.RemoteInvoker`: ``pysentry-invoke/2`` where the peer agrees, else
     ``fallback`` (the gRPC invoker)."""
 
     def __init__(
@@ -83,11 +85,15 @@ class FastpathInvoker:
                     conn = await self._connection(key)
             if conn is None:
                 return await self._fallback.call(address, target, request)
-            message = messages.request_to_proto(request).SerializeToString()
-            reply = await conn.call(message, deadline)
+            message, body = codec.encode_request(request)
+            reply = await conn.call(message, deadline, body)
         except TimeoutError as err:
             raise TimeoutError(_DEADLINE) from err  # grpclib's text, for the same answer
-        return messages.response_from_proto(messages.InternalInvokeResponse.FromString(reply))
+        try:
+            return codec.decode_response(reply)
+        except fp.ProtocolViolation as err:
+            conn.close()  # a peer that sends what it may not: as on any bad frame
+            raise StreamTerminatedError(LOST) from err
 
     def _fresh(self, conn: ClientConnection) -> bool:
         """New calls may use ``conn``: open, not retired, younger than ``max_connection_age``."""

@@ -1,10 +1,10 @@
-"""One ``pysentry-invoke/1`` connection on the caller's side, and how it is opened.
+"""One ``pysentry-invoke/2`` connection on the caller's side, and how it is opened.
 
 :class:`FastpathDialer` opens a TLS connection with the *current* client context (ALPN
-``pysentry-invoke/1`` then ``h2``) and, right after the handshake and before any byte is sent,
+``pysentry-invoke/2`` then ``h2``) and, right after the handshake and before any byte is sent,
 checks the peer's SPIFFE ID path ``/ns/<ns>/<app-id>`` (any trust domain), exactly as
 ``SpiffeChannel`` does on the gRPC path. It returns a :class:`ClientConnection` when the peer
-agreed on ``pysentry-invoke/1``, else the verified connection as :class:`Declined` (for gRPC).
+agreed on ``pysentry-invoke/2``, else the verified connection as :class:`Declined` (for gRPC).
 A :class:`ClientConnection` runs any number of concurrent calls, one stream each. A server frame
 the protocol does not allow (REQUEST, CANCEL, an ERROR without a code) closes the connection and
 fails its calls with ``StreamTerminatedError``, as a lost connection does.
@@ -37,7 +37,7 @@ _STATUS = {s.value: s for s in Status}
 
 
 class ClientConnection(asyncio.Protocol):
-    """One ``pysentry-invoke/1`` connection: many streams, one per call."""
+    """One ``pysentry-invoke/2`` connection: many streams, one per call."""
 
     def __init__(self, max_payload: int, *, created: float) -> None:
         self._reader = fp.FrameReader(max_payload)
@@ -110,9 +110,9 @@ class ClientConnection(asyncio.Protocol):
     def usable(self) -> bool:
         return not self.closed and not self.retired and self._next < fp.MAX_STREAM_ID
 
-    async def call(self, message: bytes, deadline: float) -> bytes:
-        """The serialized response to a serialized request, by ``deadline`` (loop time); errors
-        as :mod:`.invoker` says."""
+    async def call(self, message: bytes, deadline: float, body: bytes = b"") -> bytes:
+        """The response payload to a request payload (``message`` then ``body``), by
+        ``deadline`` (loop time); errors as :mod:`.invoker` says."""
         transport = self._transport
         if transport is None or self.closed:
             raise StreamTerminatedError(LOST)
@@ -131,7 +131,7 @@ class ClientConnection(asyncio.Protocol):
                 if self.closed:
                     raise StreamTerminatedError(LOST)
             timeout_ms = max(1, round((deadline - loop.time()) * 1000))
-            transport.writelines(fp.request_frame(stream, timeout_ms, message))
+            transport.writelines(fp.request_frame(stream, timeout_ms, message, body))
             frame = await future
         except BaseException:
             if not _answered(future) and not self.closed:

@@ -1,4 +1,4 @@
-"""The pysentry-to-pysentry invocation protocol, ``pysentry-invoke/1``: frames, no I/O.
+"""The pysentry-to-pysentry invocation protocol, ``pysentry-invoke/2``: frames, no I/O.
 
 Two pysentry sidecars that both offer the ALPN id :data:`ALPN` on the internal mTLS port speak
 this instead of gRPC (a Go daprd offers only ``h2`` and gets gRPC). One TLS connection carries
@@ -8,10 +8,10 @@ many concurrent calls; each frame is::
 
 all big-endian. Kinds:
 
-* ``REQUEST``  (caller -> callee): ``timeout_ms: uint32`` (0: none), then a serialized
-  ``dapr.proto.internals.v1.InternalInvokeRequest`` (the message ``CallLocal`` carries, body in
-  ``message.data``);
-* ``RESPONSE`` (callee -> caller): a serialized ``InternalInvokeResponse``;
+* ``REQUEST``  (caller -> callee): ``timeout_ms: uint32`` (0: none), then the request: the
+  fields of the ``InternalInvokeRequest`` that ``CallLocal`` carries, as
+  :mod:`.fastpath_codec` writes them (``/1`` carried the protobuf message itself);
+* ``RESPONSE`` (callee -> caller): the response's ``InternalInvokeResponse`` fields, likewise;
 * ``ERROR``    (callee -> caller): ``code: uint8`` (the gRPC status code), then the UTF-8 status
   message: exactly the status the gRPC path would have ended the call with;
 * ``CANCEL``   (caller -> callee): the caller gave up on the stream (deadline, caller gone).
@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pysentry.errors import PysentryError
 from pysentry.sidecar.limits import MIN_BUDGET, budget_for
 
-ALPN = "pysentry-invoke/1"
+#: ``/2``: the payloads of ``/1`` without protobuf (a ``/1`` peer and a ``/2`` one agree on h2).
+ALPN = "pysentry-invoke/2"
 #: ALPN lists: the fast path first (servers choose by their own order, Python's and Go's alike).
 FASTPATH_ALPN = (ALPN, "h2")
 GRPC_ALPN = ("h2",)
@@ -97,14 +98,16 @@ def header(kind: int, stream: int, length: int) -> bytes:
     return _HEADER.pack(length, kind, stream)
 
 
-def request_frame(stream: int, timeout_ms: int, message: bytes) -> tuple[bytes, bytes]:
-    """The REQUEST frame as (header + timeout, message): written without joining the body."""
-    length = _TIMEOUT.size + len(message)
-    return _HEADER.pack(length, REQUEST, stream) + _TIMEOUT.pack(timeout_ms), message
+def request_frame(
+    stream: int, timeout_ms: int, message: bytes, body: bytes = b""
+) -> tuple[bytes, bytes, bytes]:
+    """The REQUEST frame as (header + timeout, message, body): written without joining them."""
+    length = _TIMEOUT.size + len(message) + len(body)
+    return _HEADER.pack(length, REQUEST, stream) + _TIMEOUT.pack(timeout_ms), message, body
 
 
 def split_request(payload: bytes) -> tuple[int, bytes]:
-    """(timeout in ms, serialized ``InternalInvokeRequest``) of a REQUEST payload."""
+    """(timeout in ms, the request message) of a REQUEST payload."""
     if len(payload) < _TIMEOUT.size:
         raise ProtocolViolation(f"REQUEST payload too short: {len(payload)!r} bytes")
     return _TIMEOUT.unpack_from(payload)[0], payload[_TIMEOUT.size :]

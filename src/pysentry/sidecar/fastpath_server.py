@@ -1,9 +1,9 @@
-"""The callee's side of ``pysentry-invoke/1`` (:mod:`.fastpath_protocol`), on the gRPC port.
+"""The callee's side of ``pysentry-invoke/2`` (:mod:`.fastpath_protocol`), on the gRPC port.
 
 :class:`FastpathServer` is the internal ``SpiffeServer`` with one more ALPN choice. The listener
 context (``RotatingServerContext``, which moves each handshake to the current SVID and anchors)
-offers ``pysentry-invoke/1`` before ``h2``; after the handshake a connection that agreed on
-``pysentry-invoke/1`` goes to a :class:`ServerConnection`, every other one to grpclib as before.
+offers ``pysentry-invoke/2`` before ``h2``; after the handshake a connection that agreed on
+``pysentry-invoke/2`` goes to a :class:`ServerConnection`, every other one to grpclib as before.
 The client's SVID is checked exactly as for gRPC (``SpiffeServer._check``: the SVID rules
 against the anchors alone, the connection closed before any request on a mismatch), and every
 request runs through the servicer's transport-neutral :meth:`ServiceInvocation.handle`: the same
@@ -28,7 +28,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, cast
 
-from google.protobuf.message import DecodeError
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
@@ -36,8 +35,8 @@ from grpclib.protocol import H2Protocol
 from pysentry.clock import Clock, system_clock
 from pysentry.security.channel import SpiffeServer
 from pysentry.security.tls import AnchorsLike
+from pysentry.sidecar import fastpath_codec as codec
 from pysentry.sidecar import fastpath_protocol as fp
-from pysentry.sidecar import messages
 from pysentry.sidecar.internal_server import NO_CLIENT_ID
 from pysentry.sidecar.invocation import InvokeRequest, InvokeResponse
 from pysentry.spiffe import SpiffeId
@@ -66,7 +65,7 @@ def _warn_violation(peer: SpiffeId | None, err: Exception) -> None:
 
 
 class ServerConnection(asyncio.Protocol):
-    """One ``pysentry-invoke/1`` connection from a verified peer sidecar."""
+    """One ``pysentry-invoke/2`` connection from a verified peer sidecar."""
 
     def __init__(
         self,
@@ -87,6 +86,7 @@ class ServerConnection(asyncio.Protocol):
         self._paused = False
         self._waiting: dict[int, fp.Frame] = {}  # read past the stream limit, in arrival order
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self._expired: set[int] = set()  # streams whose deadline cancelled them
         self.served = 0
         #: Request bytes read and not yet answered (running or waiting), their cap and peak.
         self.budget = fp.connection_budget(max_payload) if budget is None else budget
@@ -175,34 +175,57 @@ class ServerConnection(asyncio.Protocol):
         try:
             timeout_ms, body = fp.split_request(payload)
             del payload
-            request = messages.request_from_proto(messages.InternalInvokeRequest.FromString(body))
-        except (fp.ProtocolViolation, DecodeError) as err:
+            request = codec.decode_request(body)
+        except fp.ProtocolViolation as err:
             self._violation(fp.ProtocolViolation(f"bad REQUEST on stream {stream!r}: {err}"))
             return
+        except GRPCError as err:  # a verb daprd refuses: the stream fails, not the connection
+            self._write(fp.error_frame(stream, err.status.value, err.message or ""))
+            return
         del body
-        deadline = asyncio.timeout(timeout_ms / 1000 + DEADLINE_GRACE_S if timeout_ms else None)
+        # The caller's deadline (+ grace) as one timer that cancels this task, not an
+        # asyncio.timeout (a context, a reschedule and an uncancel per call).
+        timer = None
+        if timeout_ms:
+            loop = asyncio.get_running_loop()
+            when = loop.time() + timeout_ms / 1000 + DEADLINE_GRACE_S
+            timer = loop.call_at(when, self._expire, stream)
         try:
-            async with deadline:
-                if self._peer is None:
-                    raise GRPCError(Status.UNAUTHENTICATED, NO_CLIENT_ID)
-                response = await self._handle(self._peer, request)
-            out = messages.response_to_proto(response).SerializeToString()
-            frame: tuple[bytes, ...] = (fp.header(fp.RESPONSE, stream, len(out)), out)
+            if self._peer is None:
+                raise GRPCError(Status.UNAUTHENTICATED, NO_CLIENT_ID)
+            response = await self._handle(self._peer, request)
+            out, body = codec.encode_response(response)
+            head = fp.header(fp.RESPONSE, stream, len(out) + len(body))
+            frame: tuple[bytes, ...] = (head, out, body)
+        except asyncio.CancelledError:
+            if stream not in self._expired:
+                raise  # CANCEL from the caller, or the connection is gone
+            task = self.tasks.get(stream)
+            if task is not None:
+                task.uncancel()
+            log.info("Deadline exceeded")
+            frame = (fp.error_frame(stream, Status.DEADLINE_EXCEEDED.value, ""),)
         except GRPCError as err:
             frame = (fp.error_frame(stream, err.status.value, err.message or ""),)
-        except TimeoutError:
-            if deadline.expired():
-                log.info("Deadline exceeded")
-                frame = (fp.error_frame(stream, Status.DEADLINE_EXCEEDED.value, ""),)
-            else:  # the app call's own timeout, not the caller's deadline: as grpclib
-                log.exception("Timeout occurred")
-                frame = (fp.error_frame(stream, Status.UNKNOWN.value, "Internal Server Error"),)
+        except TimeoutError:  # the app call's own timeout, not the caller's deadline: as grpclib
+            log.exception("Timeout occurred")
+            frame = (fp.error_frame(stream, Status.UNKNOWN.value, "Internal Server Error"),)
         except Exception:
             log.exception("Application error")
             frame = (fp.error_frame(stream, Status.UNKNOWN.value, "Internal Server Error"),)
+        finally:
+            if timer is not None:
+                timer.cancel()
+                self._expired.discard(stream)
         if not self._writable.is_set():
             await self._writable.wait()
         self._write(*frame)
+
+    def _expire(self, stream: int) -> None:
+        task = self.tasks.get(stream)
+        if task is not None and not task.done():
+            self._expired.add(stream)
+            task.cancel()
 
     def _write(self, *data: bytes) -> None:
         transport = self._transport
@@ -262,7 +285,7 @@ class _Negotiated(asyncio.Protocol):
 
 
 class FastpathServer(SpiffeServer):
-    """The internal server: gRPC (``h2``) and ``pysentry-invoke/1`` on one mTLS listener."""
+    """The internal server: gRPC (``h2``) and ``pysentry-invoke/2`` on one mTLS listener."""
 
     def __init__(
         self,
@@ -281,12 +304,12 @@ class FastpathServer(SpiffeServer):
         #: Request bytes one fast connection may hold before it stops being read.
         self.connection_budget = fp.connection_budget(max_payload)
         self._closing: list[asyncio.Task[None]] = []
-        #: Connections accepted, by negotiated protocol (``h2``, ``pysentry-invoke/1``).
+        #: Connections accepted, by negotiated protocol (``h2``, ``pysentry-invoke/2``).
         self.accepted: Counter[str] = Counter()
 
     @property
     def connections(self) -> tuple[ServerConnection, ...]:
-        """The open ``pysentry-invoke/1`` connections."""
+        """The open ``pysentry-invoke/2`` connections."""
         return tuple(self._fast)
 
     def _protocol_factory(self) -> H2Protocol:

@@ -14,7 +14,7 @@ makes rotated certificates and reloaded anchors reach long-lived peer pairs too.
 then on (as daprd does).
 
 :class:`GrpcInvoker` is the gRPC transport (a :class:`~pysentry.sidecar.invoker.RemoteInvoker`);
-with a ``fastpath`` dialer, :class:`InternalClient` speaks ``pysentry-invoke/1`` to peers that
+with a ``fastpath`` dialer, :class:`InternalClient` speaks ``pysentry-invoke/2`` to peers that
 negotiate it by ALPN and gRPC to the rest (:mod:`.fastpath_client`).
 """
 
@@ -185,7 +185,7 @@ class GrpcInvoker:
 class InternalClient:
     """Calls other sidecars: one attempt through a :class:`RemoteInvoker`, retries, Dapr's errors.
 
-    ``fastpath``: speak ``pysentry-invoke/1`` to the peers that agree to it (ALPN), gRPC to the
+    ``fastpath``: speak ``pysentry-invoke/2`` to the peers that agree to it (ALPN), gRPC to the
     others; without it, gRPC only.
     """
 

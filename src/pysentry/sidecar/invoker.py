@@ -1,4 +1,4 @@
-"""The caller's seam to another sidecar, whatever the transport (gRPC or ``pysentry-invoke/1``).
+"""The caller's seam to another sidecar, whatever the transport (gRPC or ``pysentry-invoke/2``).
 
 :class:`pysentry.sidecar.internal_client.InternalClient` retries and maps errors to Dapr's
 answers; a :class:`RemoteInvoker` makes one attempt. Every transport reports a failure the same

@@ -106,7 +106,7 @@ class Options:
     deprecated_flags: tuple[tuple[str, str], ...] = ()  # (flag, replacement)
     # every --dapr-listen-addresses entry (the first is dapr_listen_address); () = just that one
     dapr_listen_addresses: tuple[str, ...] = ()
-    # pysentry addition: pysentry-invoke/1 between pysentry sidecars (ALPN), gRPC with the rest
+    # pysentry addition: pysentry-invoke/2 between pysentry sidecars (ALPN), gRPC with the rest
     fastpath: bool = True
 
 
@@ -200,7 +200,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="?",
         const=True,
         default=None,
-        help="pysentry addition: offer the pysentry-invoke/1 protocol (ALPN) to other pysentry "
+        help="pysentry addition: offer the pysentry-invoke/2 protocol (ALPN) to other pysentry "
         "sidecars on the mTLS internal port; false: gRPC only, as Dapr (default: "
         "$PYSENTRY_FASTPATH, else true)",
     )

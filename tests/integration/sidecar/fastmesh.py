@@ -1,7 +1,7 @@
 """In-process pieces for the fast-path tests: real mTLS on loopback, one process.
 
 * :func:`callee`: app B (``tests/apps/http_app.py`` or a given app) behind B's internal server,
-  a ``FastpathServer`` (ALPN ``pysentry-invoke/1`` then ``h2``) or, with ``fastpath=False``, the
+  a ``FastpathServer`` (ALPN ``pysentry-invoke/2`` then ``h2``) or, with ``fastpath=False``, the
   plain gRPC ``SpiffeServer``.
 * :func:`caller`: A's ``InternalClient`` with or without the fast-path dialer, and A's HTTP API
   in front of it, so the answers a user sees can be compared byte for byte.

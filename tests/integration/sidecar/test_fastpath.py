@@ -1,6 +1,6 @@
-"""The ``pysentry-invoke/1`` fast path against the gRPC path, on one callee, real mTLS.
+"""The ``pysentry-invoke/2`` fast path against the gRPC path, on one callee, real mTLS.
 
-Two callers dial the same callee: one offers ALPN ``pysentry-invoke/1`` then ``h2`` (the fast
+Two callers dial the same callee: one offers ALPN ``pysentry-invoke/2`` then ``h2`` (the fast
 path), the other only ``h2`` (gRPC, as a Go daprd). Whatever the call (bodies near and over the
 limit, ACL allow and deny, a dead app, an unknown route, a deadline), A's HTTP API must answer
 both byte for byte the same, and the callee must have served each on the protocol it agreed.

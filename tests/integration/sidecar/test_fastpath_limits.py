@@ -16,8 +16,9 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from pysentry.security.anchors import StaticAnchors
+from pysentry.sidecar import fastpath_codec as codec
 from pysentry.sidecar import fastpath_protocol as fp
-from pysentry.sidecar import fastpath_server, messages
+from pysentry.sidecar import fastpath_server
 from pysentry.sidecar.fastpath_server import FastpathServer, ServerConnection
 from pysentry.sidecar.invocation import InvokeRequest, InvokeResponse, Target
 from pysentry.sidecar.mtls import Identity
@@ -72,8 +73,7 @@ async def _raw(ca: TestCA, b: Callee) -> tuple[asyncio.StreamReader, asyncio.Str
 
 
 def _request(stream: int, request: InvokeRequest) -> bytes:
-    message = messages.request_to_proto(request).SerializeToString()
-    return b"".join(fp.request_frame(stream, 20_000, message))
+    return b"".join(fp.request_frame(stream, 20_000, *codec.encode_request(request)))
 
 
 async def _answers(reader: asyncio.StreamReader, count: int) -> list[fp.Frame]:
@@ -125,8 +125,7 @@ async def test_a_peer_cannot_make_a_connection_hold_more_than_its_budget(ca: Tes
             answers = await _answers(reader, count)
             assert sorted(f.stream for f in answers) == list(range(1, count + 1))
             assert {f.kind for f in answers} == {fp.RESPONSE}
-            body = messages.InternalInvokeResponse.FromString(answers[0].payload)
-            assert messages.response_from_proto(body).body == str(size).encode()
+            assert codec.decode_response(answers[0].payload).body == str(size).encode()
             await _until(lambda: conn.held == 0, 2)
             assert conn.served == count and conn.peak_held <= budget + frame + (256 << 10)
         finally:
@@ -279,3 +278,30 @@ def test_server_connection_budget_defaults_to_the_body_budget() -> None:
 
     conn = ServerConnection(never, None, max_payload=fp.max_payload(4 << 20))
     assert conn.budget == 32 << 20 and conn.held == 0
+
+
+async def test_the_callee_ends_a_call_at_the_callers_deadline_plus_grace(ca: TestCA) -> None:
+    """A peer that never sends CANCEL: the callee answers DEADLINE_EXCEEDED at the deadline it
+    was given + 1 s, and the connection serves the next call."""
+    seen: Counter[str] = Counter()
+    app, _ = _hold_app(seen)
+    async with callee(ca, app=app) as b:
+        reader, writer = await _raw(ca, b)
+        try:
+            late = InvokeRequest("sleep", query="s=8&tag=late")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            writer.write(b"".join(fp.request_frame(1, 100, *codec.encode_request(late))))
+            (answer,) = await _answers(reader, 1)
+            waited = loop.time() - started
+            assert (answer.kind, answer.stream) == (fp.ERROR, 1)
+            assert fp.split_error(answer.payload) == (Status.DEADLINE_EXCEEDED.value, "")
+            assert 1.0 <= waited < 4, waited
+            writer.write(_request(2, InvokeRequest("sleep", query="s=0&tag=next")))
+            (after,) = await _answers(reader, 1)
+            assert (
+                after.kind == fp.RESPONSE and codec.decode_response(after.payload).body == b"next"
+            )
+            assert seen == Counter({"late": 1, "next": 1})
+        finally:
+            writer.close()

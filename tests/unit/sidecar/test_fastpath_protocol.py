@@ -1,4 +1,4 @@
-"""``pysentry-invoke/1`` framing without I/O: split reads, skipped oversized frames, bad input."""
+"""``pysentry-invoke/2`` framing without I/O: split reads, skipped oversized frames, bad input."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pysentry.sidecar.limits import budget_for
 
 
 def _wire() -> bytes:
-    head, body = fp.request_frame(1, 1500, b"request-bytes")
+    head, message, body = fp.request_frame(1, 1500, b"request-", b"bytes")
     return (
         head
+        + message
         + body
         + fp.header(fp.RESPONSE, 7, 3)
         + b"abc"
