@@ -7,8 +7,6 @@ the file is watched and hot-reloaded, which is what makes a zero-downtime root s
 from __future__ import annotations
 
 import argparse
-import getpass
-import hashlib
 import itertools
 import os
 import re
@@ -314,9 +312,13 @@ def _unsupported(ns: argparse.Namespace) -> tuple[str, ...]:
 
 def stable_random_port(app_id: str, *, cwd: str | None = None) -> int:
     """Dapr's ``pkg/ports`` stable port: ``47300 + (h[0] | h[1]<<8) % (65535-47300)``."""
+    import hashlib  # here, not at import: daprd's first certificate does not wait for it
+
     try:
         uid = str(os.getuid())
     except AttributeError:  # pragma: no cover - non-POSIX
+        import getpass
+
         uid = getpass.getuser()
     seed = "|".join((app_id, cwd if cwd is not None else os.getcwd(), uid, socket.gethostname()))
     h = hashlib.sha256(seed.encode()).digest()
