@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Response headers the app sets that the sidecar recomputes.
 _SKIP_RESPONSE = HOP_BY_HOP | {"content-type", "date", "server"}
+#: Request headers the channel writes itself (from the body and the request's content type).
+_RECOMPUTED = frozenset({"content-type", "content-length"})
 
 
 def _go_dial_error(verb: str, url: str, err: aiohttp.ClientConnectorError) -> str:
@@ -75,16 +77,18 @@ class HttpAppChannel:
         url = self._base + app_path(request.method)
         if request.query:
             url += "?" + request.query
-        headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in only_forwardable(request.headers):
-            # aiohttp sets Content-Length from the body it sends (the caller's value, when
-            # the caller sent one: the body is the same bytes).
-            if name not in ("content-type", "content-length"):
-                headers.add(name, value)
+        # aiohttp sets Content-Length from the body it sends (the caller's value, when the
+        # caller sent one: the body is the same bytes). A list: aiohttp makes the multidict.
+        headers = [kv for kv in only_forwardable(request.headers) if kv[0] not in _RECOMPUTED]
         if request.content_type:
-            headers["Content-Type"] = request.content_type
+            headers.append(("Content-Type", request.content_type))
         if self._token is not None:
-            headers["dapr-api-token"] = self._token
+            if any(name == "dapr-api-token" for name, _ in headers):
+                replaced: CIMultiDict[str] = CIMultiDict(headers)  # in place, as a dict would
+                replaced["dapr-api-token"] = self._token
+                headers = list(replaced.items())
+            else:
+                headers.append(("dapr-api-token", self._token))
         try:
             async with self._session.request(
                 request.verb,
@@ -94,8 +98,11 @@ class HttpAppChannel:
                 allow_redirects=False,
             ) as resp:
                 body = await resp.read()
-                lowered = ((k.lower(), v) for k, v in resp.headers.items())
-                out = tuple((k, v) for k, v in lowered if k not in _SKIP_RESPONSE)
+                out = tuple(
+                    (low, v)
+                    for k, v in resp.headers.items()
+                    if (low := k.lower()) not in _SKIP_RESPONSE
+                )
                 return InvokeResponse(
                     status=resp.status,
                     headers=out,

@@ -42,6 +42,8 @@ RUNTIME_VERSION = "pysentry-0.1.0"
 DEFAULT_MAX_BODY_SIZE = 4 << 20
 MAX_METADATA_KEYS = 256
 MAX_METADATA_VALUE = 64 << 10
+#: Parsed invocation targets remembered (past this the memo starts over).
+MAX_TARGETS = 1024
 #: How long a call waits for room in the in-flight body budget before it is refused.
 BODY_BUDGET_WAIT_S = 30.0
 _TOKEN_EXEMPT = ("/v1.0/healthz", "/v1.0/healthz/outbound")
@@ -110,6 +112,7 @@ class HttpApi:
         self._outbound_ready = outbound_ready
         self._budget = BodyBudget(budget_for(settings.max_body_size))
         self._extended: dict[str, str] = {} if extended is None else extended
+        self._targets: dict[str, Target] = {}  # app-id as written -> Target, parsed once
 
     def app(self) -> web.Application:
         cap = self._s.max_body_size
@@ -320,14 +323,22 @@ class HttpApi:
                 method = canonical_method(raw)
             except InvalidMethod as err:
                 raise InvocationError(str(err), status=400) from err
-            target = Target.parse(app_id, default_namespace=self._s.namespace)
+            target = self._targets.get(app_id)
+            if target is None:
+                target = Target.parse(app_id, default_namespace=self._s.namespace)
+                if len(self._targets) >= MAX_TARGETS:
+                    self._targets.clear()
+                self._targets[app_id] = target
             reserve = request.content_length
             if reserve is None and request.body_exists:
                 reserve = self._s.max_body_size or self._budget.capacity
             async with self._budget.reserve(reserve or 0, timeout_s=BODY_BUDGET_WAIT_S):
                 body = await request.read()
-                lowered = ((k.lower(), v) for k, v in request.headers.items())
-                headers = tuple((k, v) for k, v in lowered if k not in _SKIP_REQUEST)
+                headers = tuple(
+                    (low, v)
+                    for k, v in request.headers.items()
+                    if (low := k.lower()) not in _SKIP_REQUEST
+                )
                 invoke = InvokeRequest(
                     method=method,
                     verb=verb,
