@@ -9,13 +9,24 @@ from typing import Any
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import StringValue
+from grpclib.const import Cardinality, Handler
+from grpclib.encoding.base import CodecBase
+from grpclib.server import Server, Stream
 
+from pysentry.pki.csr import build_csr
+from pysentry.pki.keys import generate_key
 from pysentry.proto.dapr.proto.sentry.v1 import sentry_pb2
+from pysentry.security.identity import X509Svid
+from pysentry.security.sentry_client import SentryClient, SentryRequestFailed
 from pysentry.security.sentry_wire import (
+    SIGN_CERTIFICATE,
     SignCertificateRequest,
     SignCertificateResponse,
     WireError,
 )
+from pysentry.security.tls import server_context
+from pysentry.spiffe import SpiffeId
+from pysentry.testing import TestCA
 
 REQUESTS: list[dict[str, Any]] = [
     {},
@@ -120,3 +131,51 @@ def test_sentry_client_does_not_load_protobuf() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+class RawCodec(CodecBase):
+    """Server side: the handler sends bytes as they are."""
+
+    __content_subtype__ = "proto"
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        return bytes(message)
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        return data
+
+
+class GarbageSentry:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def sign(self, stream: Stream[bytes, bytes]) -> None:
+        self.calls += 1
+        await stream.recv_message()
+        await stream.send_message(bytes([1 << 3 | 2, 50]) + b"cut short")
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return {SIGN_CERTIFICATE: Handler(self.sign, Cardinality.UNARY_UNARY, bytes, bytes)}
+
+
+async def test_a_response_that_does_not_parse_is_a_clear_error_without_retries() -> None:
+    ca = TestCA.create("public")
+    chain, key = ca.issue_svid(SpiffeId.parse("spiffe://public/ns/default/dapr-sentry"))
+    sentry = GarbageSentry()
+    server = Server([sentry], codec=RawCodec())
+    context = server_context(X509Svid.from_chain(chain, key), None, require_client_cert=False)
+    await server.start("127.0.0.1", 0, ssl=context)
+    try:
+        port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        client = SentryClient(f"127.0.0.1:{port}", (ca.root_cert,))
+        with pytest.raises(SentryRequestFailed) as caught:
+            await client.sign(build_csr(generate_key()), app_id="app", namespace="default")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert str(caught.value) == (
+        "invalid response from Sentry: SignCertificateResponse does not parse: "
+        "field 1: truncated (50 bytes announced)"
+    )
+    assert caught.value.reason == "sign"
+    assert sentry.calls == 1
