@@ -11,12 +11,18 @@ import asyncio
 import contextlib
 import logging
 import os
-
-import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
+import socket
+from collections import deque
 
 from pysentry.config.method import app_path
+from pysentry.sidecar.app_http import (
+    IDEMPOTENT,
+    AppHttpError,
+    BadResponse,
+    Connection,
+    Disconnected,
+    Response,
+)
 from pysentry.sidecar.invocation import (
     HOP_BY_HOP,
     InvocationError,
@@ -29,24 +35,70 @@ log = logging.getLogger(__name__)
 
 #: Response headers the app sets that the sidecar recomputes.
 _SKIP_RESPONSE = HOP_BY_HOP | {"content-type", "date", "server"}
+#: Idle connections older than this are not reused (aiohttp's keep-alive timeout).
+KEEPALIVE_S = 15.0
 #: Request headers the channel writes itself (from the body and the request's content type).
 _RECOMPUTED = frozenset({"content-type", "content-length"})
 
 
-def _go_dial_error(verb: str, url: str, err: aiohttp.ClientConnectorError) -> str:
+def _go_dial_error(verb: str, url: str, host: str, port: int, err: OSError) -> str:
     """Go's ``*url.Error`` text for a failed dial, as Dapr's callee reports it:
-    ``Post "http://127.0.0.1:8080/m": dial tcp 127.0.0.1:8080: connect: connection refused``."""
-    errno = getattr(err.os_error, "errno", None)
-    if not errno:
-        return ""
-    reason = os.strerror(errno)
+    ``Post "http://127.0.0.1:8080/m": dial tcp 127.0.0.1:8080: connect: connection refused``;
+    without an errno, aiohttp's text (what this channel said before it wrote its own client)."""
+    if not err.errno:
+        return f"Cannot connect to host {host}:{port} ssl:default [{err.strerror or err}]"
+    reason = os.strerror(err.errno)
     reason = reason[:1].lower() + reason[1:]
     op = verb[:1] + verb[1:].lower()
-    return f'{op} "{url}": dial tcp {err.host}:{err.port}: connect: {reason}'
+    return f'{op} "{url}": dial tcp {host}:{port}: connect: {reason}'
+
+
+class DialError(Exception):
+    def __init__(self, err: OSError) -> None:
+        super().__init__(str(err))
+        self.os_error = err
+
+
+async def _dial(host: str, port: int) -> Connection:
+    """Each address of ``host`` in turn; the errors, when all fail alike, as one ``OSError``."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as err:
+        raise DialError(err) from err
+    errors: list[OSError] = []
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as err:
+            sock.close()
+            errors.append(err)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _, conn = await loop.create_connection(Connection, sock=sock)
+        return conn
+    if len({e.errno for e in errors}) == 1 and errors[0].errno:
+        raise DialError(OSError(errors[0].errno, os.strerror(errors[0].errno)))
+    raise DialError(OSError(None, "; ".join(map(str, errors)) or f"no address for {host!r}"))
+
+
+def _expire(waiter: asyncio.Future[Response]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+_UNSAFE = "Newline or carriage return character detected in HTTP status message or header. "
 
 
 class HttpAppChannel:
-    """Pooled aiohttp client to the local app. Create inside the running loop; ``close()`` it."""
+    """Pooled HTTP/1.1 connections to the local app (:mod:`.app_http`). Create inside the
+    running loop; ``close()`` it. No cookie store (Dapr's Go client has none: an app's
+    Set-Cookie is only passed back to the caller), no redirects followed, bodies as sent."""
 
     def __init__(
         self,
@@ -56,69 +108,150 @@ class HttpAppChannel:
         app_api_token: str | None = None,
         max_connections: int = 256,
         timeout_s: float = 60.0,
+        keepalive_s: float = KEEPALIVE_S,
     ) -> None:
+        self._host, self._port = address, port
         self._base = f"http://{address}:{port}"
+        self._host_line = f"Host: {address}:{port}\r\n"
         self._token = app_api_token
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max_connections, force_close=False),
-            # No cookie store: Dapr's Go client has none (an app's Set-Cookie is only passed
-            # back to the caller), and the jar costs a lookup on every call.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-        )
+        self._limit = max_connections
+        self._timeout_s = timeout_s
+        self._keepalive_s = keepalive_s
+        self._idle: list[tuple[float, Connection]] = []
+        self._busy = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
 
     @property
     def base_url(self) -> str:
         return self._base
 
-    async def call(self, request: InvokeRequest) -> InvokeResponse:
-        url = self._base + app_path(request.method)
-        if request.query:
-            url += "?" + request.query
-        # aiohttp sets Content-Length from the body it sends (the caller's value, when the
-        # caller sent one: the body is the same bytes). A list: aiohttp makes the multidict.
+    def _head(self, request: InvokeRequest, target: str, data: bytes | None) -> bytes:
+        lines = [f"{request.verb} {target} HTTP/1.1\r\n", self._host_line]
+        # The body's own length is written last, as aiohttp did (the caller's Content-Length
+        # is the same number: the body is the same bytes).
+        for name, value in self._headers(request):
+            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+                raise ValueError(_UNSAFE + "This is a potential security issue.")
+            lines.append(f"{name}: {value}\r\n")
+        if data is not None:
+            lines.append(f"Content-Length: {len(data)}\r\n")
+        lines.append("\r\n")
+        return "".join(lines).encode()
+
+    def _headers(self, request: InvokeRequest) -> list[tuple[str, str]]:
         headers = [kv for kv in only_forwardable(request.headers) if kv[0] not in _RECOMPUTED]
         if request.content_type:
             headers.append(("Content-Type", request.content_type))
         if self._token is not None:
-            if any(name == "dapr-api-token" for name, _ in headers):
-                replaced: CIMultiDict[str] = CIMultiDict(headers)  # in place, as a dict would
-                replaced["dapr-api-token"] = self._token
-                headers = list(replaced.items())
-            else:
+            at = next((i for i, kv in enumerate(headers) if kv[0] == "dapr-api-token"), None)
+            if at is None:
                 headers.append(("dapr-api-token", self._token))
+            else:  # replaced in place, the others dropped (as a multidict's item assignment)
+                rest = [kv for kv in headers[at + 1 :] if kv[0] != "dapr-api-token"]
+                headers[at:] = [("dapr-api-token", self._token), *rest]
+        return headers
+
+    async def call(self, request: InvokeRequest) -> InvokeResponse:
+        target = app_path(request.method)
+        if request.query:
+            target += "?" + request.query
+        url = self._base + target
+        verb = request.verb
+        data = request.body if request.body or verb not in ("GET", "HEAD") else None
+        parts = [self._head(request, target, data)]
+        if data:
+            parts.append(data)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        retries = 1 if verb in IDEMPOTENT else 0
         try:
-            async with self._session.request(
-                request.verb,
-                URL(url, encoded=True),
-                headers=headers,
-                data=request.body if request.body or request.verb not in ("GET", "HEAD") else None,
-                allow_redirects=False,
-            ) as resp:
-                body = await resp.read()
-                out = tuple(
-                    (low, v)
-                    for k, v in resp.headers.items()
-                    if (low := k.lower()) not in _SKIP_RESPONSE
-                )
-                return InvokeResponse(
-                    status=resp.status,
-                    headers=out,
-                    content_type=resp.headers.get("Content-Type", ""),
-                    body=body,
-                )
-        except (aiohttp.ClientError, TimeoutError) as err:
+            while True:
+                conn = await self._acquire(deadline)
+                try:
+                    waiter = conn.send(parts, head_only=verb == "HEAD")
+                    timer = loop.call_at(deadline, _expire, waiter)
+                    try:
+                        resp = await waiter
+                    finally:
+                        timer.cancel()
+                except Disconnected:
+                    if not retries:
+                        raise
+                    retries -= 1
+                    continue
+                finally:
+                    self._release(conn)
+                break
+        except DialError as err:
+            log.debug("app channel call failed: method=%s err=%s", request.method, err)
+            text = _go_dial_error(verb, url, self._host, self._port, err.os_error)
+            raise InvocationError(f"error invoking app channel: {text}") from err
+        except BadResponse as err:
+            log.debug("app channel call failed: method=%s err=%s", request.method, err)
+            text = f"400, message={str(err)!r}, url={url!r}"  # aiohttp's ClientResponseError
+            raise InvocationError(f"error invoking app channel: {text}") from err
+        except (AppHttpError, TimeoutError) as err:
             log.debug("app channel call failed: method=%s err=%s", request.method, err)
             raise InvocationError(
-                f"error invoking app channel: {_go_dial_error(request.verb, url, err) or err}"
-                if isinstance(err, aiohttp.ClientConnectorError)
-                else f"error invoking app channel: {err or type(err).__name__}"
+                f"error invoking app channel: {err or type(err).__name__}"
             ) from err
+        content_type = ""
+        out: list[tuple[str, str]] = []
+        for name, value in resp.headers:
+            low = name.lower()
+            if low == "content-type" and not content_type:
+                content_type = value
+            if low not in _SKIP_RESPONSE:
+                out.append((low, value))
+        return InvokeResponse(resp.status, tuple(out), content_type, resp.body)
+
+    async def _acquire(self, deadline: float) -> Connection:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            while self._idle:
+                since, conn = self._idle.pop()
+                if conn.reusable and not conn.closed and now - since <= self._keepalive_s:
+                    self._busy += 1
+                    return conn
+                conn.close()
+            if self._busy < self._limit:
+                break
+            slot = loop.create_future()
+            self._waiters.append(slot)
+            async with asyncio.timeout_at(deadline):
+                await slot
+        self._busy += 1
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await _dial(self._host, self._port)
+        except BaseException:
+            self._busy -= 1
+            self._wake()
+            raise
+
+    def _release(self, conn: Connection) -> None:
+        self._busy -= 1
+        conn.done()
+        if conn.reusable and not conn.closed and not self._closed:
+            self._idle.append((asyncio.get_running_loop().time(), conn))
+        else:
+            conn.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            slot = self._waiters.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                return
 
     async def close(self) -> None:
-        await self._session.close()
+        self._closed = True
+        for _, conn in self._idle:
+            conn.close()
+        self._idle.clear()
 
 
 APP_DIAL_TIMEOUT_S = 0.5
