@@ -11,7 +11,8 @@ for as long as Dapr's 5 attempts could last (15 s), so that sidecars started tog
 retries and none gives up sooner than a Go sidecar would. The returned chain must verify against
 the anchors, carry the requested identity and the CSR's key.
 
-The messages are encoded here without protobuf (:mod:`.sentry_wire`); callers get certificates.
+The call is made without grpclib's client (:mod:`.sentry_call`) and the messages are encoded
+without protobuf (:mod:`.sentry_wire`); callers get certificates.
 Failures are :class:`SentryRequestFailed`, whose ``reason`` is daprd's metric reason
 (``sentry_conn``, ``sign``, ``invalid_ts``) and whose ``status`` is Sentry's gRPC status name when
 Sentry answered with an error.
@@ -30,7 +31,6 @@ from datetime import timedelta
 from enum import StrEnum
 
 from cryptography import x509
-from grpclib.client import UnaryUnaryMethod
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
@@ -48,10 +48,9 @@ from pysentry.security.backoff import (
     retry_pause,
     shed_pause,
 )
-from pysentry.security.channel import SpiffeChannel
+from pysentry.security.sentry_call import unary_call
 from pysentry.security.sentry_wire import (
     SIGN_CERTIFICATE,
-    SentryCodec,
     SignCertificateRequest,
     SignCertificateResponse,
     WireError,
@@ -209,23 +208,19 @@ class SentryClient:
         return self._check_response(response, csr_pem, app_id, namespace, trust_domain)
 
     async def _attempt(self, request: SignCertificateRequest) -> SignCertificateResponse:
-        channel = SpiffeChannel(
+        # Sentry's ID is checked before the request is sent; a new connection each time.
+        reply = await unary_call(
             self.host,
             self.port,
+            SIGN_CERTIFICATE,
+            request.SerializeToString(),
             context=self._ssl_context(),
             anchors=self._anchors,
             authorizer=self._authorizer,
             clock=self._clock,
-            codec=SentryCodec(),  # no protobuf on daprd's start-up path (sentry_wire)
+            timeout=self._timeout.total_seconds(),
         )
-        method: UnaryUnaryMethod[SignCertificateRequest, SignCertificateResponse]
-        method = UnaryUnaryMethod(
-            channel, SIGN_CERTIFICATE, SignCertificateRequest, SignCertificateResponse
-        )
-        try:
-            return await method(request, timeout=self._timeout.total_seconds())
-        finally:
-            channel.close()
+        return SignCertificateResponse.FromString(reply)
 
     def _fail(self, why: str, *, reason: str = "sentry_conn") -> SentryRequestFailed:
         return SentryRequestFailed(

@@ -12,16 +12,12 @@ so the Sentry client encodes and decodes them here, as protobuf does:
   ``None`` when the field is absent (``HasField`` false). Truncated or malformed input is a
   :class:`WireError`.
 
-:class:`SentryCodec` is the grpclib codec for these classes (content type ``application/grpc``,
-as grpclib's ``ProtoCodec``); it also keeps grpclib from loading ``google.rpc.status_pb2``.
+:mod:`.sentry_call` carries them (``application/grpc``, as grpclib's ``ProtoCodec`` would).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
-
-from grpclib.encoding.base import CodecBase
 
 #: ``SignCertificateRequest.TokenValidator`` numbers by name.
 TOKEN_VALIDATORS = {"UNKNOWN": 0, "INSECURE": 1, "KUBERNETES": 2, "JWKS": 3}
@@ -187,18 +183,3 @@ class SignCertificateResponse:
                     response.valid_until = Timestamp()
                 response.valid_until.merge(value)
         return response
-
-
-class SentryCodec(CodecBase):
-    """grpclib codec for the two classes above."""
-
-    __content_subtype__ = "proto"
-
-    def encode(self, message: Any, message_type: type[Any]) -> bytes:
-        if not isinstance(message, message_type):
-            raise TypeError(f"Message must be of type {message_type!r}, not {type(message)!r}")
-        data: bytes = message.SerializeToString()
-        return data
-
-    def decode(self, data: bytes, message_type: type[Any]) -> Any:
-        return message_type.FromString(data)

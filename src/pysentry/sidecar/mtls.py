@@ -25,7 +25,6 @@ from pysentry.clock import Clock, system_clock
 from pysentry.errors import ConfigError
 from pysentry.pki.svid import authorize_path
 from pysentry.security.anchors import FileAnchors, StaticAnchors, TrustAnchors
-from pysentry.security.channel import SpiffeChannel, SpiffeServer
 from pysentry.security.identity import X509Svid
 from pysentry.security.provider import SecurityProvider
 from pysentry.security.sentry_client import (
@@ -41,6 +40,7 @@ if TYPE_CHECKING:  # daprd builds its first identity before it imports the serve
     from grpclib.client import Channel
 
     from pysentry.config.configuration import Configuration
+    from pysentry.security.channel import SpiffeServer
     from pysentry.security.events import SecurityEvents
     from pysentry.sidecar.fastpath_client import FastpathDialer
     from pysentry.sidecar.internal_client import ChannelFactory
@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 def channel_factory(
     contexts: ClientContexts, anchors: TrustAnchors, *, clock: Clock = system_clock
 ) -> ChannelFactory:
+    from pysentry.security.channel import SpiffeChannel  # grpclib: after the first identity
+
     def make(host: str, port: int, target: Target) -> Channel:
         return SpiffeChannel(
             host,
@@ -76,6 +78,8 @@ def internal_server(
 ) -> SpiffeServer:
     """The internal server; ``fastpath_max_payload`` (the frame limit) turns the fast path on
     (the listener context must offer its ALPN id too: ``Identity(..., fastpath=True)``)."""
+    from pysentry.security.channel import SpiffeServer
+
     server: SpiffeServer
     if fastpath_max_payload is None:
         server = SpiffeServer([service], anchors=anchors, clock=clock)

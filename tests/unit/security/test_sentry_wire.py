@@ -123,11 +123,12 @@ def test_malformed_response_is_an_error(data: bytes) -> None:
         SignCertificateResponse.FromString(data)
 
 
-def test_sentry_client_does_not_load_protobuf() -> None:
-    """daprd's first identity does not wait for protobuf to load (issue 13)."""
+def test_sentry_client_does_not_load_protobuf_or_grpclibs_client() -> None:
+    """daprd's first identity does not wait for protobuf or grpclib's client (issue 13)."""
     code = (
         "import sys, pysentry.security.sentry_client, pysentry.sidecar.mtls;"
-        "print(sorted(m for m in sys.modules if m.startswith(('google', 'prometheus'))))"
+        "print(sorted(m for m in sys.modules"
+        " if m.startswith(('google', 'prometheus', 'grpclib.client', 'multidict'))))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
