@@ -198,15 +198,16 @@ def _reply(call: _Call) -> bytes:
     if "grpc-status" in headers:  # trailers-only
         _check_grpc_status(headers)
     data = bytes(call.data)
-    if len(data) < 5:
-        raise WireError("the response holds no message")
-    if data[0]:
-        raise NotImplementedError("Compression not implemented")
-    size = int.from_bytes(data[1:5], "big")
-    if len(data) < 5 + size:
-        raise WireError(f"the response message is cut short ({len(data) - 5} of {size} bytes)")
+    if data:  # read before the trailers, as grpclib does
+        if data[0]:
+            raise NotImplementedError("Compression not implemented")
+        size = int.from_bytes(data[1:5], "big")
+        if len(data) < 5 + size:
+            raise WireError(f"the response message is cut short ({len(data) - 5} of {size} bytes)")
     if "grpc-status" not in headers:
         _check_grpc_status(call.trailers or {})
+    if not data:
+        raise WireError("the response holds no message")
     return data[5 : 5 + size]
 
 

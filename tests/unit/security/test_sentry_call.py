@@ -1,0 +1,226 @@
+"""sentry_call answers as grpclib's client does: both against one scripted h2 server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from grpclib.client import Channel, UnaryUnaryMethod
+from grpclib.const import Status
+from grpclib.encoding.base import CodecBase
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import DataReceived, RequestReceived, StreamEnded
+
+from pysentry.clock import system_clock
+from pysentry.security.identity import X509Svid
+from pysentry.security.sentry_call import unary_call
+from pysentry.security.sentry_wire import WireError
+from pysentry.security.tls import client_context, server_context
+from pysentry.spiffe import SpiffeId
+from pysentry.testing import TestCA
+
+PATH = "/dapr.proto.sentry.v1.CA/SignCertificate"
+OK_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
+Step = tuple[Any, ...]
+
+
+def framed(message: bytes, *, compressed: bool = False) -> bytes:
+    return bytes([compressed]) + len(message).to_bytes(4, "big") + message
+
+
+SCRIPTS: dict[str, list[Step]] = {
+    "ok": [
+        ("headers", OK_HEADERS, False),
+        ("data", framed(b"reply")),
+        ("headers", [("grpc-status", "0")], True),
+    ],
+    "http 503": [("headers", [(":status", "503")], True)],
+    "http 418": [("headers", [(":status", "418"), ("content-type", "text/plain")], True)],
+    "no content-type": [("headers", [(":status", "200")], True)],
+    "html": [("headers", [(":status", "200"), ("content-type", "text/html")], True)],
+    "trailers-only refusal": [
+        (
+            "headers",
+            [*OK_HEADERS, ("grpc-status", "7"), ("grpc-message", "no%20way%2C%20sorry")],
+            True,
+        )
+    ],
+    "refusal in trailers": [
+        ("headers", OK_HEADERS, False),
+        ("headers", [("grpc-status", "14"), ("grpc-message", "later")], True),
+    ],
+    "invalid grpc-status": [
+        ("headers", OK_HEADERS, False),
+        ("data", framed(b"reply")),
+        ("headers", [("grpc-status", "abc")], True),
+    ],
+    "no grpc-status": [
+        ("headers", OK_HEADERS, False),
+        ("data", framed(b"reply")),
+        ("headers", [("grpc-message", "x")], True),
+    ],
+    "reset after headers": [("headers", OK_HEADERS, False), ("reset", 8)],
+    "reset with refusal headers": [("headers", [(":status", "503")], False), ("reset", 2)],
+    "goaway": [("goaway", 11)],
+    "connection closed": [("close",)],
+    "compressed": [
+        ("headers", OK_HEADERS, False),
+        ("data", framed(b"reply", compressed=True)),
+        ("headers", [("grpc-status", "0")], True),
+    ],
+}
+
+
+class Scripted(asyncio.Protocol):
+    """Answers every request with ``script``."""
+
+    def __init__(self, script: list[Step]) -> None:
+        config = H2Configuration(client_side=False, header_encoding="ascii")
+        self.conn = H2Connection(config=config)
+        self.script = script
+        self.requests: list[dict[str, str]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.conn.initiate_connection()
+        transport.write(self.conn.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.conn.receive_data(data):
+            if isinstance(event, RequestReceived):
+                self.requests.append(dict(event.headers))  # type: ignore[arg-type]
+            elif isinstance(event, DataReceived):
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, StreamEnded) and event.stream_id is not None:
+                self.respond(event.stream_id)
+        self.transport.write(self.conn.data_to_send())
+
+    def respond(self, stream_id: int) -> None:
+        for kind, *args in self.script:
+            if kind == "headers":
+                self.conn.send_headers(stream_id, args[0], end_stream=args[1])
+            elif kind == "data":
+                self.conn.send_data(stream_id, args[0])
+            elif kind == "reset":
+                self.conn.reset_stream(stream_id, args[0])
+            elif kind == "goaway":
+                self.conn.close_connection(args[0])
+            elif kind == "close":
+                self.transport.close()
+                return
+
+
+class RawCodec(CodecBase):
+    __content_subtype__ = "proto"
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        return bytes(message)
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        return data
+
+
+class Harness:
+    """Scripted h2 servers on 127.0.0.1 presenting a Sentry SVID of ``ca``."""
+
+    def __init__(self) -> None:
+        self.ca = TestCA.create("public")
+        chain, key = self.ca.issue_svid(SpiffeId.parse("spiffe://public/ns/default/dapr-sentry"))
+        svid = X509Svid.from_chain(chain, key)
+        self.context = server_context(svid, None, require_client_cert=False)
+        self.servers: list[asyncio.Server] = []
+        self.protocols: list[Scripted] = []
+
+    async def start(self, script: list[Step]) -> int:
+        def made() -> Scripted:
+            self.protocols.append(Scripted(script))
+            return self.protocols[-1]
+
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(made, "127.0.0.1", 0, ssl=self.context)
+        self.servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    def requests(self) -> list[dict[str, str]]:
+        return [r for p in self.protocols for r in p.requests]
+
+
+@pytest.fixture
+async def sentry() -> AsyncIterator[Harness]:
+    harness = Harness()
+    yield harness
+    for server in harness.servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def with_grpclib(ca: TestCA, port: int) -> bytes:
+    context = client_context(None, (ca.root_cert,), verify_after_handshake=True)
+    channel = Channel("127.0.0.1", port, ssl=context, codec=RawCodec())
+    try:
+        method: UnaryUnaryMethod[bytes, bytes] = UnaryUnaryMethod(channel, PATH, bytes, bytes)
+        return await method(b"request", timeout=3)
+    finally:
+        channel.close()
+
+
+async def with_sentry_call(ca: TestCA, port: int) -> bytes:
+    context = client_context(None, (ca.root_cert,), verify_after_handshake=True)
+    return await unary_call(
+        "127.0.0.1",
+        port,
+        PATH,
+        b"request",
+        context=context,
+        anchors=(ca.root_cert,),
+        authorizer=None,
+        clock=system_clock,
+        timeout=3,
+    )
+
+
+async def outcome(call: Any) -> tuple[str, str]:
+    try:
+        async with asyncio.timeout(5):
+            return "reply", repr(await call)
+    except (GRPCError, StreamTerminatedError, NotImplementedError) as err:
+        status = f"{err.status.name} " if isinstance(err, GRPCError) else ""
+        return type(err).__name__, f"{status}{err.message if isinstance(err, GRPCError) else err}"
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+async def test_same_reply_or_error_as_grpclib(name: str, sentry: Harness) -> None:
+    port = await sentry.start(SCRIPTS[name])
+    theirs = await outcome(with_grpclib(sentry.ca, port))
+    ours = await outcome(with_sentry_call(sentry.ca, port))
+    assert ours == theirs
+
+
+async def test_the_request_carries_grpclibs_headers(sentry: Harness) -> None:
+    port = await sentry.start(SCRIPTS["ok"])
+    await with_grpclib(sentry.ca, port)
+    await with_sentry_call(sentry.ca, port)
+    theirs, ours = sentry.requests()
+    assert ours.pop("grpc-timeout")[-1] == theirs.pop("grpc-timeout")[-1] == "m"  # ~3 s left
+    assert ours == theirs
+
+
+async def test_no_message_is_a_wire_error(sentry: Harness) -> None:
+    port = await sentry.start([("headers", [*OK_HEADERS, ("grpc-status", "0")], True)])
+    with pytest.raises(WireError, match="no message"):
+        await with_sentry_call(sentry.ca, port)
+
+
+async def test_grpc_message_is_percent_decoded(sentry: Harness) -> None:
+    port = await sentry.start(SCRIPTS["trailers-only refusal"])
+    with pytest.raises(GRPCError) as caught:
+        await with_sentry_call(sentry.ca, port)
+    assert (caught.value.status, caught.value.message) == (
+        Status.PERMISSION_DENIED,
+        "no way, sorry",
+    )
