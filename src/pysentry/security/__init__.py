@@ -5,7 +5,8 @@
 - :mod:`.tls`: ``ssl`` contexts for SPIFFE mTLS, post-handshake peer checks, rotation.
 - :mod:`.channel`: grpclib channel and server that check the peer's SPIFFE ID per connection.
 - :mod:`.sentry_client`: ``SignCertificate`` over TLS with Dapr's retry policy.
-- :mod:`.sentry_wire`: its two messages on the wire, without protobuf.
+- :mod:`.sentry_call`, :mod:`.sentry_wire`: that call on h2 and its two messages, without
+  grpclib's client or protobuf (daprd's start-up).
 - :mod:`.provider`: the initial fetch and the renewal loop at 50% of the lifetime.
 - :mod:`.metrics`: daprd's ``dapr_runtime_mtls_*`` counters; :mod:`.events` what the provider
   records, and a stand-in until those counters exist.
