@@ -212,7 +212,7 @@ class HttpAppChannel:
             now = loop.time()
             while self._idle:
                 since, conn = self._idle.pop()
-                if conn.reusable and not conn.closed and now - since <= self._keepalive_s:
+                if conn.usable and now - since <= self._keepalive_s:
                     self._busy += 1
                     return conn
                 conn.close()
@@ -234,7 +234,7 @@ class HttpAppChannel:
     def _release(self, conn: Connection) -> None:
         self._busy -= 1
         conn.done()
-        if conn.reusable and not conn.closed and not self._closed:
+        if conn.usable and not self._closed:
             self._idle.append((asyncio.get_running_loop().time(), conn))
         else:
             conn.close()

@@ -76,6 +76,12 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
+    @property
+    def usable(self) -> bool:
+        """Open, idle and fit for the next request."""
+        transport = self.transport
+        return self.reusable and not self.closed and not (transport and transport.is_closing())
+
     def send(self, data: list[bytes], *, head_only: bool) -> asyncio.Future[Response]:
         assert self.transport is not None and self._waiter is None
         self._waiter = asyncio.get_running_loop().create_future()

@@ -223,3 +223,14 @@ async def test_at_most_max_connections_at_once() -> None:
         got = await asyncio.gather(*(channel.call(InvokeRequest("m")) for _ in range(6)))
         assert [g.body for g in got] == [b"k"] * 6
         assert len(conns) <= 2 and len(seen) == 6
+
+
+async def test_an_idle_connection_is_not_reused_past_the_keepalive() -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nk"
+    async with app(whole(ok), keepalive_s=0.05) as (channel, _, conns):
+        await channel.call(InvokeRequest("m"))
+        await channel.call(InvokeRequest("m"))
+        assert len(conns) == 1
+        await asyncio.sleep(0.1)
+        await channel.call(InvokeRequest("m"))
+        assert len(conns) == 2
