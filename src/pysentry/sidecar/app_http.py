@@ -179,6 +179,8 @@ class Connection(asyncio.Protocol):
                 if length is not None and length != value:
                     raise BadResponse(f"conflicting Content-Length headers: {value!r}")
                 length = value
+        if encoding and length is not None:  # a smuggling vector: refused, as llhttp does
+            raise BadResponse("Transfer-Encoding can't be present with Content-Length")
         tokens = {t.strip() for t in connection.split(",")}
         if "close" in tokens or (version == b"HTTP/1.0" and "keep-alive" not in tokens):
             self.reusable = False

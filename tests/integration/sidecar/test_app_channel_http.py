@@ -234,3 +234,13 @@ async def test_an_idle_connection_is_not_reused_past_the_keepalive() -> None:
         await asyncio.sleep(0.1)
         await channel.call(InvokeRequest("m"))
         assert len(conns) == 2
+
+
+async def test_a_response_with_both_transfer_encoding_and_content_length_is_refused() -> None:
+    both = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+    async with app(whole(both + b"2\r\nhi\r\n0\r\n\r\n")) as (channel, _, _conns):
+        with pytest.raises(PysentryError) as err:
+            await channel.call(InvokeRequest("m"))
+        text = str(err.value)
+        assert text.startswith("error invoking app channel: 400, message=")
+        assert "Transfer-Encoding can't be present with Content-Length" in text
