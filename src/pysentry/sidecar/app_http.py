@@ -1,14 +1,17 @@
 """The app channel's HTTP/1.1 connections: one request at a time each, kept alive in a pool.
 
 aiohttp's client cost about 130 us of CPU per call to the app (a tenth of both sidecars' CPU per
-invoke); this is what the channel needs of it and no more: it writes exactly the request bytes
-aiohttp wrote (``Host``, the headers in order, ``Content-Length`` last) and reads a response
-framed by ``Content-Length``, chunked or by the end of the connection (none for ``HEAD``, 1xx,
-204 and 304), skipping interim 1xx answers. Failures read as aiohttp's did (the channel puts them
-after ``error invoking app channel:``): ``Server disconnected`` when the app closes before the
-response is complete and the response head had not arrived, ``Response payload is not
-completed: ...`` once it had; idempotent requests get one retry when the connection is lost
-before the response head, as aiohttp retries them.
+invoke). This keeps aiohttp's response parser (llhttp, in C: ``aiohttp.http_parser``), the part
+that decides what the app's bytes mean, and replaces only the client around it: the connection,
+the request write (exactly the bytes aiohttp's client wrote: ``Host``, the headers in order,
+``Content-Length`` last) and the pool. The parser frames the response (Content-Length, chunked,
+or the end of the connection; none for ``HEAD``, 1xx, 204 and 304), applies aiohttp's limits
+(8190 bytes a line or field, 128 headers) and refuses what aiohttp refused, with aiohttp's text.
+Interim 1xx answers are skipped. Failures read as aiohttp's did (the channel puts them after
+``error invoking app channel:``): ``Server disconnected`` when the app closes before the
+response head arrived, ``Response payload is not completed: <...>`` once it had; idempotent
+requests get one retry when the connection is lost before the response head, as aiohttp
+retries them.
 """
 
 from __future__ import annotations
@@ -16,19 +19,14 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-#: Status line plus headers: past this the response is refused (aiohttp's own limits: 8 KiB a
-#: line, 32 Ki headers of 8 KiB, whichever comes first).
-MAX_HEAD = 1 << 20
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpResponseParser
+from aiohttp.streams import StreamReader
+
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-_NO_BODY = frozenset({204, 304})
-_CL_SHORT = (
-    "Response payload is not completed: <ContentLengthError: 400, "
-    "message='Not enough data to satisfy content length header (received {} of {} bytes).'>"
-)
-_CHUNK_SHORT = (
-    "Response payload is not completed: <TransferEncodingError: 400, "
-    "message='Not enough data to satisfy transfer length header.'>"
-)
+READ_LIMIT = 2**16
+"""aiohttp's read buffer limit: the parser's body buffer pauses reading past twice this."""
 
 Header = tuple[str, str]
 
@@ -64,13 +62,12 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reusable = True
-        self._buf = bytearray()
+        self.connected = True  # read by aiohttp's StreamReader, with the two below
+        self._reading_paused = False
         self._waiter: asyncio.Future[Response] | None = None
-        self._head_only = False
+        self._parser: HttpResponseParser | None = None
         self._head: tuple[int, list[Header]] | None = None
-        self._length: int | None = None  # body bytes still due; None: chunked or to the end
-        self._expected = 0  # the Content-Length
-        self._chunked = False
+        self._payload: StreamReader | None = None  # the final response's body, as parsed
         self._chunks: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -82,43 +79,80 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         return self.reusable and not self.closed and not (transport and transport.is_closing())
 
+    # flow control, called by the parser's StreamReader when the body buffer is full / drained
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        if self.transport is not None and self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
     def send(self, data: list[bytes], *, head_only: bool) -> asyncio.Future[Response]:
         assert self.transport is not None and self._waiter is None
-        self._waiter = asyncio.get_running_loop().create_future()
-        self._head_only = head_only
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        self._parser = HttpResponseParser(
+            cast(BaseProtocol, self),  # what the parser's StreamReader uses of one is here
+            loop,
+            READ_LIMIT,
+            response_with_body=not head_only,
+            read_until_eof=True,
+            auto_decompress=False,  # the app's bytes go to the caller as they are
+        )
         self._head = None
+        self._payload = None
         self._chunks = []
         self.transport.writelines(data)
         return self._waiter
 
     def data_received(self, data: bytes) -> None:
         waiter = self._waiter
-        if waiter is None or waiter.done():  # bytes nobody asked for: not reused
-            self.reusable = False
+        if waiter is None or waiter.done() or self._parser is None:
+            self.reusable = False  # bytes nobody asked for: not reused
             if waiter is None:
                 self.close()
             return
-        self._buf += data
         try:
-            self._parse()
-        except AppHttpError as err:
-            self._fail(err)
+            messages, upgraded, _ = self._parser.feed_data(data)
+        except HttpProcessingError as err:
+            self._fail(BadResponse(err.message))
+            return
+        if upgraded:  # 101 Switching Protocols: what follows is not HTTP
+            self.reusable = False
+        for message, payload in messages:
+            if 100 <= message.code < 200 and message.code != 101:
+                continue  # interim (100 Continue, 103 Early Hints): the answer follows
+            if self._head is not None:  # a second response to one request
+                self.reusable = False
+                continue
+            if message.should_close:
+                self.reusable = False
+            self._head = (message.code, _decode(message.raw_headers))
+            self._payload = payload
+        self._drain()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.reusable = False
-        if self._waiter is None or self._waiter.done():
+        waiter = self._waiter
+        if waiter is None or waiter.done():
             return
-        if self._head is not None and self._length is None and not self._chunked:
-            self._finish(b"".join(self._chunks) + bytes(self._buf))  # framed by the close
-        elif self._head is None:  # aiohttp's ServerDisconnectedError, or ClientOSError
+        if self._head is None:  # aiohttp's ServerDisconnectedError, or ClientOSError
             text = str(OSError(*exc.args)) if isinstance(exc, OSError) else "Server disconnected"
-            self._waiter.set_exception(Disconnected(text))
-        elif self._chunked:
-            self._waiter.set_exception(AppHttpError(_CHUNK_SHORT))
-        else:
-            got = len(self._buf)  # a Content-Length body stays in the buffer until complete
-            self._waiter.set_exception(AppHttpError(_CL_SHORT.format(got, self._expected)))
+            waiter.set_exception(Disconnected(text))
+            return
+        assert self._parser is not None
+        try:
+            self._parser.feed_eof()  # a body framed by the close ends here; a framed one is short
+        except HttpProcessingError as err:
+            waiter.set_exception(AppHttpError(f"Response payload is not completed: {err!r}"))
+            return
+        self._drain()
+        if not waiter.done():
+            waiter.set_exception(AppHttpError("Response payload is not completed"))
 
     def done(self) -> None:
         """The caller has its response (or gave up): the next request may use the connection."""
@@ -126,6 +160,8 @@ class Connection(asyncio.Protocol):
         if waiter is None or not waiter.done() or waiter.cancelled() or waiter.exception():
             self.reusable = False  # abandoned or failed mid-response: its bytes may still come
         self._waiter = None
+        self._parser = None
+        self._payload = None
         if not self.reusable:
             self.close()
 
@@ -141,123 +177,23 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    # --- parsing ----------------------------------------------------------------------------
-    def _parse(self) -> None:
-        buf = self._buf
-        while self._head is None:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEAD:
-                    raise BadResponse(f"response head over {MAX_HEAD} bytes")
-                return
-            head = bytes(buf[:end])
-            del buf[: end + 4]
-            status, headers, version = _read_head(head)
-            if 100 <= status < 200 and status != 101:
-                continue  # interim (100 Continue, 103 Early Hints): the answer follows
-            self._start_body(status, headers, version)
-        if self._chunked:
-            self._read_chunks()
-        elif self._length is not None and len(buf) >= self._length:
-            body = bytes(buf[: self._length])
-            del buf[: self._length]
-            self._finish(body)
-        # else: the body ends with the connection (connection_lost)
-
-    def _start_body(self, status: int, headers: list[Header], version: bytes) -> None:
-        self._head = (status, headers)
-        connection = ""
-        encoding = ""
-        length: str | None = None
-        for name, value in headers:
-            low = name.lower()
-            if low == "connection":
-                connection += "," + value.lower()
-            elif low == "transfer-encoding":
-                encoding = value.lower()
-            elif low == "content-length":
-                if length is not None and length != value:
-                    raise BadResponse(f"conflicting Content-Length headers: {value!r}")
-                length = value
-        if encoding and length is not None:  # a smuggling vector: refused, as llhttp does
-            raise BadResponse("Transfer-Encoding can't be present with Content-Length")
-        tokens = {t.strip() for t in connection.split(",")}
-        if "close" in tokens or (version == b"HTTP/1.0" and "keep-alive" not in tokens):
-            self.reusable = False
-        self._chunked = False
-        if self._head_only or status in _NO_BODY or status < 200:
-            self._length = 0
-        elif encoding.rsplit(",", 1)[-1].strip() == "chunked":
-            self._chunked, self._length = True, None
-        elif length is not None:
-            if not length.isdigit():
-                raise BadResponse(f"invalid Content-Length: {length!r}")
-            self._length = self._expected = int(length)
-        else:
-            self._length = None
-            self.reusable = False
-
-    def _read_chunks(self) -> None:
-        buf = self._buf
-        while True:
-            line_end = buf.find(b"\r\n")
-            if line_end < 0:
-                return
-            size_text = bytes(buf[:line_end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise BadResponse(f"invalid chunk size: {size_text[:32]!r}") from None
-            if size == 0:  # then trailers, if any, and an empty line
-                after = line_end + 2
-                if buf[after : after + 2] == b"\r\n":
-                    end = after + 2
-                else:
-                    found = buf.find(b"\r\n\r\n", after)
-                    if found < 0:
-                        if len(buf) > MAX_HEAD:
-                            raise BadResponse(f"chunk trailers over {MAX_HEAD} bytes")
-                        return
-                    end = found + 4
-                del buf[:end]
-                self._finish(b"".join(self._chunks))
-                return
-            start = line_end + 2
-            if len(buf) < start + size + 2:
-                return
-            if buf[start + size : start + size + 2] != b"\r\n":
-                raise BadResponse("chunk not followed by CRLF")
-            self._chunks.append(bytes(buf[start : start + size]))
-            del buf[: start + size + 2]
-
-    def _finish(self, body: bytes) -> None:
-        assert self._head is not None
-        status, headers = self._head
-        if self._buf:
-            self.reusable = False  # bytes past the response: not ours to guess at
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(Response(status, headers, body))
+    def _drain(self) -> None:
+        payload = self._payload
+        if payload is None or self._head is None:
+            return
+        data = payload.read_nowait(-1)
+        if data:
+            self._chunks.append(data)
+        if payload.is_eof():
+            status, headers = self._head
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+                waiter.set_result(Response(status, headers, body))
 
 
-def _read_head(head: bytes) -> tuple[int, list[Header], bytes]:
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    version = parts[0]
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(parts) < 2:
-        raise BadResponse(f"bad status line: {lines[0][:100]!r}")
-    code = parts[1]
-    if len(code) != 3 or not code.isdigit():
-        raise BadResponse(f"bad status code: {code[:100]!r}")
-    headers: list[Header] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
-            raise BadResponse(f"bad header line: {line[:100]!r}")
-        headers.append(
-            (
-                name.decode("utf-8", "surrogateescape"),
-                value.strip(b" \t").decode("utf-8", "surrogateescape"),
-            )
-        )
-    return int(code), headers, version
+def _decode(raw: tuple[tuple[bytes, bytes], ...]) -> list[Header]:
+    return [
+        (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        for name, value in raw
+    ]

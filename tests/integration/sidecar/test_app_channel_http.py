@@ -244,3 +244,40 @@ async def test_a_response_with_both_transfer_encoding_and_content_length_is_refu
         text = str(err.value)
         assert text.startswith("error invoking app channel: 400, message=")
         assert "Transfer-Encoding can't be present with Content-Length" in text
+
+
+async def test_large_bodies_through_the_parsers_flow_control_on_one_connection() -> None:
+    big = bytes(range(256)) * 4096  # 1 MiB: the parser's buffer pauses reading past 128 KiB
+    sized = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(big) + big
+    chunk = 100_000
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for at in range(0, len(big), chunk):
+        piece = big[at : at + chunk]
+        chunked += b"%x\r\n" % len(piece) + piece + b"\r\n"
+    chunked += b"0\r\n\r\n"
+
+    def script(buf: bytes, index: int) -> bytes | None:
+        if not buf.endswith(b"\r\n\r\n"):
+            return None
+        return chunked if b"/chunked" in buf else sized
+
+    async with app(script) as (channel, seen, conns):
+        for method in ("sized", "chunked", "sized"):
+            got = await channel.call(InvokeRequest(method))
+            assert got.status == 200 and got.body == big
+        assert len(conns) == 1 and len(seen) == 3
+
+
+async def test_a_header_over_aiohttps_limit_and_a_101_are_not_kept() -> None:
+    long = b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 9000 + b"\r\nContent-Length: 0\r\n\r\n"
+    async with app(whole(long)) as (channel, _, _conns):
+        with pytest.raises(PysentryError) as err:
+            await channel.call(InvokeRequest("m"))
+        assert str(err.value).startswith("error invoking app channel: 400, message=")
+        assert "Got more than 8190 bytes" in str(err.value)
+    upgrade = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n"
+    async with app(whole(upgrade)) as (channel, _, conns):
+        first = await channel.call(InvokeRequest("m"))
+        assert first.status == 101
+        await channel.call(InvokeRequest("m"))
+        assert len(conns) == 2  # the upgraded connection was not used again
