@@ -36,22 +36,24 @@ async def steady_load(
     """Requests A -> B for ``seconds``; returns (ok count, failures)."""
     failures: list[str] = []
     ok = 0
-    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+    deadline = start + seconds
 
     async def worker(n: int, session: aiohttp.ClientSession) -> None:
         nonlocal ok
         i = 0
         while time.monotonic() < deadline:
             body = f"w{n}-{i}".encode()
+            at = time.monotonic() - start  # when it was sent: failures say when they happened
             try:
                 async with session.post(f"{a.url}/v1.0/invoke/appB/method/raw", data=body) as r:
                     got = await r.read()
                     if r.status == 200 and got == body:
                         ok += 1
                     else:
-                        failures.append(f"{r.status}: {got[:200]!r}")
+                        failures.append(f"+{at:.1f}s {r.status}: {got[:200]!r}")
             except aiohttp.ClientError as err:
-                failures.append(repr(err))
+                failures.append(f"+{at:.1f}s {err!r}")
             i += 1
             await asyncio.sleep(1 / rate_per_worker)
 
