@@ -17,7 +17,7 @@ from pysentry.sidecar.kubernetes import (
     with_kubernetes_resolver,
     with_token_file,
 )
-from pysentry.sidecar.main import StartupError, bind_each
+from pysentry.sidecar.ports import StartupError, bind_each
 from pysentry.sidecar.options import listen_addresses, parse_options
 
 K8S = ["--mode", "kubernetes", "--app-id", "a"]

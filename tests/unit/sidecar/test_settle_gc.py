@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pysentry.sidecar.main import SERVING_GC_THRESHOLD, settle_gc
+from pysentry.sidecar.earlygc import SERVING_GC_THRESHOLD, settle_gc
 
 
 @pytest.fixture
