@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from grpclib.client import Channel, UnaryUnaryMethod
 from grpclib.const import Status
-from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -22,6 +21,7 @@ from pysentry.security.sentry_wire import WireError
 from pysentry.security.tls import client_context, server_context
 from pysentry.spiffe import SpiffeId
 from pysentry.testing import TestCA
+from tests.unit.security.rawcodec import RawCodec
 
 PATH = "/dapr.proto.sentry.v1.CA/SignCertificate"
 OK_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
@@ -113,16 +113,6 @@ class Scripted(asyncio.Protocol):
             elif kind == "close":
                 self.transport.close()
                 return
-
-
-class RawCodec(CodecBase):
-    __content_subtype__ = "proto"
-
-    def encode(self, message: Any, message_type: Any) -> bytes:
-        return bytes(message)
-
-    def decode(self, data: bytes, message_type: Any) -> Any:
-        return data
 
 
 class Harness:

@@ -10,7 +10,6 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import StringValue
 from grpclib.const import Cardinality, Handler
-from grpclib.encoding.base import CodecBase
 from grpclib.server import Server, Stream
 
 from pysentry.pki.csr import build_csr
@@ -27,6 +26,7 @@ from pysentry.security.sentry_wire import (
 from pysentry.security.tls import server_context
 from pysentry.spiffe import SpiffeId
 from pysentry.testing import TestCA
+from tests.unit.security.rawcodec import RawCodec
 
 REQUESTS: list[dict[str, Any]] = [
     {},
@@ -132,18 +132,6 @@ def test_sentry_client_does_not_load_protobuf_or_grpclibs_client() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
-
-
-class RawCodec(CodecBase):
-    """Server side: the handler sends bytes as they are."""
-
-    __content_subtype__ = "proto"
-
-    def encode(self, message: Any, message_type: Any) -> bytes:
-        return bytes(message)
-
-    def decode(self, data: bytes, message_type: Any) -> Any:
-        return data
 
 
 class GarbageSentry:

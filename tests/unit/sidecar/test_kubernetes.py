@@ -17,8 +17,8 @@ from pysentry.sidecar.kubernetes import (
     with_kubernetes_resolver,
     with_token_file,
 )
-from pysentry.sidecar.ports import StartupError, bind_each
 from pysentry.sidecar.options import listen_addresses, parse_options
+from pysentry.sidecar.ports import StartupError, bind_each
 
 K8S = ["--mode", "kubernetes", "--app-id", "a"]
 
