@@ -27,12 +27,18 @@ async def wait_metric(d: Daprd, name: str, at_least: float, timeout: float) -> f
             await asyncio.sleep(0.2)
 
 
-def registrations(cluster: Cluster) -> str:
-    """The name-resolution rows and the time now (for a failure message: a stale row answers
-    ``no host found``)."""
+def registrations(cluster: Cluster, *daprds: Daprd) -> str:
+    """The name-resolution rows, the time now and the sidecars' registration log lines (for a
+    failure message: a stale row answers ``no host found``)."""
     with contextlib.closing(sqlite3.connect(cluster.nr_db)) as db:
         rows = db.execute("SELECT app_id, address, last_update FROM hosts").fetchall()
-    return f"now={int(time.time())} rows={rows}"
+    lines = [
+        f"{d.app_id}: {line[:200]}"
+        for d in daprds
+        for line in d.proc.text().splitlines()
+        if "registration" in line or "resolution" in line or "level=error" in line
+    ]
+    return f"now={time.time():.2f} rows={rows} log={lines[-20:]}"
 
 
 ROTATED = "dapr_runtime_mtls_workload_cert_rotated_total"
@@ -64,7 +70,7 @@ async def test_sentry_down_calls_continue_and_renewal_resumes(cluster: Cluster) 
     assert await wait_metric(a, ROTATED, 1, timeout=13) >= 1
     assert await wait_metric(b, ROTATED, 1, timeout=3) >= 1
     ok, failures = await load
-    assert failures == [], (failures[:10], registrations(cluster))
+    assert failures == [], (failures[:10], registrations(cluster, a, b))
     assert ok > 200
 
 
@@ -112,6 +118,6 @@ async def test_root_swap_through_anchors_file_without_restarts(cluster: Cluster)
             assert (r.status, await r.read()) == (200, b"c->b")
 
     ok, failures = await load
-    assert failures == [], (failures[:10], registrations(cluster))
+    assert failures == [], (failures[:10], registrations(cluster, a, b))
     assert ok > 100
     assert a.proc.alive() and b.proc.alive()
