@@ -56,6 +56,8 @@ from pysentry.security.sentry_wire import WireError
 from pysentry.security.tls import AnchorsLike, peer_spiffe_id
 
 GRPC_CONTENT_TYPE = "application/grpc"
+CLOSE_WAIT_S = 1.0
+"""How long a finished call waits for the TLS close before it aborts the connection."""
 WINDOW = 4 << 20  # grpclib's default connection and stream windows
 USER_AGENT = (
     f"grpc-python-grpclib/{grpclib.__version__} ({os.uname().sysname}; "
@@ -98,7 +100,9 @@ def encode_timeout(seconds: float) -> str:
 class _Call(asyncio.Protocol):
     def __init__(self) -> None:
         self.conn = H2Connection(config=_H2)
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
         self.transport: asyncio.Transport | None = None
         self.stream_id = 0
         self.headers: dict[str, str] | None = None
@@ -164,6 +168,8 @@ class _Call(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish("Connection lost")
+        if not self.lost.done():
+            self.lost.set_result(None)
 
 
 def _check_status(headers: dict[str, str]) -> None:
@@ -267,4 +273,20 @@ async def unary_call(
             call.done.cancel()  # what the closing connection reports is for no one
         elif not call.done.cancelled():
             call.done.exception()  # retrieved: raised above, or not needed
-        transport.close()
+        await _close(call, transport)
+
+
+async def _close(call: _Call, transport: asyncio.Transport) -> None:
+    """Close with TLS close_notify and wait (at most ``CLOSE_WAIT_S``) until the socket is
+    closed; else abort it. A TLS close is not done when ``transport.close()`` returns: a caller
+    that ends its event loop right after would leave the socket open."""
+    transport.close()
+    if call.lost.done():
+        return
+    try:
+        await asyncio.wait_for(asyncio.shield(call.lost), CLOSE_WAIT_S)
+    except TimeoutError:
+        transport.abort()
+    except asyncio.CancelledError:
+        transport.abort()
+        raise

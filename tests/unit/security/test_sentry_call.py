@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -214,3 +215,24 @@ async def test_grpc_message_is_percent_decoded(sentry: Harness) -> None:
         Status.PERMISSION_DENIED,
         "no way, sorry",
     )
+
+
+def _open_client_sockets(server_port: int) -> list[str]:
+    """States of TCP sockets whose remote end is ``server_port`` and that still have an owner
+    (ESTABLISHED or CLOSE_WAIT: closed sockets are FIN_WAIT/TIME_WAIT), from /proc/net/tcp."""
+    states = {"01": "ESTABLISHED", "08": "CLOSE_WAIT"}
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port = int(fields[2].split(":")[1], 16)
+        if remote_port == server_port and fields[3] in states:
+            found.append(states[fields[3]])
+    return found
+
+
+async def test_the_connection_is_closed_when_the_call_returns(sentry: Harness) -> None:
+    # A caller that ends its event loop right after (asyncio.run) must not leave the socket
+    # open: the TLS close is awaited, not just started.
+    port = await sentry.start(SCRIPTS["ok"])
+    await with_sentry_call(sentry.ca, port)
+    assert _open_client_sockets(port) == []
