@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 NO_HOST = "no host found with the given ID"
 _CACHE_TTL = timedelta(seconds=1)
+HEARTBEAT_RETRY_S = 0.25
+"""A heartbeat that failed on a database error is tried again this soon."""
 _BEAT_PHASE_S = 0.05  # heartbeats fire this long after a whole Unix second
 
 
@@ -276,14 +278,7 @@ class SqliteResolver:
         while True:
             delay, next_at = self.next_heartbeat_delay(next_at)
             await asyncio.sleep(delay)
-            try:
-                await asyncio.to_thread(self.heartbeat)
-            except RegistrationLost:
-                log.error("Failed to update host registration: host registration lost")
-                log.critical("Host registration lost")
-                raise
-            except sqlite3.Error as err:
-                log.error("Failed to update host registration: database error: %s", err)
+            await self._beat(until=next_at)
             if cleanup_every > 0 and loop.time() >= next_cleanup:
                 next_cleanup = loop.time() + cleanup_every
                 try:
@@ -291,6 +286,25 @@ class SqliteResolver:
                     log.info("Removed %d expired rows", removed)
                 except sqlite3.Error as err:
                     log.warning("name resolution cleanup failed: %s", err)
+
+    async def _beat(self, *, until: float) -> None:
+        """One heartbeat; a database error (e.g. ``database is locked`` past the busy timeout,
+        another writer stuck in a slow fsync) is retried every ``HEARTBEAT_RETRY_S`` until the
+        next beat is due, so one failed write does not leave the row stale for a whole period
+        (callers would get ``no host found``)."""
+        while True:
+            try:
+                await asyncio.to_thread(self.heartbeat)
+                return
+            except RegistrationLost:
+                log.error("Failed to update host registration: host registration lost")
+                log.critical("Host registration lost")
+                raise
+            except sqlite3.Error as err:
+                log.error("Failed to update host registration: database error: %s", err)
+            if self._clock().timestamp() + HEARTBEAT_RETRY_S >= until:
+                return
+            await asyncio.sleep(HEARTBEAT_RETRY_S)
 
     def close(self) -> None:
         with self._read_lock:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
 import re
 import sqlite3
 import threading
@@ -270,3 +273,36 @@ def test_fixed_cadence_heartbeats_keep_a_row_fresh_despite_late_beats(tmp_path: 
     clock.now = datetime.fromtimestamp(1_800_000_010.5, UTC)
     delay, following = mine.next_heartbeat_delay(1_800_000_008.05)
     assert (round(delay, 6), following) == (0.55, 1_800_000_012.05)
+
+
+async def test_a_heartbeat_that_hit_a_locked_database_is_retried_before_the_next_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another writer holds the database past the busy timeout (800 ms: e.g. stuck in a slow
+    fsync on a busy disk) while a beat is due. The beat fails, and is tried again 0.25 s later,
+    not a whole period later: the row stays fresh for callers."""
+    db = tmp_path / "nr.db"
+    # updateInterval 4s, timeout 1s: a beat every 3 s, just after a whole second.
+    r = SqliteResolver(SqliteSettings(db, timedelta(seconds=4)))
+    r.register(Registration("b", "default", "127.0.0.1:1001"))
+    other = sqlite3.connect(str(db), isolation_level=None)
+    await asyncio.sleep(math.ceil(time.time()) - time.time() + 0.01)  # a whole second has begun
+    second = math.floor(time.time())
+    task = asyncio.create_task(r.run())  # its first beat: second + 1.05
+    try:
+        await asyncio.sleep(second + 1 - time.time())
+        other.execute("BEGIN IMMEDIATE")  # held over the beat and past the busy timeout
+        await asyncio.sleep(second + 2 - time.time())
+        other.execute("COMMIT")
+        await asyncio.sleep(second + 2.6 - time.time())  # the retry ran; the next beat is at +4.05
+        (last,) = other.execute("SELECT last_update FROM hosts").fetchone()
+        assert last == second + 2
+        assert "Failed to update host registration: database error: database is locked" in (
+            caplog.text
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        other.close()
+        r.close()
