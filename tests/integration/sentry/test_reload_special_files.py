@@ -9,6 +9,7 @@ stays in the tens of milliseconds (see the printed figures).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
@@ -93,8 +94,9 @@ async def test_special_files_are_refused_without_blocking(
     try:
         for rejected, (name, make, reason) in enumerate(cases, start=1):
             original = swap_in(creds / name, make)
-            sentry.wait_for_log("Issuer credentials reload rejected", count=rejected)
-            assert f"{str(creds / name)!r}: {reason}" in sentry.log_text()
+            # The directory takes an unlink and a rename: the watcher may see the file missing
+            # in between (one more rejection, for that), so wait for this case's own reason.
+            sentry.wait_for_log(f"{str(creds / name)!r}: {reason}")
             status, body = sentry.healthz()
             assert status == 200
             detail = body["detail"]
@@ -104,9 +106,10 @@ async def test_special_files_are_refused_without_blocking(
             sign_worst = max(sign_worst, time.monotonic() - started)
             chain = load_certificates(response.workload_certificate)
             assert "OK" in openssl_verify(tmp_path, anchors, chain)
-            assert f"dapr_sentry_issuercert_reload_failed_total {float(rejected)}" in (
-                sentry.metrics()
+            failed = re.search(
+                r"^dapr_sentry_issuercert_reload_failed_total (\S+)$", sentry.metrics(), re.M
             )
+            assert failed is not None and float(failed.group(1)) >= rejected
             restore(creds / name, original)
             sentry.wait_for_log("CA certificate key pair ready", count=rejected + 1)
             assert sentry.healthz()[1]["detail"] == {}
