@@ -27,6 +27,7 @@ from pysentry.errors import PeerRejected
 from pysentry.pki.svid import authorize_path
 from pysentry.security.tls import AnchorsLike, peer_spiffe_id
 from pysentry.sidecar import fastpath_protocol as fp
+from pysentry.sidecar.fastpath_writer import FrameWriter
 from pysentry.sidecar.invocation import Target
 from pysentry.spiffe import dapr_path
 
@@ -44,6 +45,7 @@ class ClientConnection(asyncio.Protocol):
         self._streams: dict[int, asyncio.Future[fp.Frame]] = {}
         self._next = 1
         self._transport: asyncio.Transport | None = None
+        self._writer: FrameWriter | None = None
         self._writable = asyncio.Event()
         self._writable.set()
         self.created = created
@@ -54,6 +56,7 @@ class ClientConnection(asyncio.Protocol):
     # --- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._writer = FrameWriter(self._transport, asyncio.get_running_loop())
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -85,6 +88,8 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._writer is not None:
+            self._writer.drop()  # the calls they carried fail below, as any in flight
         self._writable.set()
         for future in self._streams.values():
             if not future.done():
@@ -113,8 +118,8 @@ class ClientConnection(asyncio.Protocol):
     async def call(self, message: bytes, deadline: float, body: bytes = b"") -> bytes:
         """The response payload to a request payload (``message`` then ``body``), by
         ``deadline`` (loop time); errors as :mod:`.invoker` says."""
-        transport = self._transport
-        if transport is None or self.closed:
+        writer = self._writer
+        if writer is None or self.closed:
             raise StreamTerminatedError(LOST)
         loop = asyncio.get_running_loop()
         stream = self._next
@@ -131,11 +136,11 @@ class ClientConnection(asyncio.Protocol):
                 if self.closed:
                     raise StreamTerminatedError(LOST)
             timeout_ms = max(1, round((deadline - loop.time()) * 1000))
-            transport.writelines(fp.request_frame(stream, timeout_ms, message, body))
+            writer.write(*fp.request_frame(stream, timeout_ms, message, body))
             frame = await future
         except BaseException:
             if not _answered(future) and not self.closed:
-                transport.write(fp.cancel_frame(stream))  # the callee stops the app call
+                writer.write(fp.cancel_frame(stream))  # the callee stops the app call
             raise
         finally:
             timer.cancel()
@@ -155,6 +160,8 @@ class ClientConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
+            if self._writer is not None:
+                self._writer.flush()  # a CANCEL written by the last call goes out first
             self._transport.close()
 
 
