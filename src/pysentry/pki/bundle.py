@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from pysentry.errors import InvalidBundle, InvalidKey
 from pysentry.pki.chain import ChainError, check_signature_from, verify_chain
@@ -180,12 +181,16 @@ class CaBundle:
     trust_anchors: tuple[x509.Certificate, ...]
     issuer_chain: tuple[x509.Certificate, ...]
     issuer_key: PrivateKey
+    _chain_tail_pem: bytes = field(init=False, repr=False, compare=False)
+    """What follows each leaf in ``chain_pem``: the issuer chain without self-signed
+    certificates, encoded once (the chain never changes; a reload builds a new bundle)."""
 
     def __post_init__(self) -> None:
         if not self.trust_anchors:
             raise InvalidBundle("CA bundle: no trust anchors")
         if not self.issuer_chain:
             raise InvalidBundle("CA bundle: empty issuer chain")
+        object.__setattr__(self, "_chain_tail_pem", encode_chain(self.issuer_chain))
 
     @classmethod
     def from_pem(
@@ -279,7 +284,8 @@ class CaBundle:
         skew: timedelta = DEFAULT_CLOCK_SKEW,
         dns_names: Sequence[str] = (),
     ) -> SignedLeaf:
-        """Sign a workload SVID; ``chain_pem`` is leaf + issuer chain (self-signed skipped)."""
+        """Sign a workload SVID; ``chain_pem`` is leaf + issuer chain (self-signed skipped:
+        never the leaf, whose subject is empty and whose issuer is the issuer's subject)."""
         issued = workload_certificate(
             public_key,
             spiffe_id,
@@ -290,5 +296,5 @@ class CaBundle:
             skew=skew,
             dns_names=dns_names,
         )
-        chain_pem = encode_chain((issued.cert, *self.issuer_chain))
+        chain_pem = issued.cert.public_bytes(Encoding.PEM) + self._chain_tail_pem
         return SignedLeaf(issued.cert, chain_pem, issued.clamped)

@@ -14,6 +14,7 @@ Beyond Dapr, a leaf's NotAfter is clamped to its issuer's NotAfter (``IssuedLeaf
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ def _key_usage(*, cert_sign: bool, crl_sign: bool) -> x509.KeyUsage:
     )
 
 
+_WORKLOAD_KEY_USAGE = _key_usage(cert_sign=False, crl_sign=False)
+_WORKLOAD_EKU = x509.ExtendedKeyUsage(_WORKLOAD_EKUS)
+
+
 def authority_key_identifier(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     """AKID from the issuer's SKID when it has one, else derived from its public key."""
     try:
@@ -69,6 +74,12 @@ def authority_key_identifier(issuer_cert: x509.Certificate) -> x509.AuthorityKey
             issuer_cert.public_key()  # type: ignore[arg-type]
         )
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(skid)
+
+
+@functools.lru_cache(maxsize=16)
+def _issuer_akid(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """:func:`authority_key_identifier`, once per issuer (a Sentry signs with one at a time)."""
+    return authority_key_identifier(issuer_cert)
 
 
 def _ca_builder(
@@ -169,12 +180,9 @@ def workload_certificate(
         .public_key(public_key)
         .not_valid_before(now - skew)
         .not_valid_after(not_after)
-        .add_extension(_key_usage(cert_sign=False, crl_sign=False), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(_WORKLOAD_EKUS),
-            critical=False,
-        )
-        .add_extension(authority_key_identifier(issuer_cert), critical=False)
+        .add_extension(_WORKLOAD_KEY_USAGE, critical=True)
+        .add_extension(_WORKLOAD_EKU, critical=False)
+        .add_extension(_issuer_akid(issuer_cert), critical=False)
         .add_extension(x509.SubjectAlternativeName(names), critical=True)
     )
     return IssuedLeaf(builder.sign(issuer_key, signature_hash(issuer_key)), clamped)

@@ -61,8 +61,9 @@ def to_sign_request(message: Request) -> SignRequest:
 
 
 def to_response(signed: SignedCertificate) -> Response:
-    valid_until = Timestamp()
-    valid_until.FromDatetime(signed.not_after)
+    # ``not_after`` is timezone-aware (a certificate's); this is what FromDatetime computes.
+    at = signed.not_after
+    valid_until = Timestamp(seconds=int(at.timestamp()), nanos=at.microsecond * 1000)
     return Response(
         workload_certificate=signed.chain_pem,
         trust_chain_certificates=[signed.anchors_pem],

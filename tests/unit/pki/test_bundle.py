@@ -404,3 +404,18 @@ def test_damaged_blocks_name_the_file(
     }
     with pytest.raises(InvalidBundle, match=message):
         creds.load(**{field: damage(good[field])})  # type: ignore[operator]
+
+
+def test_chain_pem_is_leaf_then_issuer_chain_without_self_signed_certificates(
+    creds: Creds,
+) -> None:
+    # The issuer chain is encoded once per bundle; every leaf is followed by the same bytes.
+    with_root = CaBundle((creds.root,), (creds.issuer, creds.root), creds.issuer_key)
+    first = with_root.sign(generate_key().public_key(), APP, now=NOW)
+    second = with_root.sign(generate_key().public_key(), APP, now=NOW)
+    assert load_certificates(first.chain_pem) == (first.leaf, creds.issuer)
+    assert first.chain_pem == first.leaf.public_bytes(Encoding.PEM) + _pem(creds.issuer)
+    assert second.chain_pem == second.leaf.public_bytes(Encoding.PEM) + _pem(creds.issuer)
+    root_signs = CaBundle((creds.root,), (creds.root,), creds.root_key)
+    alone = root_signs.sign(generate_key().public_key(), APP, now=NOW)
+    assert load_certificates(alone.chain_pem) == (alone.leaf,)
