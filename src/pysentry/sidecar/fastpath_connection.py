@@ -112,6 +112,16 @@ class ClientConnection(asyncio.Protocol):
 
     # --- calls ----------------------------------------------------------------------------
     @property
+    def unsent(self) -> int:
+        """Bytes of frames written in this loop iteration, not yet handed to TLS."""
+        return 0 if self._writer is None else self._writer.pending
+
+    @property
+    def paused(self) -> bool:
+        """The transport's buffer is full: new frames wait until it drains."""
+        return not self._writable.is_set()
+
+    @property
     def usable(self) -> bool:
         return not self.closed and not self.retired and self._next < fp.MAX_STREAM_ID
 
