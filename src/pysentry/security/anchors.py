@@ -16,20 +16,21 @@ one anchor set serves every trust domain.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
 
 from pysentry.errors import ConfigError, InvalidBundle
 from pysentry.fileio import read_file
 from pysentry.pki.pem import PemError, PemProblem, dump_certificates, strict_certificates
-from pysentry.watch import watch_directories
+
+if TYPE_CHECKING:  # daprd reads its anchors before it imports asyncio (first identity)
+    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class FileAnchors:
         self.last_error: str | None = None
         self.reloads = 0
         self._subscribers = _Subscribers()
-        self._ready = asyncio.Event()
+        self._ready_event: asyncio.Event | None = None
         self._raw = self._read()
         self._anchors = parse_anchors(self._raw, f"file {str(self.path)!r}")
         self._pem = dump_certificates(self._anchors)
@@ -154,6 +155,14 @@ class FileAnchors:
 
     def subscribe(self, callback: AnchorsCallback) -> Callable[[], None]:
         return self._subscribers.add(callback)
+
+    @property
+    def _ready(self) -> asyncio.Event:
+        if self._ready_event is None:
+            import asyncio
+
+            self._ready_event = asyncio.Event()
+        return self._ready_event
 
     async def wait_ready(self) -> None:
         """Return once the watcher is installed (changes after this are seen)."""
@@ -188,6 +197,8 @@ class FileAnchors:
 
     async def run(self) -> None:
         """Watch the file's directory until cancelled."""
+        from pysentry.watch import watch_directories
+
         await watch_directories(
             (self.path.parent,),
             self.reload,

@@ -14,7 +14,6 @@ The clock and the sleep function are injected: tests drive renewal with a fake c
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CertRequester = Callable[[bytes], Awaitable[tuple[x509.Certificate, ...]]]
+BlockingCertRequester = Callable[[bytes], tuple[x509.Certificate, ...]]
 IdentityCallback = Callable[[X509Svid], None]
 Jitter = Callable[[timedelta], timedelta]
 Sleep = Callable[[float], Awaitable[None]]
@@ -43,6 +43,12 @@ Sleep = Callable[[float], Awaitable[None]]
 RETRY_INTERVAL = timedelta(seconds=10)
 MAX_WAKE_INTERVAL = timedelta(minutes=1)
 MAX_JITTER = timedelta(minutes=5)
+
+
+async def _asyncio_sleep(seconds: float) -> None:
+    import asyncio  # daprd's first identity is fetched before asyncio is imported
+
+    await asyncio.sleep(seconds)
 
 
 def default_jitter(lifetime: timedelta) -> timedelta:
@@ -75,7 +81,7 @@ class SecurityProvider:
         app_id: str | None = None,
         key_algorithm: KeyAlgorithm = KeyAlgorithm.EC_P256,
         clock: Clock = system_clock,
-        sleep: Sleep = asyncio.sleep,
+        sleep: Sleep = _asyncio_sleep,
         jitter: Jitter = default_jitter,
         metrics: SecurityEvents | None = None,
         on_rotate: IdentityCallback | None = None,
@@ -141,6 +147,8 @@ class SecurityProvider:
 
     async def _new_key(self) -> PrivateKey:
         if self.key_algorithm == KeyAlgorithm.RSA:  # ~50 ms: keep the loop responsive
+            import asyncio
+
             return await asyncio.to_thread(generate_key, self.key_algorithm)
         return generate_key(self.key_algorithm)
 
@@ -156,9 +164,26 @@ class SecurityProvider:
         try:
             svid = await self.fetch()
         except Exception as err:
-            if self._metrics:
-                self._metrics.init_failed(_reason(err))
-            raise SentryUnavailable(f"failed to retrieve the initial identity: {err}") from err
+            raise self._start_failed(err) from err
+        return self._started(svid)
+
+    def start_blocking(self, requester: BlockingCertRequester) -> X509Svid:
+        """:meth:`start` on this thread, the request made by ``requester`` (blocking): daprd's
+        first identity, before its event loop exists. Renewals use the async requester."""
+        log.info("Fetching initial identity")
+        try:
+            key = generate_key(self.key_algorithm)
+            svid = X509Svid.from_chain(tuple(requester(build_csr(key))), key)
+        except Exception as err:
+            raise self._start_failed(err) from err
+        return self._started(svid)
+
+    def _start_failed(self, err: Exception) -> SentryUnavailable:
+        if self._metrics:
+            self._metrics.init_failed(_reason(err))
+        return SentryUnavailable(f"failed to retrieve the initial identity: {err}")
+
+    def _started(self, svid: X509Svid) -> X509Svid:
         self._install(svid)
         if self._metrics:
             self._metrics.initialized()

@@ -20,15 +20,16 @@ Sentry answered with an error.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from enum import StrEnum
+from typing import TypeVar
 
 from cryptography import x509
 from grpclib.const import Status
@@ -48,7 +49,7 @@ from pysentry.security.backoff import (
     retry_pause,
     shed_pause,
 )
-from pysentry.security.sentry_call import unary_call
+from pysentry.security.sentry_blocking import blocking_unary_call
 from pysentry.security.sentry_wire import (
     SIGN_CERTIFICATE,
     SignCertificateRequest,
@@ -69,6 +70,29 @@ SHED_PATIENCE = MAX_ATTEMPTS * ATTEMPT_TIMEOUT
 """How long RESOURCE_EXHAUSTED is retried: as long as Dapr's attempts could last."""
 _RETRYABLE = frozenset({Status.UNAVAILABLE, Status.RESOURCE_EXHAUSTED})
 _MIN_TS, _MAX_TS = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31 (CheckValid)
+
+Attempt = Callable[["SignCertificateRequest"], Awaitable["SignCertificateResponse"]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+async def _asyncio_sleep(seconds: float) -> None:
+    import asyncio  # not before daprd's first certificate, which is requested without it
+
+    await asyncio.sleep(seconds)
+
+
+T = TypeVar("T")
+
+
+def drive(coro: Coroutine[None, None, T]) -> T:
+    """Run ``coro`` to its end on this thread, without an event loop: everything it awaits
+    must finish without suspending (as the attempt and sleep of ``sign_blocking`` do)."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("drive(): the coroutine suspended; it needs an event loop")
 
 
 class TokenValidator(StrEnum):
@@ -156,7 +180,8 @@ class SentryClient:
         control_plane_trust_domain: str | None = None,
         control_plane_namespace: str = "default",
         clock: Clock = system_clock,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Sleep = _asyncio_sleep,
+        blocking_sleep: Callable[[float], None] = time.sleep,
         attempts: int = MAX_ATTEMPTS,
         attempt_timeout: timedelta = ATTEMPT_TIMEOUT,
         backoff: timedelta = RETRY_BACKOFF,
@@ -169,6 +194,7 @@ class SentryClient:
         self._authorizer = sentry_authorizer(control_plane_trust_domain, control_plane_namespace)
         self._clock = clock
         self._sleep = sleep
+        self._blocking_sleep = blocking_sleep
         self._attempts = attempts
         self._timeout = attempt_timeout
         self._backoff = backoff
@@ -183,6 +209,26 @@ class SentryClient:
             self._context = (anchors, client_context(None, anchors, verify_after_handshake=True))
         return self._context[1]
 
+    def _request(
+        self,
+        csr_pem: bytes,
+        app_id: str,
+        namespace: str,
+        token: str,
+        validator: TokenValidator | str,
+        trust_domain: str,
+        jwt_audiences: Sequence[str],
+    ) -> SignCertificateRequest:
+        return SignCertificateRequest(
+            id=app_id,
+            token=token,
+            trust_domain=trust_domain,
+            namespace=namespace,
+            certificate_signing_request=csr_pem,
+            token_validator=parse_validator(validator).value,
+            jwt_audiences=tuple(jwt_audiences),
+        )
+
     async def sign(
         self,
         csr_pem: bytes,
@@ -195,21 +241,57 @@ class SentryClient:
         jwt_audiences: Sequence[str] = (),
     ) -> tuple[x509.Certificate, ...]:
         """The signed chain (leaf first) for ``csr_pem``, after Dapr's retries."""
-        request = SignCertificateRequest(
-            id=app_id,
-            token=token,
-            trust_domain=trust_domain,
-            namespace=namespace,
-            certificate_signing_request=csr_pem,
-            token_validator=parse_validator(validator).value,
-            jwt_audiences=tuple(jwt_audiences),
+        request = self._request(
+            csr_pem, app_id, namespace, token, validator, trust_domain, jwt_audiences
         )
-        response = await self._call_with_retries(request)
+        response = await self._call_with_retries(request, self._attempt, self._sleep)
+        return self._check_response(response, csr_pem, app_id, namespace, trust_domain)
+
+    def sign_blocking(
+        self,
+        csr_pem: bytes,
+        *,
+        app_id: str,
+        namespace: str,
+        token: str = "",
+        validator: TokenValidator | str = TokenValidator.UNKNOWN,
+        trust_domain: str = "",
+        jwt_audiences: Sequence[str] = (),
+    ) -> tuple[x509.Certificate, ...]:
+        """:meth:`sign` on this thread with blocking sockets and sleeps, no event loop: the same
+        request, retries, checks and errors (daprd's first certificate, before asyncio)."""
+        request = self._request(
+            csr_pem, app_id, namespace, token, validator, trust_domain, jwt_audiences
+        )
+
+        async def sleep(seconds: float) -> None:
+            self._blocking_sleep(seconds)
+
+        response = drive(self._call_with_retries(request, self._attempt_blocking, sleep))
         return self._check_response(response, csr_pem, app_id, namespace, trust_domain)
 
     async def _attempt(self, request: SignCertificateRequest) -> SignCertificateResponse:
         # Sentry's ID is checked before the request is sent; a new connection each time.
-        reply = await unary_call(
+        import asyncio
+
+        from pysentry.security.sentry_call import unary_call
+
+        async with asyncio.timeout(self._timeout.total_seconds()):
+            reply = await unary_call(
+                self.host,
+                self.port,
+                SIGN_CERTIFICATE,
+                request.SerializeToString(),
+                context=self._ssl_context(),
+                anchors=self._anchors,
+                authorizer=self._authorizer,
+                clock=self._clock,
+                timeout=self._timeout.total_seconds(),
+            )
+        return SignCertificateResponse.FromString(reply)
+
+    async def _attempt_blocking(self, request: SignCertificateRequest) -> SignCertificateResponse:
+        reply = blocking_unary_call(  # the whole call is bounded by its timeout
             self.host,
             self.port,
             SIGN_CERTIFICATE,
@@ -227,13 +309,14 @@ class SentryClient:
             f"failed to connect to Sentry at {self.address!r}: {why}", reason=reason
         )
 
-    async def _call_with_retries(self, request: SignCertificateRequest) -> SignCertificateResponse:
+    async def _call_with_retries(
+        self, request: SignCertificateRequest, attempt_once: Attempt, sleep: Sleep
+    ) -> SignCertificateResponse:
         started = self._clock()
         attempt = sheds = 0
         while True:
             try:
-                async with asyncio.timeout(self._timeout.total_seconds()):
-                    return await self._attempt(request)
+                return await attempt_once(request)
             except GRPCError as err:
                 failure = SentryRequestFailed(
                     f"error from sentry SignCertificate: {rpc_error_text(err.status, err.message)}",
@@ -249,7 +332,7 @@ class SentryClient:
                     if waited > self._shed_patience or sheds > MAX_SHED_RETRIES:
                         raise failure from err
                     log.debug("Sentry is shedding load, retrying in %.2fs: %s", pause, failure)
-                    await self._sleep(pause)
+                    await sleep(pause)
                     continue
                 last = failure
             except Exception as err:
@@ -259,7 +342,7 @@ class SentryClient:
             log.debug("Sentry request attempt %d/%d failed: %s", attempt, self._attempts, last)
             if attempt >= self._attempts:
                 raise last
-            await self._sleep(retry_pause(self._rand, base=self._backoff))
+            await sleep(retry_pause(self._rand, base=self._backoff))
 
     def _connect_failure(self, err: Exception) -> SentryRequestFailed:
         """A retryable failure for ``err``, or raise the final one for a fatal ``err``."""

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -75,6 +74,8 @@ def _load_identity(ctx: ssl.SSLContext, svid: X509Svid) -> None:
         finally:
             os.close(fd)
         return
+    import tempfile  # only without memfd_create (and tempfile imports shutil, bz2, lzma)
+
     with tempfile.TemporaryDirectory(prefix="pysentry-tls-") as tmp:  # created 0700
         path = Path(tmp) / "svid.pem"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import time
 
 DAPRD_SCRIPTS = frozenset({"daprd", "daprd.exe"})
 MAIN_MODULE = "pysentry.sidecar.main"
@@ -36,6 +37,13 @@ SERVING_GC_THRESHOLD = (7000, 20, 10)
 #: The longest the collector stays off: a start-up that waits (Sentry down, retries with their
 #: tracebacks, a slow app) collects as usual past this; settle_gc() still runs at the end.
 START_GC_OFF_LIMIT_S = 5.0
+
+
+def sleep_collecting(seconds: float) -> None:
+    """The pause between the attempts of the first (blocking) Sentry request: a start-up that
+    waits collects as usual from then on."""
+    gc.enable()
+    time.sleep(seconds)
 
 
 def settle_gc() -> None:

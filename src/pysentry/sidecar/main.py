@@ -6,7 +6,6 @@ from __future__ import annotations
 from pysentry.sidecar import earlygc  # noqa: F401  first: the collector is off during the imports
 # isort: on
 
-import asyncio
 import gc
 import logging
 import os
@@ -25,20 +24,25 @@ from pysentry.sidecar.options import (
     Options,
     parse_options,
 )
-from pysentry.sidecar.ports import (
-    StartupError,
-    bind_api_grpc,
-    bind_each,
-    bind_internal,
-    bind_metrics,
-    listen_hosts,
+from pysentry.sidecar.ports import StartupError
+from pysentry.sidecar.prelude import (
+    Early,
+    announce,
+    bind_sockets,
+    check_config_file,
+    early_start,
+    identity_failed,
+    identity_first,
+    load_config,
 )
 from pysentry.sidecar.scopes import RUNTIME, SCOPES
 
-# Only what the first certificate needs is imported up front (issue 13, lever 5): the servers,
-# the app channel, the Configuration (pydantic) and name resolution are imported in run(),
-# after the identity request when --enable-mtls and --sentry-address are given.
+# Only what the first certificate needs is imported up front (issue 13, lever 5): with
+# --enable-mtls and --sentry-address it is requested before asyncio is imported (prelude.py);
+# the servers, the app channel, the Configuration (pydantic) and name resolution after it.
 if TYPE_CHECKING:
+    import asyncio
+
     from grpclib.server import Server
 
     from pysentry.config.configuration import Configuration
@@ -51,25 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pysentry.sidecar")
 
-
-def check_config_file(opts: Options) -> None:
-    if opts.config is not None and opts.mode == "standalone" and not opts.config.exists():
-        raise ConfigError(f"--config: configuration file not found: {str(opts.config)!r}")
-
-
-def load_config(opts: Options) -> Configuration:
-    from pysentry.config.configuration import Configuration, load_configuration
-
-    if opts.config is None:
-        return Configuration.model_validate({})
-    check_config_file(opts)
-    return load_configuration(opts.config)
-
-
-def identity_first(opts: Options) -> bool:
-    """With ``--enable-mtls`` and ``--sentry-address`` the first certificate needs nothing from
-    the Configuration: it is requested before the Configuration is parsed (docs/choices.md)."""
-    return opts.mode != "kubernetes" and opts.enable_mtls and bool(opts.sentry_address)
+__all__ = ["check_config_file", "identity_first", "load_config", "main", "run"]
 
 
 async def start_security(
@@ -80,56 +66,49 @@ async def start_security(
     try:
         return await SidecarSecurity.start(opts, cfg, events)
     except SentryUnavailable as err:
-        if cfg is None:
-            load_config(opts)  # a broken --config is the error to report, not Sentry's
-        raise StartupError(str(err)) from err
+        identity_failed(opts, cfg, err)
 
 
-async def run(opts: Options) -> None:
-    started = time.monotonic()
-    asyncio.get_running_loop().call_later(START_GC_OFF_LIMIT_S, gc.enable)
-    log.info("Starting Dapr Runtime -- version %s -- commit pysentry", __version__)
-    log.info("Log level set to: %s", opts.log_level)
+async def run(opts: Options, early: Early | None = None) -> None:
+    """daprd on the event loop; ``early``: what ``early_start()`` did before it (else all)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    started = early.started if early is not None else time.monotonic()
+    loop.call_later(max(0.0, START_GC_OFF_LIMIT_S - (time.monotonic() - started)), gc.enable)
     cfg: Configuration | None = None
-    if opts.mode == "kubernetes":
-        from pysentry.sidecar.kubernetes import prepare
+    security: SidecarSecurity | None = None
+    if early is not None:
+        from pysentry.sidecar.mtls import Identity, SidecarSecurity
 
-        opts, cfg = await prepare(opts)
-    elif identity_first(opts):
-        check_config_file(opts)
+        mtls, sockets, security_events = True, early.sockets, early.events
+        identity = Identity(early.svid, early.anchors, fastpath=opts.fastpath)
+        security = SidecarSecurity(early.provider, early.anchors, identity)
     else:
-        cfg = load_config(opts)
-    mtls = opts.enable_mtls or (cfg is not None and cfg.spec.mtls.enabled)
-    if not opts.app_id:
-        raise ConfigError("--app-id: required")
-    for name in opts.deprecated_env:
-        log.warning(
-            "%s is set but ignored: it is no longer used since Dapr v1.12; "
-            "certificates come from Sentry",
-            name,
-        )
-    for flag in opts.ignored_flags:
-        log.warning("%s is accepted for compatibility but not supported by pysentry; ignored", flag)
-    for flag, replacement in opts.deprecated_flags:
-        log.warning("Flag %s has been deprecated, use %s instead", flag, replacement)
-    log.info("The request body size parameter is: %d bytes", opts.max_body_size)
+        started = announce(opts)
+        if opts.mode == "kubernetes":
+            from pysentry.sidecar.kubernetes import prepare
 
-    http_socks = bind_each(listen_hosts(opts), opts.dapr_http_port, "--dapr-http-port")
-    internal_sock = bind_internal(opts)
-    api_grpc_socks = bind_api_grpc(opts)
+            opts, cfg = await prepare(opts)
+        elif identity_first(opts):
+            check_config_file(opts)
+        else:
+            cfg = load_config(opts)
+        mtls = opts.enable_mtls or (cfg is not None and cfg.spec.mtls.enabled)
+        sockets = bind_sockets(opts)
+        # The mTLS counters are kept until the metrics (prometheus_client) are built, after the
+        # first identity.
+        security_events = EarlySecurityMetrics()
+        if mtls:
+            security = await start_security(opts, cfg, security_events)
+        else:
+            logging.getLogger("pysentry.sidecar.mtls").warning(
+                "mTLS is disabled. Skipping certificate request and tls validation"
+            )
+    http_socks, internal_sock, api_grpc_socks = sockets.http, sockets.internal, sockets.api_grpc
     internal_port = internal_sock.getsockname()[1]
-    metrics_sock = bind_metrics(opts) if opts.enable_metrics else None
+    metrics_sock = sockets.metrics
     metrics_port = metrics_sock.getsockname()[1] if metrics_sock is not None else 0
-    # The mTLS counters are kept until the metrics (prometheus_client) are built, after the
-    # first identity.
-    security_events = EarlySecurityMetrics()
-    security = None
-    if mtls:
-        security = await start_security(opts, cfg, security_events)
-    else:
-        logging.getLogger("pysentry.sidecar.mtls").warning(
-            "mTLS is disabled. Skipping certificate request and tls validation"
-        )
     from pysentry.sidecar.metrics import SidecarMetrics
 
     metrics = SidecarMetrics(opts.app_id)
@@ -358,6 +337,7 @@ async def _publish_identity(
     security: SidecarSecurity, resolver: SidecarResolver, rotated: asyncio.Event
 ) -> None:
     """Write each rotated identity to name resolution (read by ``dapr list``), off the loop."""
+    import asyncio
     import sqlite3
 
     while True:
@@ -405,14 +385,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     try:
-        import uvloop
+        early = early_start(opts) if identity_first(opts) else None
+        import asyncio
 
-        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover
-        factory = asyncio.new_event_loop
-    try:
+        try:
+            import uvloop
+
+            factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        except ImportError:  # pragma: no cover
+            factory = asyncio.new_event_loop
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(run(opts))
+            runner.run(run(opts, early))
     except (StartupError, ConfigError, PysentryError) as err:
         log.critical("Fatal error from runtime: %s", err)
         print(f"error: {err}", file=sys.stderr)

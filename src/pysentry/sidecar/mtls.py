@@ -19,21 +19,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from cryptography import x509
-
 from pysentry.clock import Clock, system_clock
-from pysentry.errors import ConfigError
 from pysentry.pki.svid import authorize_path
-from pysentry.security.anchors import FileAnchors, StaticAnchors, TrustAnchors
+from pysentry.security.anchors import FileAnchors, TrustAnchors
 from pysentry.security.identity import X509Svid
 from pysentry.security.provider import SecurityProvider
-from pysentry.security.sentry_client import (
-    SentryClient,
-    SentryRequestFailed,
-    TokenValidator,
-    request_trust_domain,
-)
 from pysentry.security.tls import ClientContexts, RotatingServerContext
+from pysentry.sidecar.first_identity import identity_provider
+from pysentry.sidecar.first_identity import load_anchors as load_anchors  # public here too
+from pysentry.sidecar.first_identity import sentry_token as sentry_token
 from pysentry.spiffe import dapr_path
 
 if TYPE_CHECKING:  # daprd builds its first identity before it imports the servers and config
@@ -176,84 +170,6 @@ class SidecarSecurity:
         cls, opts: Options, cfg: Configuration | None, metrics: SecurityEvents
     ) -> SidecarSecurity:
         """``cfg`` None: ``--sentry-address`` is given, the Configuration is not needed."""
-        anchors = load_anchors(opts)
-        address = opts.sentry_address or (cfg.spec.mtls.sentry_address if cfg else "") or ""
-        if not address:
-            raise ConfigError(
-                "--sentry-address: required when mTLS is enabled (e.g. localhost:50001)"
-            )
-        client = SentryClient(
-            address,
-            anchors,
-            control_plane_trust_domain=(
-                opts.control_plane_trust_domain if opts.control_plane_trust_domain_given else None
-            ),
-            control_plane_namespace=opts.control_plane_namespace,
-        )
-        sentry_id = opts.sentry_local_identity or opts.app_id
-        trust_domain = request_trust_domain(
-            sentry_id,
-            opts.namespace,
-            opts.control_plane_namespace,
-            opts.control_plane_trust_domain,
-        )
-
-        async def request(csr_pem: bytes) -> tuple[x509.Certificate, ...]:
-            # The token file is re-read on each request (renewals included): off the loop.
-            # Without one there is nothing to read (and no thread to start before the first SVID).
-            if opts.sentry_token_file is None:
-                token, validator = sentry_token(opts)
-            else:
-                token, validator = await asyncio.to_thread(sentry_token, opts)
-            return await client.sign(
-                csr_pem,
-                app_id=sentry_id,
-                namespace=opts.namespace,
-                token=token,
-                validator=validator,
-                trust_domain=trust_domain,
-            )
-
-        provider = SecurityProvider(request, app_id=opts.app_id, metrics=metrics)
+        anchors, provider, _ = identity_provider(opts, cfg, metrics)
         svid = await provider.start()
         return cls(provider, anchors, Identity(svid, anchors, fastpath=opts.fastpath))
-
-
-def load_anchors(opts: Options) -> TrustAnchors:
-    """``--trust-anchors-file`` (watched) or ``DAPR_TRUST_ANCHORS``; a clear error if neither."""
-    if opts.trust_anchors_file is not None:
-        if opts.trust_anchors_pem is not None and opts.mode == "kubernetes":
-            # the injector sets both: the env for tools that read the Pod spec, the file to reload
-            log.info(
-                "Trust anchors from %s (watched); DAPR_TRUST_ANCHORS not used",
-                opts.trust_anchors_file,
-            )
-        elif opts.trust_anchors_pem is not None:
-            log.warning("Both --trust-anchors-file and DAPR_TRUST_ANCHORS are set; using the file")
-        return FileAnchors(opts.trust_anchors_file)
-    if opts.trust_anchors_pem is not None:
-        return StaticAnchors.from_pem(opts.trust_anchors_pem)
-    raise ConfigError(
-        "trust anchors are required when mTLS is enabled: set DAPR_TRUST_ANCHORS to the PEM of "
-        'the CA certificate (e.g. export DAPR_TRUST_ANCHORS="$(cat ~/.dapr/certs/ca.crt)") '
-        "or pass --trust-anchors-file <path to ca.crt>"
-    )
-
-
-def sentry_token(opts: Options) -> tuple[str, TokenValidator]:
-    """The token and validator for each request (the token file is re-read every time)."""
-    if opts.sentry_token_file is None:
-        return "", TokenValidator.UNKNOWN
-    try:
-        token = opts.sentry_token_file.read_text().strip()
-    except OSError as err:
-        raise SentryRequestFailed(
-            f"failed to read token at path {str(opts.sentry_token_file)!r}: {err.strerror}",
-            reason="sentry_token",
-        ) from err
-    if not token:
-        raise SentryRequestFailed(
-            f"token file {str(opts.sentry_token_file)!r} is empty", reason="sentry_token"
-        )
-    kind = TokenValidator.KUBERNETES if opts.mode == "kubernetes" else TokenValidator.JWKS
-    return token, kind

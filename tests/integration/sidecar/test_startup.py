@@ -7,6 +7,8 @@ Sentry's identity, the Configuration applied, flags and errors as before.
 
 from __future__ import annotations
 
+import asyncio
+import re
 import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
@@ -17,7 +19,7 @@ import pytest
 
 from pysentry import __version__
 from pysentry.testing import TestCA
-from tests.e2e.conftest import BIN, Cluster, free_port
+from tests.e2e.conftest import BIN, Cluster, Proc, free_port
 
 
 @pytest.fixture
@@ -99,3 +101,87 @@ def test_broken_config_wins_over_an_unreachable_sentry(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"error: invalid configuration {bad}" in done.stderr, done.stderr
     assert "initial identity" not in done.stderr
+
+
+async def test_the_first_identity_is_had_before_asyncio_is_imported(cluster: Cluster) -> None:
+    """With --enable-mtls and --sentry-address the first certificate is requested on the main
+    thread before asyncio and uvloop are imported (issue 13); the sidecar then serves as usual."""
+    sentry_port, anchors, _ = await cluster.mtls_sentry()
+    d = await cluster.daprd(
+        "early",
+        sentry_port=sentry_port,
+        anchors_file=anchors,
+        env={"PYTHONPROFILEIMPORTTIME": "1"},  # one stderr line per import, in order
+    )
+    text = d.proc.text()
+
+    def imported(module: str) -> int:
+        found = re.search(rf"^import time: .*\|\s+{re.escape(module)}$", text, re.MULTILINE)
+        assert found is not None, (module, text[-3000:])
+        return found.start()
+
+    identity = text.index("Security is initialized successfully")
+    assert imported("asyncio") > identity
+    assert imported("uvloop") > identity
+    assert imported("pysentry.security.sentry_blocking") < identity
+    async with aiohttp.ClientSession() as s, s.get(f"{d.url}/v1.0/metadata") as r:
+        meta = await r.json()
+    assert meta["mtls"]["spiffeId"] == "spiffe://public/ns/default/early"
+
+
+async def _exit_code(proc: Proc, timeout: float = 20) -> int:
+    for _ in range(int(timeout * 20)):
+        if not proc.alive():
+            return proc.popen.returncode
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{proc.name} still running:\n{proc.text()}")
+
+
+async def test_sentry_down_is_fatal_after_daprs_five_attempts(cluster: Cluster) -> None:
+    anchors = cluster.tmp / "anchors.pem"
+    anchors.write_bytes(TestCA.create("localhost").anchors_pem())
+    port = free_port()  # nothing listens
+    d = await cluster.daprd("down", sentry_port=port, anchors_file=anchors, wait=False)
+    assert await _exit_code(d.proc) == 1
+    text = d.proc.text()
+    why = (
+        f"failed to retrieve the initial identity: failed to connect to Sentry at "
+        f"'127.0.0.1:{port}': connection refused; is sentry running?"
+    )
+    assert f"error: {why}" in text
+    assert f'level=fatal msg="Fatal error from runtime: {why}"' in text
+    assert [f"attempt {n}/5 failed" in text for n in range(1, 6)] == [True] * 5  # --log-level debug
+
+
+async def test_sentry_of_another_ca_is_refused_before_the_request(cluster: Cluster) -> None:
+    sentry_port, _, _ = await cluster.mtls_sentry()
+    other = cluster.tmp / "other.pem"
+    other.write_bytes(TestCA.create("localhost").anchors_pem())
+    d = await cluster.daprd("other", sentry_port=sentry_port, anchors_file=other, wait=False)
+    assert await _exit_code(d.proc) == 1
+    text = d.proc.text()
+    assert "Sentry's certificate does not verify against the trust anchors" in text
+    assert "check that DAPR_TRUST_ANCHORS holds Sentry's CA" in text
+    assert "attempt 2/5" not in text  # fatal at once, not retried
+
+
+@pytest.mark.parametrize("token", [None, ""])
+async def test_an_unreadable_token_file_is_fatal(cluster: Cluster, token: str | None) -> None:
+    sentry_port, anchors, _ = await cluster.mtls_sentry()
+    path = cluster.tmp / "token"
+    if token is not None:
+        path.write_text(token)
+    d = await cluster.daprd(
+        "token",
+        sentry_port=sentry_port,
+        anchors_file=anchors,
+        env={"DAPR_SENTRY_TOKEN_FILE": str(path)},
+        wait=False,
+    )
+    assert await _exit_code(d.proc) == 1
+    why = (
+        f"failed to read token at path {str(path)!r}: No such file or directory"
+        if token is None
+        else f"token file {str(path)!r} is empty"
+    )
+    assert f"error: failed to retrieve the initial identity: {why}" in d.proc.text()

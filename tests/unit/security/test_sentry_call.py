@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from h2.events import DataReceived, RequestReceived, StreamEnded
 
 from pysentry.clock import system_clock
 from pysentry.security.identity import X509Svid
+from pysentry.security.sentry_blocking import blocking_unary_call
 from pysentry.security.sentry_call import unary_call
 from pysentry.security.sentry_wire import WireError
 from pysentry.security.tls import client_context, server_context
@@ -175,6 +178,23 @@ async def with_sentry_call(ca: TestCA, port: int) -> bytes:
     )
 
 
+async def with_blocking_call(ca: TestCA, port: int) -> bytes:
+    """daprd's first call: blocking, on a thread here (the scripted server runs on this loop)."""
+    context = client_context(None, (ca.root_cert,), verify_after_handshake=True)
+    return await asyncio.to_thread(
+        blocking_unary_call,
+        "127.0.0.1",
+        port,
+        PATH,
+        b"request",
+        context=context,
+        anchors=(ca.root_cert,),
+        authorizer=None,
+        clock=system_clock,
+        timeout=3,
+    )
+
+
 async def outcome(call: Any) -> tuple[str, str]:
     try:
         async with asyncio.timeout(5):
@@ -189,28 +209,35 @@ async def test_same_reply_or_error_as_grpclib(name: str, sentry: Harness) -> Non
     port = await sentry.start(SCRIPTS[name])
     theirs = await outcome(with_grpclib(sentry.ca, port))
     ours = await outcome(with_sentry_call(sentry.ca, port))
+    blocking = await outcome(with_blocking_call(sentry.ca, port))
     assert ours == theirs
+    assert blocking == theirs
 
 
 async def test_the_request_carries_grpclibs_headers(sentry: Harness) -> None:
     port = await sentry.start(SCRIPTS["ok"])
     await with_grpclib(sentry.ca, port)
     await with_sentry_call(sentry.ca, port)
-    theirs, ours = sentry.requests()
+    await with_blocking_call(sentry.ca, port)
+    theirs, ours, blocking = sentry.requests()
     assert ours.pop("grpc-timeout")[-1] == theirs.pop("grpc-timeout")[-1] == "m"  # ~3 s left
+    assert blocking.pop("grpc-timeout")[-1] == "m"
     assert ours == theirs
+    assert blocking == theirs
 
 
-async def test_no_message_is_a_wire_error(sentry: Harness) -> None:
+@pytest.mark.parametrize("call", [with_sentry_call, with_blocking_call])
+async def test_no_message_is_a_wire_error(sentry: Harness, call: Any) -> None:
     port = await sentry.start([("headers", [*OK_HEADERS, ("grpc-status", "0")], True)])
     with pytest.raises(WireError, match="no message"):
-        await with_sentry_call(sentry.ca, port)
+        await call(sentry.ca, port)
 
 
-async def test_grpc_message_is_percent_decoded(sentry: Harness) -> None:
+@pytest.mark.parametrize("call", [with_sentry_call, with_blocking_call])
+async def test_grpc_message_is_percent_decoded(sentry: Harness, call: Any) -> None:
     port = await sentry.start(SCRIPTS["trailers-only refusal"])
     with pytest.raises(GRPCError) as caught:
-        await with_sentry_call(sentry.ca, port)
+        await call(sentry.ca, port)
     assert (caught.value.status, caught.value.message) == (
         Status.PERMISSION_DENIED,
         "no way, sorry",
@@ -230,9 +257,33 @@ def _open_client_sockets(server_port: int) -> list[str]:
     return found
 
 
-async def test_the_connection_is_closed_when_the_call_returns(sentry: Harness) -> None:
+@pytest.mark.parametrize("call", [with_sentry_call, with_blocking_call])
+async def test_the_connection_is_closed_when_the_call_returns(sentry: Harness, call: Any) -> None:
     # A caller that ends its event loop right after (asyncio.run) must not leave the socket
     # open: the TLS close is awaited, not just started.
     port = await sentry.start(SCRIPTS["ok"])
-    await with_sentry_call(sentry.ca, port)
+    await call(sentry.ca, port)
     assert _open_client_sockets(port) == []
+
+
+async def test_the_blocking_call_ends_at_its_timeout() -> None:
+    # A listener that never answers the TLS handshake: TimeoutError once the call's time is up.
+    ca = TestCA.create("public")
+    context = client_context(None, (ca.root_cert,), verify_after_handshake=True)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await asyncio.to_thread(
+                blocking_unary_call,
+                "127.0.0.1",
+                port,
+                PATH,
+                b"request",
+                context=context,
+                anchors=(ca.root_cert,),
+                authorizer=None,
+                clock=system_clock,
+                timeout=0.3,
+            )
+        assert 0.25 < time.monotonic() - started < 2
