@@ -57,7 +57,7 @@ def _go_path_clean(p: str) -> str:
     return cleaned or "."
 
 
-def _go_quote(s: str) -> str:
+def go_strconv_quote(s: str) -> str:
     """Go ``%q`` (``strconv.Quote``) for the characters a method can contain."""
     escapes = {
         "\a": "\\a",
@@ -90,13 +90,13 @@ def normalize_method(method: str) -> str:
     """
     if any(c in method for c in "#?\x00"):
         raise InvalidMethod(
-            f"invalid method: method contains forbidden character: {_go_quote(method)}"
+            f"invalid method: method contains forbidden character: {go_strconv_quote(method)}"
         )
     for i, ch in enumerate(method.encode("utf-8", "surrogatepass")):
         if ch < 0x20 or ch == 0x7F:
             raise InvalidMethod(
                 f"invalid method: method contains control character at position {i}: "
-                f"{_go_quote(method)}"
+                f"{go_strconv_quote(method)}"
             )
     cleaned = _go_path_clean(method)
     while cleaned.startswith("../"):
@@ -116,14 +116,14 @@ def decode_method(raw: str) -> str:
         if len(escape) != 2 or not set(escape) <= _HEX:
             raise InvalidMethod(
                 f"invalid method: malformed percent-encoding {raw[i : i + 3]!r}: "
-                f"{_go_quote(raw)}; write a literal '%' as %25"
+                f"{go_strconv_quote(raw)}; write a literal '%' as %25"
             )
         i = raw.find("%", i + 3)
     try:
         return unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError as err:
         raise InvalidMethod(
-            f"invalid method: percent-encoded bytes are not UTF-8: {_go_quote(raw)}"
+            f"invalid method: percent-encoded bytes are not UTF-8: {go_strconv_quote(raw)}"
         ) from err
 
 

@@ -14,7 +14,7 @@ import os
 import socket
 from collections import deque
 
-from pysentry.config.method import app_path
+from pysentry.config.method import app_path, go_strconv_quote
 from pysentry.sidecar.app_http import (
     IDEMPOTENT,
     AppHttpError,
@@ -92,7 +92,38 @@ def _expire(waiter: asyncio.Future[Response]) -> None:
         waiter.set_exception(TimeoutError())
 
 
-_UNSAFE = "Newline or carriage return character detected in HTTP status message or header. "
+#: RFC 7230 ``tchar``: what Go's ``httpguts.ValidHeaderFieldName`` accepts.
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+#: Control characters: Go refuses them in a URL (``net/url``) and, but for TAB, in a header value.
+_CTL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
+_CTL_IN_VALUE = _CTL - {"\t"}
+
+
+class UnsafeRequest(Exception):
+    """What Go's ``net/http`` or ``net/url`` refuses to send; the message is Go's error text."""
+
+
+def _check_query(url: str, query: str) -> None:
+    """A query is passed on as the caller wrote it, so it must not be able to end the request
+    line (CR/LF would let a caller write a second request, past the ACL, with forged identity
+    headers): Go's ``url.Parse`` refuses any control character, and so do we, before dialling."""
+    if not _CTL.isdisjoint(query):
+        raise UnsafeRequest(
+            f"parse {go_strconv_quote(url)}: net/url: invalid control character in URL"
+        )
+
+
+def _check_header(verb: str, url: str, name: str, value: str) -> None:
+    """Go's transport refuses a header whose name is not a token or whose value has a control
+    character other than TAB (``net/http: invalid header field ...``); so do we."""
+    op = verb[:1] + verb[1:].lower()
+    if not name or not _TOKEN.issuperset(name):
+        why = f"invalid header field name {go_strconv_quote(name)}"
+    elif not _CTL_IN_VALUE.isdisjoint(value):
+        why = f"invalid header field value for {go_strconv_quote(name)}"
+    else:
+        return
+    raise UnsafeRequest(f"{op} {go_strconv_quote(url)}: net/http: {why}")
 
 
 class HttpAppChannel:
@@ -131,8 +162,8 @@ class HttpAppChannel:
         # The body's own length is written last, as aiohttp did (the caller's Content-Length
         # is the same number: the body is the same bytes).
         for name, value in self._headers(request):
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-                raise ValueError(_UNSAFE + "This is a potential security issue.")
+            if not name or not _TOKEN.issuperset(name) or not _CTL_IN_VALUE.isdisjoint(value):
+                _check_header(request.verb, self._base + target, name, value)
             lines.append(f"{name}: {value}\r\n")
         if data is not None:
             lines.append(f"Content-Length: {len(data)}\r\n")
@@ -159,7 +190,13 @@ class HttpAppChannel:
         url = self._base + target
         verb = request.verb
         data = request.body if request.body or verb not in ("GET", "HEAD") else None
-        parts = [self._head(request, target, data)]
+        try:
+            if request.query:
+                _check_query(url, request.query)
+            parts = [self._head(request, target, data)]
+        except UnsafeRequest as err:  # nothing was sent: not one byte reaches the app
+            log.debug("app channel call refused: method=%s err=%s", request.method, err)
+            raise InvocationError(f"error invoking app channel: {err}") from err
         if data:
             parts.append(data)
         loop = asyncio.get_running_loop()

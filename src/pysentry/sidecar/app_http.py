@@ -159,6 +159,8 @@ class Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or not waiter.done() or waiter.cancelled() or waiter.exception():
             self.reusable = False  # abandoned or failed mid-response: its bytes may still come
+        elif self.reusable and self._parser is not None and _has_leftover(self._parser):
+            self.reusable = False  # bytes after the response: the next caller must not get them
         self._waiter = None
         self._parser = None
         self._payload = None
@@ -197,3 +199,12 @@ def _decode(raw: tuple[tuple[bytes, bytes], ...]) -> list[Header]:
         (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
         for name, value in raw
     ]
+
+
+def _has_leftover(parser: HttpResponseParser) -> bool:
+    """True if the parser holds bytes past the response it returned (the start of another
+    one, which Go's transport also refuses to reuse a connection after)."""
+    try:
+        return parser.feed_eof() is not None
+    except HttpProcessingError:
+        return True
