@@ -41,6 +41,18 @@ def _left(deadline: float) -> float:
     return left
 
 
+def _ascii_host(host: str) -> str | bytes:
+    """``host`` as bytes where Python's ``idna`` codec would give the same bytes (ASCII, every
+    label 1-63 characters), so the socket and ssl modules do not load the codec (and stringprep,
+    unicodedata) for it; else ``host`` itself, encoded (or refused) by the codec as before."""
+    if not host.isascii():
+        return host
+    labels = host.split(".")
+    if not all(0 < len(label) < 64 for label in labels[:-1]) or len(labels[-1]) >= 64:
+        return host
+    return host.encode("ascii")
+
+
 def blocking_unary_call(
     host: str,
     port: int,
@@ -55,11 +67,12 @@ def blocking_unary_call(
 ) -> bytes:
     """The response message's bytes; the connection is closed afterwards."""
     deadline = time.monotonic() + timeout
-    raw = socket.create_connection((host, port), timeout=_left(deadline))
+    name = _ascii_host(host)
+    raw = socket.create_connection((name, port), timeout=_left(deadline))  # type: ignore[arg-type]
     try:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         raw.settimeout(_left(deadline))
-        sock = context.wrap_socket(raw, server_hostname=host)
+        sock = context.wrap_socket(raw, server_hostname=name)
     except BaseException:
         raw.close()
         raise

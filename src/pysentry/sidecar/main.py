@@ -9,7 +9,6 @@ from pysentry.sidecar import earlygc  # noqa: F401  first: the collector is off 
 import gc
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -290,6 +289,8 @@ async def run(opts: Options, early: Early | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.call_later(SETTLE_GC_AFTER_S, settle_gc)  # after the first health checks are answered
+    import signal
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:

@@ -18,7 +18,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from pysentry.config.duration import parse_duration
-from pysentry.config.quantity import parse_byte_quantity
 from pysentry.errors import ConfigError, InvalidDuration
 
 DEFAULT_HTTP_PORT = 3500
@@ -66,6 +65,9 @@ def _port(value: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Options:
+    """daprd's flags and environment, parsed (a docstring: dataclass does not build one from
+    the signature, a third of a millisecond at start-up)."""
+
     app_id: str
     app_port: int | None
     app_protocol: str
@@ -246,6 +248,8 @@ def _max_body_size(quantity: str | None, legacy_mb: int | None) -> int:
     """``--max-body-size`` wins over the deprecated ``--dapr-http-max-request-size`` (MB), as in
     Dapr; a negative legacy value means the default."""
     if quantity is not None:
+        from pysentry.config.quantity import parse_byte_quantity  # decimal: only when given
+
         return parse_byte_quantity(quantity, flag="max-body-size")
     if legacy_mb is not None:
         return legacy_mb << 20 if legacy_mb >= 0 else DEFAULT_MAX_BODY_SIZE

@@ -19,7 +19,7 @@ from h2.events import DataReceived, RequestReceived, StreamEnded
 
 from pysentry.clock import system_clock
 from pysentry.security.identity import X509Svid
-from pysentry.security.sentry_blocking import blocking_unary_call
+from pysentry.security.sentry_blocking import _ascii_host, blocking_unary_call
 from pysentry.security.sentry_call import unary_call
 from pysentry.security.sentry_wire import WireError
 from pysentry.security.tls import client_context, server_context
@@ -287,3 +287,23 @@ async def test_the_blocking_call_ends_at_its_timeout() -> None:
                 timeout=0.3,
             )
         assert 0.25 < time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("host", "given"),
+    [
+        ("127.0.0.1", b"127.0.0.1"),
+        ("localhost", b"localhost"),
+        ("sentry.dapr-system.svc.", b"sentry.dapr-system.svc."),
+        ("höst", "höst"),  # the idna codec encodes it, as before
+        ("a..b", "a..b"),  # and refuses these, as before
+        ("x" * 64 + ".example", "x" * 64 + ".example"),
+        ("example." + "x" * 64, "example." + "x" * 64),
+    ],
+)
+def test_hosts_go_to_the_socket_as_the_idna_codec_would_give_them(
+    host: str, given: str | bytes
+) -> None:
+    assert _ascii_host(host) == given
+    if isinstance(given, bytes):
+        assert host.encode("idna") == given
