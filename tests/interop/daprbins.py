@@ -35,7 +35,7 @@ DAPR_GO_DIR = Path(__file__).resolve().parent / "dapr"
 GO_FALLBACK = Path("/usr/local/go/bin/go")
 DAPR_VERSION = "v1.16.0"
 STEP_MODULE = "github.com/smallstep/cli/cmd/step@v0.21.0"
-BUILD_TIMEOUT_S = 1500.0
+BUILD_TIMEOUT_S = 3600.0  # ~9 min on 2 idle cores; over 25 min seen with the cores shared
 KEEP_BUILDS = 2
 PROGRAMS = ("sentry", "daprd", "step")
 
