@@ -1,8 +1,10 @@
 """daprd start-up, a quick check (Python-side only; opt-in, not part of the test suite).
 
-Starts one real pysentry Sentry on 127.0.0.1 (a throwaway CA), then execs the ``daprd`` console
-script ``--runs`` times with mTLS on and a Configuration file (as ``dapr run`` passes one), and
-reports medians of:
+Starts a real pysentry Sentry on 127.0.0.1 (a throwaway CA) before each daprd, as
+``bench/vs_go.py`` does (``--reuse-sentry``: one Sentry for all runs; a forked Sentry worker's
+first request is slower, so a reused Sentry measures a faster start than the harness), then execs
+the ``daprd`` console script ``--runs`` times with mTLS on and a Configuration file (as ``dapr
+run`` passes one), and reports medians of:
 
 * ``identity_s``: exec -> the log line ``Security is initialized successfully`` (the first SVID
   is loaded and the TLS contexts are built from it), read from daprd's stdout as it is written;
@@ -80,12 +82,13 @@ def rss_mib(pid: int) -> float:
 
 
 def start_sentry(tmp: Path, pythonpath: str) -> tuple[subprocess.Popen[bytes], int, Path]:
-    ca = TestCA.create("localhost")
     creds = tmp / "creds"
-    creds.mkdir(mode=0o700)
-    ca.write_credentials(creds)
     anchors = tmp / "anchors.pem"
-    anchors.write_bytes(ca.anchors_pem())
+    if not creds.exists():
+        ca = TestCA.create("localhost")
+        creds.mkdir(mode=0o700)
+        ca.write_credentials(creds)
+        anchors.write_bytes(ca.anchors_pem())
     config = tmp / "sentry.yaml"
     config.write_text(
         "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprsystem\n"
@@ -176,6 +179,15 @@ def one_daprd(
     }
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def import_seconds(pythonpath: str = "") -> float:
     env = dict(os.environ, PYTHONPATH=pythonpath) if pythonpath else None
     done = subprocess.run(
@@ -208,6 +220,11 @@ def main() -> None:
         default="",
         help="another checkout's src/ (PYTHONPATH for daprd), run in turn with this one",
     )
+    parser.add_argument(
+        "--reuse-sentry",
+        action="store_true",
+        help="one Sentry for all runs (default: a fresh one before each daprd, as bench/vs_go.py)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "startup.json")
     args = parser.parse_args()
     load_start = os.getloadavg()[0]
@@ -220,13 +237,15 @@ def main() -> None:
             for i in range(args.runs):
                 order = list(variants.items())
                 for name, path in order if i % 2 == 0 else order[::-1]:
+                    if not args.reuse_sentry and (i or name != order[0][0]):
+                        stop(sentry)
+                        sentry, port, anchors = start_sentry(tmp, args.sentry_pythonpath)
                     run = one_daprd(tmp, port, anchors, args.settle, path)
                     run["import_s"] = import_seconds(path)
                     run["python_s"] = python_seconds()
                     runs[name].append(run)
         finally:
-            sentry.terminate()
-            sentry.wait(10)
+            stop(sentry)
     medians = {
         name: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
         for name, rs in runs.items()
@@ -237,11 +256,13 @@ def main() -> None:
         "load_avg_1m": {"start": load_start, "end": os.getloadavg()[0]},
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
+        "sentry": "reused" if args.reuse_sentry else "fresh per run",
     }
     if args.compare:
         result["compare"] = {"src": args.compare, "runs": runs["compare"]}
         result["compare"]["median"] = medians["compare"]
-    print(f"daprd start-up, median of {args.runs} runs (quick check; Python-side only)")
+    sentry_mode = "one Sentry" if args.reuse_sentry else "a fresh Sentry per run"
+    print(f"daprd start-up, median of {args.runs} runs, {sentry_mode} (quick check)")
     columns = "".join(f"{name:>10}" for name in variants)
     print(f"{'metric':<34}{columns}")
     labels = {

@@ -1,4 +1,4 @@
-"""One unary gRPC call over TLS on h2, made as grpclib's client makes it, without grpclib.client.
+"""One unary gRPC call over TLS on HTTP/2 (:mod:`.sentry_h2`), made as grpclib's client makes it.
 
 daprd's first certificate is one ``SignCertificate`` call; importing grpclib's client (its
 channel, streams, events, metadata, multidict) cost about a tenth of daprd's start-up before

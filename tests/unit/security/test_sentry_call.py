@@ -16,11 +16,13 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import DataReceived, RequestReceived, StreamEnded
+from h2.settings import SettingCodes
 
 from pysentry.clock import system_clock
 from pysentry.security.identity import X509Svid
 from pysentry.security.sentry_blocking import _ascii_host, blocking_unary_call
 from pysentry.security.sentry_call import unary_call
+from pysentry.security.sentry_h2 import WINDOW, Exchange, request_headers
 from pysentry.security.sentry_wire import WireError
 from pysentry.security.tls import client_context, server_context
 from pysentry.spiffe import SpiffeId
@@ -76,6 +78,18 @@ SCRIPTS: dict[str, list[Step]] = {
         ("data", framed(b"reply", compressed=True)),
         ("headers", [("grpc-status", "0")], True),
     ],
+    "padded, pinged, in pieces": [
+        ("ping",),
+        ("headers", OK_HEADERS, False),
+        ("padded", framed(b"re"), 7),
+        ("padded", framed(b"ply")[5:], 0),
+        ("headers", [("grpc-status", "0")], True),
+    ],
+    "long refusal (CONTINUATION frames)": [
+        ("headers", OK_HEADERS, False),
+        ("headers", [("grpc-status", "9"), ("grpc-message", "x" * 40_000)], True),
+    ],
+    "data then reset": [("headers", OK_HEADERS, False), ("data", framed(b"rep")), ("reset", 2)],
 }
 
 
@@ -110,6 +124,10 @@ class Scripted(asyncio.Protocol):
                 self.conn.send_headers(stream_id, args[0], end_stream=args[1])
             elif kind == "data":
                 self.conn.send_data(stream_id, args[0])
+            elif kind == "padded":
+                self.conn.send_data(stream_id, args[0], pad_length=args[1])
+            elif kind == "ping":
+                self.conn.ping(b"12345678")
             elif kind == "reset":
                 self.conn.reset_stream(stream_id, args[0])
             elif kind == "goaway":
@@ -212,6 +230,30 @@ async def test_same_reply_or_error_as_grpclib(name: str, sentry: Harness) -> Non
     blocking = await outcome(with_blocking_call(sentry.ca, port))
     assert ours == theirs
     assert blocking == theirs
+
+
+def test_the_connection_opens_as_h2_opens_it_for_grpclib() -> None:
+    """Preface, SETTINGS, window update, SETTINGS and the request's frames: the bytes h2 writes
+    for grpclib's client configuration."""
+    config = H2Configuration(
+        client_side=True,
+        header_encoding="ascii",
+        validate_inbound_headers=False,
+        validate_outbound_headers=False,
+        normalize_inbound_headers=False,
+        normalize_outbound_headers=False,
+    )
+    conn = H2Connection(config=config)
+    conn.initiate_connection()
+    conn.increment_flow_control_window(WINDOW - conn.local_settings.initial_window_size)
+    conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: WINDOW})
+    headers = request_headers("127.0.0.1", 50001, PATH, 2.5)
+    stream_id = conn.get_next_available_stream_id()
+    conn.send_headers(stream_id, headers)
+    conn.send_data(stream_id, framed(b"request" * 300), end_stream=True)
+    exchange = Exchange()
+    ours = exchange.start() + exchange.send(headers, b"request" * 300)
+    assert ours == conn.data_to_send()
 
 
 async def test_the_request_carries_grpclibs_headers(sentry: Harness) -> None:
