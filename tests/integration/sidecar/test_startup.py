@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
@@ -188,3 +189,24 @@ async def test_an_unreadable_token_file_is_fatal(cluster: Cluster, token: str | 
         else f"token file {str(path)!r} is empty"
     )
     assert f"error: failed to retrieve the initial identity: {why}" in d.proc.text()
+
+
+async def test_a_taken_port_is_reported_before_sentry_is_asked(cluster: Cluster) -> None:
+    """With the first certificate requested before asyncio, a port that cannot be bound still
+    ends start-up with its own error, and no certificate is requested."""
+    sentry_port, anchors, _ = await cluster.mtls_sentry()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        d = await cluster.daprd(
+            "taken",
+            sentry_port=sentry_port,
+            anchors_file=anchors,
+            args=["--dapr-http-port", str(port)],
+            wait=False,
+        )
+        assert await _exit_code(d.proc) == 1
+    text = d.proc.text()
+    assert f"--dapr-http-port: port {port} is already in use" in text
+    assert "Fetching initial identity" not in text
