@@ -95,6 +95,12 @@ class SqliteResolver:
         )
         with contextlib.suppress(sqlite3.OperationalError):
             db.execute(f"PRAGMA journal_mode={'DELETE' if s.disable_wal else 'WAL'}")
+            if not s.disable_wal:
+                # A commit does not wait for fsync (WAL stays consistent; a crash can only lose
+                # the last heartbeats, which expire anyway): on a busy disk an fsync took longer
+                # than busyTimeout, and the other sidecars' heartbeats failed behind it with
+                # "database is locked" until their rows went stale ("no host found").
+                db.execute("PRAGMA synchronous=NORMAL")
         return db
 
     @property

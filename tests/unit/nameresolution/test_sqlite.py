@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import re
 import sqlite3
@@ -305,4 +306,25 @@ async def test_a_heartbeat_that_hit_a_locked_database_is_retried_before_the_next
         with contextlib.suppress(asyncio.CancelledError):
             await task
         other.close()
+        r.close()
+
+
+@pytest.mark.parametrize(
+    ("disable_wal", "mode", "synchronous"), [(False, "wal", 1), (True, "delete", 2)]
+)
+def test_wal_commits_do_not_wait_for_fsync(
+    tmp_path: Path, disable_wal: bool, mode: str, synchronous: int
+) -> None:
+    """WAL with ``synchronous=NORMAL`` (1): a heartbeat's commit does not hold the write lock
+    through an fsync, which on a busy disk outlasted busyTimeout and failed the other sidecars'
+    heartbeats. Without WAL (rollback journal) SQLite's default FULL (2) stays."""
+    settings = dataclasses.replace(
+        SqliteSettings(tmp_path / "nr.db", timedelta(seconds=5)), disable_wal=disable_wal
+    )
+    r = SqliteResolver(settings, clock=FakeClock())
+    try:
+        for con in (r._db, r._reader):
+            assert con.execute("PRAGMA journal_mode").fetchone()[0] == mode
+            assert con.execute("PRAGMA synchronous").fetchone()[0] == synchronous
+    finally:
         r.close()
