@@ -22,6 +22,11 @@ run`` passes one), and reports medians of:
 ``--compare SRC`` runs daprd from another checkout's ``src/`` (``PYTHONPATH=SRC``) in turn with
 this one, run by run under the same load, and reports both medians.
 
+Both source trees are compiled to bytecode first (``compileall``), as ``pip install`` does: with
+``PYTHONDONTWRITEBYTECODE=1`` in the environment (set in this project's agent shells), or a fresh
+``git archive``, every start would otherwise compile the changed modules from source again, and
+the numbers would be Python's compiler, not daprd's start-up.
+
 Nothing is pinned and the load generator is this process: the 1-minute load average at start and
 end is in the JSON. Prints one table and writes JSON.
 """
@@ -29,6 +34,7 @@ end is in the JSON. Prints one table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import re
@@ -227,6 +233,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "startup.json")
     args = parser.parse_args()
+    for tree in (ROOT / "src", *([Path(args.compare)] if args.compare else [])):
+        compileall.compile_dir(tree, quiet=1)
     load_start = os.getloadavg()[0]
     variants = {"this": ""} | ({"compare": args.compare} if args.compare else {})
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
