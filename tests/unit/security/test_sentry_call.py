@@ -349,3 +349,34 @@ def test_hosts_go_to_the_socket_as_the_idna_codec_would_give_them(
     assert _ascii_host(host) == given
     if isinstance(given, bytes):
         assert host.encode("idna") == given
+
+
+def _in_frames(data: bytes, size: int = 16_384) -> list[Step]:
+    return [("data", data[i : i + size]) for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("call", [with_sentry_call, with_blocking_call])
+async def test_a_message_over_grpc_gos_limit_is_refused_at_once(sentry: Harness, call: Any) -> None:
+    """A response announcing more than 4 MiB fails as grpc-go's client (Dapr's) fails it, as soon
+    as its length prefix arrives, and its data is not kept; a 3 MiB one is a reply."""
+    big = (5 << 20).to_bytes(4, "big")
+    port = await sentry.start(
+        [("headers", OK_HEADERS, False), *_in_frames(b"\0" + big + b"x" * 65_536)]
+    )
+    started = time.monotonic()
+    with pytest.raises(GRPCError) as caught:
+        await call(sentry.ca, port)
+    assert time.monotonic() - started < 2  # not the call's 3 s timeout
+    assert (caught.value.status, caught.value.message) == (
+        Status.RESOURCE_EXHAUSTED,
+        "grpc: received message larger than max (5242880 vs. 4194304)",
+    )
+    message = b"m" * (3 << 20)
+    port = await sentry.start(
+        [
+            ("headers", OK_HEADERS, False),
+            *_in_frames(framed(message)),
+            ("headers", [("grpc-status", "0")], True),
+        ]
+    )
+    assert await call(sentry.ca, port) == message
