@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from pysentry.testing import TestCA
 
@@ -251,6 +253,27 @@ class Cluster:
 
     def dump(self) -> str:
         return "\n".join(f"===== {p.name} =====\n{p.text()[-3000:]}" for p in self.procs)
+
+
+def svid_client_context(cluster: Cluster, ca: TestCA, app_id: str) -> ssl.SSLContext:
+    """A TLS client context presenting an SVID of ``ca`` for ``app_id`` (namespace default),
+    ALPN ``h2``, no server verification: for calls straight to a sidecar's internal port."""
+    chain, key = ca.issue_svid(f"spiffe://public/ns/default/{app_id}")
+    pem = cluster.tmp / f"{app_id}.pem"
+    pem.write_bytes(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(pem)
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
 
 
 async def wait_tcp(port: int, timeout: float = 20) -> None:

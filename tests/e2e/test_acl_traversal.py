@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -27,7 +25,7 @@ from pysentry.proto.dapr.proto.internals.v1.service_invocation_grpc import Servi
 from pysentry.sidecar import messages
 from pysentry.sidecar.invocation import InvokeRequest
 from pysentry.testing import TestCA
-from tests.e2e.conftest import APPS, Cluster, Daprd, free_port, wait_http
+from tests.e2e.conftest import APPS, Cluster, Daprd, free_port, svid_client_context, wait_http
 
 SECRET = b"TOP-SECRET-admin-file"
 PUBLIC = b"hello from public"
@@ -165,22 +163,7 @@ async def test_acl_decision_and_app_path_agree(cluster: Cluster) -> None:
 
     # The same methods, raw, straight to the callee's internal port as caller "a": the callee
     # normalizes for itself and never serves the secret.
-    chain, key = ca.issue_svid("spiffe://public/ns/default/a")
-    pem = cluster.tmp / "a.pem"
-    pem.write_bytes(
-        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
-        + key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.load_cert_chain(pem)
-    ctx.set_alpn_protocols(["h2"])
-    channel = Channel("127.0.0.1", b.internal_port, ssl=ctx)
+    channel = Channel("127.0.0.1", b.internal_port, ssl=svid_client_context(cluster, ca, "a"))
     stub = ServiceInvocationStub(channel)
     try:
         for raw in (

@@ -12,10 +12,8 @@ request, with the stamped identity, on a connection that carries nothing else.
 from __future__ import annotations
 
 import asyncio
-import ssl
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -27,7 +25,7 @@ from pysentry.proto.dapr.proto.runtime.v1.dapr_grpc import DaprStub
 from pysentry.sidecar import messages
 from pysentry.sidecar.invocation import InvokeRequest
 from pysentry.testing import TestCA
-from tests.e2e.conftest import Cluster, Daprd
+from tests.e2e.conftest import Cluster, Daprd, svid_client_context
 
 ACL = """  accessControl:
     defaultAction: deny
@@ -84,25 +82,6 @@ class RawApp:
             self._server.close()
 
 
-def _svid_context(cluster: Cluster, ca: TestCA, app_id: str) -> ssl.SSLContext:
-    chain, key = ca.issue_svid(f"spiffe://public/ns/default/{app_id}")
-    pem = cluster.tmp / f"{app_id}.pem"
-    pem.write_bytes(
-        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
-        + key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.load_cert_chain(pem)
-    ctx.set_alpn_protocols(["h2"])
-    return ctx
-
-
 async def _setup(cluster: Cluster, fastpath: bool) -> tuple[Daprd, Daprd, RawApp, TestCA]:
     sentry_port, anchors, ca = await cluster.mtls_sentry()
     app = RawApp()
@@ -156,7 +135,7 @@ async def test_no_request_smuggling_into_the_app(cluster: Cluster, fastpath: boo
 
         # Header names and values straight from a peer holding an SVID (a Go daprd could send
         # these: protobuf metadata keys are any string), over gRPC to the internal port.
-        internal = Channel("127.0.0.1", b.internal_port, ssl=_svid_context(cluster, ca, "a"))
+        internal = Channel("127.0.0.1", b.internal_port, ssl=svid_client_context(cluster, ca, "a"))
         try:
             stub = ServiceInvocationStub(internal)
             for name, value, why in (

@@ -277,21 +277,16 @@ class SentryClient:
         from pysentry.security.sentry_call import unary_call
 
         async with asyncio.timeout(self._timeout.total_seconds()):
-            reply = await unary_call(
-                self.host,
-                self.port,
-                SIGN_CERTIFICATE,
-                request.SerializeToString(),
-                context=self._ssl_context(),
-                anchors=self._anchors,
-                authorizer=self._authorizer,
-                clock=self._clock,
-                timeout=self._timeout.total_seconds(),
-            )
+            reply = await self._call(unary_call, request)
         return SignCertificateResponse.FromString(reply)
 
     async def _attempt_blocking(self, request: SignCertificateRequest) -> SignCertificateResponse:
-        reply = blocking_unary_call(  # the whole call is bounded by its timeout
+        reply = self._call(blocking_unary_call, request)  # bounded by its timeout as a whole
+        return SignCertificateResponse.FromString(reply)
+
+    def _call(self, call: Callable[..., T], request: SignCertificateRequest) -> T:
+        """``call`` (the asyncio or the blocking unary call) to Sentry's SignCertificate."""
+        return call(
             self.host,
             self.port,
             SIGN_CERTIFICATE,
@@ -302,7 +297,6 @@ class SentryClient:
             clock=self._clock,
             timeout=self._timeout.total_seconds(),
         )
-        return SignCertificateResponse.FromString(reply)
 
     def _fail(self, why: str, *, reason: str = "sentry_conn") -> SentryRequestFailed:
         return SentryRequestFailed(

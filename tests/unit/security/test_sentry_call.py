@@ -196,7 +196,7 @@ async def with_sentry_call(ca: TestCA, port: int) -> bytes:
     )
 
 
-async def with_blocking_call(ca: TestCA, port: int) -> bytes:
+async def with_blocking_call(ca: TestCA, port: int, timeout: float = 3) -> bytes:
     """daprd's first call: blocking, on a thread here (the scripted server runs on this loop)."""
     context = client_context(None, (ca.root_cert,), verify_after_handshake=True)
     return await asyncio.to_thread(
@@ -209,7 +209,7 @@ async def with_blocking_call(ca: TestCA, port: int) -> bytes:
         anchors=(ca.root_cert,),
         authorizer=None,
         clock=system_clock,
-        timeout=3,
+        timeout=timeout,
     )
 
 
@@ -311,23 +311,11 @@ async def test_the_connection_is_closed_when_the_call_returns(sentry: Harness, c
 async def test_the_blocking_call_ends_at_its_timeout() -> None:
     # A listener that never answers the TLS handshake: TimeoutError once the call's time is up.
     ca = TestCA.create("public")
-    context = client_context(None, (ca.root_cert,), verify_after_handshake=True)
     with socket.create_server(("127.0.0.1", 0)) as silent:
         port = silent.getsockname()[1]
         started = time.monotonic()
         with pytest.raises(TimeoutError):
-            await asyncio.to_thread(
-                blocking_unary_call,
-                "127.0.0.1",
-                port,
-                PATH,
-                b"request",
-                context=context,
-                anchors=(ca.root_cert,),
-                authorizer=None,
-                clock=system_clock,
-                timeout=0.3,
-            )
+            await with_blocking_call(ca, port, timeout=0.3)
         assert 0.25 < time.monotonic() - started < 2
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -104,15 +103,6 @@ async def _start(ca: TestCA, sentry_id: SpiffeId, servers: list[Server], **kw: o
     servers.append(server)
     port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return Running(fake, f"127.0.0.1:{port}", ca)
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.close()
-        await server.wait_closed()
 
 
 class Sleeps:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -34,15 +34,6 @@ CASES: dict[str, dict[str, Any]] = {
     "no valid_until": {"omit_valid_until": True},
     "signed for another app": {"sign_as": "other"},
 }
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.close()
-        await server.wait_closed()
 
 
 class BlockingClock(FakeClock):
