@@ -27,7 +27,6 @@ from pysentry.errors import PeerRejected
 from pysentry.pki.svid import authorize_path
 from pysentry.security.tls import AnchorsLike, peer_spiffe_id
 from pysentry.sidecar import fastpath_protocol as fp
-from pysentry.sidecar.fastpath_writer import FrameWriter
 from pysentry.sidecar.invocation import Target
 from pysentry.spiffe import dapr_path
 
@@ -45,7 +44,6 @@ class ClientConnection(asyncio.Protocol):
         self._streams: dict[int, asyncio.Future[fp.Frame]] = {}
         self._next = 1
         self._transport: asyncio.Transport | None = None
-        self._writer: FrameWriter | None = None
         self._writable = asyncio.Event()
         self._writable.set()
         self.created = created
@@ -56,7 +54,6 @@ class ClientConnection(asyncio.Protocol):
     # --- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self._writer = FrameWriter(self._transport, asyncio.get_running_loop())
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -88,8 +85,6 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._writer is not None:
-            self._writer.drop()  # the calls they carried fail below, as any in flight
         self._writable.set()
         for future in self._streams.values():
             if not future.done():
@@ -112,24 +107,14 @@ class ClientConnection(asyncio.Protocol):
 
     # --- calls ----------------------------------------------------------------------------
     @property
-    def unsent(self) -> int:
-        """Bytes of frames written in this loop iteration, not yet handed to TLS."""
-        return 0 if self._writer is None else self._writer.pending
-
-    @property
-    def paused(self) -> bool:
-        """The transport's buffer is full: new frames wait until it drains."""
-        return not self._writable.is_set()
-
-    @property
     def usable(self) -> bool:
         return not self.closed and not self.retired and self._next < fp.MAX_STREAM_ID
 
     async def call(self, message: bytes, deadline: float, body: bytes = b"") -> bytes:
         """The response payload to a request payload (``message`` then ``body``), by
         ``deadline`` (loop time); errors as :mod:`.invoker` says."""
-        writer = self._writer
-        if writer is None or self.closed:
+        transport = self._transport
+        if transport is None or self.closed:
             raise StreamTerminatedError(LOST)
         loop = asyncio.get_running_loop()
         stream = self._next
@@ -146,11 +131,11 @@ class ClientConnection(asyncio.Protocol):
                 if self.closed:
                     raise StreamTerminatedError(LOST)
             timeout_ms = max(1, round((deadline - loop.time()) * 1000))
-            writer.write(*fp.request_frame(stream, timeout_ms, message, body))
+            transport.writelines(fp.request_frame(stream, timeout_ms, message, body))
             frame = await future
         except BaseException:
             if not _answered(future) and not self.closed:
-                writer.write(fp.cancel_frame(stream))  # the callee stops the app call
+                transport.write(fp.cancel_frame(stream))  # the callee stops the app call
             raise
         finally:
             timer.cancel()
@@ -170,8 +155,6 @@ class ClientConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            if self._writer is not None:
-                self._writer.flush()  # a CANCEL written by the last call goes out first
             self._transport.close()
 
 

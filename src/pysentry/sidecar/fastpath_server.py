@@ -37,7 +37,6 @@ from pysentry.security.channel import SpiffeServer
 from pysentry.security.tls import AnchorsLike
 from pysentry.sidecar import fastpath_codec as codec
 from pysentry.sidecar import fastpath_protocol as fp
-from pysentry.sidecar.fastpath_writer import FrameWriter
 from pysentry.sidecar.internal_server import NO_CLIENT_ID
 from pysentry.sidecar.invocation import InvokeRequest, InvokeResponse
 from pysentry.spiffe import SpiffeId
@@ -82,7 +81,6 @@ class ServerConnection(asyncio.Protocol):
         self._peer = peer
         self._reader = fp.FrameReader(max_payload)
         self._transport: asyncio.Transport | None = None
-        self._writer: FrameWriter | None = None
         self._writable = asyncio.Event()
         self._writable.set()
         self._paused = False
@@ -106,7 +104,6 @@ class ServerConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self._writer = FrameWriter(self._transport, asyncio.get_running_loop())
 
     def data_received(self, data: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
@@ -232,8 +229,8 @@ class ServerConnection(asyncio.Protocol):
 
     def _write(self, *data: bytes) -> None:
         transport = self._transport
-        if transport is not None and self._writer is not None and not transport.is_closing():
-            self._writer.write(*data)
+        if transport is not None and not transport.is_closing():
+            transport.writelines(data)
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -242,8 +239,6 @@ class ServerConnection(asyncio.Protocol):
         self._writable.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._writer is not None:
-            self._writer.drop()
         self._waiting.clear()
         self._sizes.clear()
         self.held = 0
@@ -256,8 +251,6 @@ class ServerConnection(asyncio.Protocol):
         self._waiting.clear()
         for task in self.tasks.values():
             task.cancel()
-        if self._writer is not None:
-            self._writer.flush()  # the answers written before go out before the close
         if self._transport is not None:
             self._transport.close()
 
