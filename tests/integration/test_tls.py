@@ -25,14 +25,8 @@ from pysentry.pki.svid import authorize_id, authorize_path
 from pysentry.proto.dapr.proto.sentry.v1 import sentry_grpc, sentry_pb2
 from pysentry.security.channel import SpiffeChannel, SpiffeServer
 from pysentry.security.identity import X509Svid
-from pysentry.security.tls import (
-    ClientContexts,
-    RotatingServerContext,
-    client_context,
-    peer_chain,
-    peer_spiffe_id,
-    server_context,
-)
+from pysentry.security.rotation import ClientContexts, RotatingServerContext
+from pysentry.security.tls import client_context, peer_chain, peer_spiffe_id, server_context
 from pysentry.spiffe import SpiffeId
 from pysentry.testing import TestCA
 

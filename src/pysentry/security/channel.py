@@ -38,7 +38,7 @@ class SpiffeChannel(Channel):
     """A grpclib ``Channel`` over TLS that authorizes the server's SPIFFE ID on connect.
 
     ``context`` is an ``SSLContext`` or a zero-argument callable returning the current one
-    (e.g. :meth:`pysentry.security.tls.ClientContexts.get`), asked on each new connection.
+    (e.g. :meth:`pysentry.security.rotation.ClientContexts.get`), asked on each new connection.
     """
 
     def __init__(

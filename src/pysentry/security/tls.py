@@ -21,10 +21,7 @@ Python 3.11 has no public API for the peer's chain: we read it through the
 ``_sslobj.get_unverified_chain()`` that CPython has had since 3.10 (public in 3.13) and verify it
 ourselves with :func:`pysentry.pki.svid.verify_svid` (the project needs Python >= 3.11).
 
-Rotation (never mutate a live context): :class:`RotatingServerContext` builds the listener
-context once; its ``sni_callback`` (called for every ClientHello, with or without SNI) moves the
-connection to the context of the current identity and anchors, built fresh on each change.
-:class:`ClientContexts` hands clients the context for the current identity, one per change.
+Rotation (never mutate a live context) builds on these contexts in :mod:`.rotation`.
 
 Keys reach OpenSSL through a memory-only file (``memfd_create``), or, where that is missing,
 a file in a private 0700 temp dir that is deleted right after ``load_cert_chain``.
@@ -34,15 +31,16 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from pysentry.clock import Clock, system_clock
+from pysentry.clock import system_clock
 from pysentry.errors import InvalidBundle, PeerRejected
 from pysentry.pki.chain import ChainError, is_ca, verify_chain
 from pysentry.pki.svid import Authorizer, verify_svid
@@ -50,8 +48,11 @@ from pysentry.security.anchors import Anchors, TrustAnchors
 from pysentry.security.identity import X509Svid
 from pysentry.spiffe import SpiffeId
 
+if TYPE_CHECKING:  # still importable from here; loaded on first use (see __getattr__)
+    from pysentry.security.rotation import ClientContexts as ClientContexts
+    from pysentry.security.rotation import RotatingServerContext as RotatingServerContext
+
 ALPN_PROTOCOLS = ("h2",)
-_KEEP_PAST_CHAINS = 4
 AnchorsLike = TrustAnchors | Sequence[x509.Certificate]
 
 
@@ -231,108 +232,11 @@ def peer_spiffe_id(
     return verify_svid(chain, anchor_certs(anchors), now=now, authorizer=authorizer)
 
 
-class RotatingServerContext:
-    """One listener context whose connections use the current identity's context.
+def __getattr__(name: str) -> object:
+    """``RotatingServerContext`` and ``ClientContexts`` by their old path, without importing
+    :mod:`.rotation` where it is not used (daprd's first certificate needs only this module)."""
+    if name in ("RotatingServerContext", "ClientContexts"):
+        from pysentry.security import rotation
 
-    ``listener`` goes to ``create_server``/``grpclib.Server.start(ssl=...)``. Call
-    :meth:`update` (or pass :meth:`set_identity`/:meth:`set_anchors` as subscriber callbacks):
-    new handshakes get the new certificate and anchors; established connections keep theirs.
-    """
-
-    def __init__(
-        self,
-        svid: X509Svid,
-        anchors: AnchorsLike | None,
-        *,
-        require_client_cert: bool = True,
-        alpn: Sequence[str] = ALPN_PROTOCOLS,
-        clock: Clock = system_clock,
-    ) -> None:
-        self._svid = svid
-        self._anchors = anchor_certs(anchors) if anchors is not None else None
-        self._require = require_client_cert
-        self._alpn = tuple(alpn)
-        self._clock = clock
-        # The CA chains of the identities this server held: peers that renewed earlier or later
-        # may still carry a previous issuer (kept only while it verifies against the anchors).
-        self._past_chains: list[tuple[x509.Certificate, ...]] = []
-        self.generation = 0
-        self._current = self._build()
-        self.listener = self._build()
-        self.listener.sni_callback = self._on_client_hello
-
-    def _build(self) -> ssl.SSLContext:
-        now = self._clock()
-        issuers: tuple[x509.Certificate, ...] = ()
-        if self._require and self._anchors:
-            issuers = verified_issuers(self._past_chains, self._anchors, now)
-        return server_context(
-            self._svid,
-            self._anchors,
-            require_client_cert=self._require,
-            alpn=self._alpn,
-            issuers=issuers,
-            now=now,
-        )
-
-    def _on_client_hello(
-        self, ssl_obj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
-    ) -> None:
-        ssl_obj.context = self._current
-
-    @property
-    def svid(self) -> X509Svid:
-        return self._svid
-
-    @property
-    def current(self) -> ssl.SSLContext:
-        return self._current
-
-    def update(self, *, svid: X509Svid | None = None, anchors: AnchorsLike | None = None) -> None:
-        """Build a fresh context for the new identity and/or anchors and switch to it."""
-        if svid is not None:
-            chain = self._svid.chain
-            if chain not in self._past_chains:
-                self._past_chains = [*self._past_chains[-(_KEEP_PAST_CHAINS - 1) :], chain]
-            self._svid = svid
-        if anchors is not None:
-            self._anchors = anchor_certs(anchors)
-        self._current = self._build()
-        self.generation += 1
-
-    def set_identity(self, svid: X509Svid) -> None:
-        self.update(svid=svid)
-
-    def set_anchors(self, anchors: Anchors) -> None:
-        self.update(anchors=anchors)
-
-
-class ClientContexts:
-    """Client contexts for new connections, rebuilt only when the identity or anchors change.
-
-    For :class:`pysentry.security.channel.SpiffeChannel` only: OpenSSL does not verify the
-    server (``verify_after_handshake=True``); the channel does, before any request.
-    """
-
-    def __init__(
-        self,
-        identity: Callable[[], X509Svid | None],
-        anchors: TrustAnchors,
-        *,
-        alpn: Sequence[str] = ALPN_PROTOCOLS,
-    ) -> None:
-        self._identity = identity
-        self._anchors = anchors
-        self._alpn = tuple(alpn)
-        self._key: tuple[X509Svid | None, Anchors] | None = None
-        self._context: ssl.SSLContext | None = None
-
-    def get(self) -> ssl.SSLContext:
-        svid, anchors = self._identity(), self._anchors.current()
-        key = self._key
-        if self._context is None or key is None or key[0] is not svid or key[1] is not anchors:
-            self._context = client_context(
-                svid, anchors, alpn=self._alpn, verify_after_handshake=True
-            )
-            self._key = (svid, anchors)
-        return self._context
+        return getattr(rotation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

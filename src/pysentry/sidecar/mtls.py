@@ -24,7 +24,7 @@ from pysentry.pki.svid import authorize_path
 from pysentry.security.anchors import FileAnchors, TrustAnchors
 from pysentry.security.identity import X509Svid
 from pysentry.security.provider import SecurityProvider
-from pysentry.security.tls import ClientContexts, RotatingServerContext
+from pysentry.security.rotation import ClientContexts, RotatingServerContext
 from pysentry.sidecar.first_identity import identity_provider
 from pysentry.sidecar.first_identity import load_anchors as load_anchors  # public here too
 from pysentry.sidecar.first_identity import sentry_token as sentry_token
