@@ -31,7 +31,9 @@ from pysentry.security.anchors import FileAnchors
 from pysentry.security.identity import X509Svid
 from pysentry.security.provider import SecurityProvider
 from pysentry.security.rotation import RotatingServerContext
-from pysentry.security.sentry_client import SentryClient, SentryRequestFailed, TokenValidator
+from pysentry.security.sentry_client import SentryClient
+from pysentry.security.sentry_failure import SentryRequestFailed
+from pysentry.security.sentry_sign import TokenValidator
 from pysentry.sidecar.kubernetes import LEGACY_TOKEN_PATH, SENTRY_TOKEN_PATH
 
 log = logging.getLogger("pysentry.injector")

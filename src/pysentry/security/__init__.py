@@ -2,9 +2,12 @@
 
 - :mod:`.identity`: :class:`X509Svid` (a chain, its key, its SPIFFE ID, its renewal time).
 - :mod:`.anchors`: trust anchor sources (``DAPR_TRUST_ANCHORS``, or a watched file).
-- :mod:`.tls`: ``ssl`` contexts for SPIFFE mTLS, post-handshake peer checks, rotation.
+- :mod:`.tls`: ``ssl`` contexts for SPIFFE mTLS, post-handshake peer checks; :mod:`.rotation`
+  the contexts that follow the current identity and anchors.
 - :mod:`.channel`: grpclib channel and server that check the peer's SPIFFE ID per connection.
-- :mod:`.sentry_client`: ``SignCertificate`` over TLS with Dapr's retry policy.
+- :mod:`.sentry_client`: ``SignCertificate`` over TLS with Dapr's retry policy;
+  :mod:`.sentry_sign` what the request holds and the response must pass,
+  :mod:`.sentry_failure` the errors it ends with.
 - :mod:`.sentry_call`, :mod:`.sentry_wire`: that call on h2 and its two messages, without
   grpclib's client or protobuf (daprd's start-up).
 - :mod:`.provider`: the initial fetch and the renewal loop at 50% of the lifetime.

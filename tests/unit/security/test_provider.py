@@ -23,7 +23,7 @@ from pysentry.pki.keys import KeyAlgorithm
 from pysentry.security.identity import X509Svid
 from pysentry.security.metrics import SecurityMetrics
 from pysentry.security.provider import SecurityProvider, go_time, no_jitter
-from pysentry.security.sentry_client import SentryRequestFailed
+from pysentry.security.sentry_failure import SentryRequestFailed
 from pysentry.spiffe import SpiffeId
 from pysentry.testing import TestCA
 

@@ -20,15 +20,9 @@ from pysentry.pki.keys import generate_key
 from pysentry.proto.dapr.proto.sentry.v1 import sentry_grpc, sentry_pb2
 from pysentry.security.backoff import shed_pause
 from pysentry.security.identity import X509Svid
-from pysentry.security.sentry_client import (
-    SentryClient,
-    SentryRequestFailed,
-    TokenValidator,
-    go_code_name,
-    parse_validator,
-    request_trust_domain,
-    split_address,
-)
+from pysentry.security.sentry_client import SentryClient, split_address
+from pysentry.security.sentry_failure import SentryRequestFailed, go_code_name
+from pysentry.security.sentry_sign import TokenValidator, parse_validator, request_trust_domain
 from pysentry.security.tls import server_context
 from pysentry.spiffe import SpiffeId
 from pysentry.testing import TestCA

@@ -15,7 +15,8 @@ from grpclib.server import Server
 
 from pysentry.pki.csr import build_csr
 from pysentry.pki.keys import generate_key
-from pysentry.security.sentry_client import SentryClient, SentryRequestFailed, drive
+from pysentry.security.sentry_client import SentryClient, drive
+from pysentry.security.sentry_failure import SentryRequestFailed
 from pysentry.spiffe import SpiffeId
 from pysentry.testing import TestCA
 from tests.unit.security.test_sentry_client import (

@@ -16,7 +16,8 @@ from pysentry.pki.csr import build_csr
 from pysentry.pki.keys import generate_key
 from pysentry.proto.dapr.proto.sentry.v1 import sentry_pb2
 from pysentry.security.identity import X509Svid
-from pysentry.security.sentry_client import SentryClient, SentryRequestFailed
+from pysentry.security.sentry_client import SentryClient
+from pysentry.security.sentry_failure import SentryRequestFailed
 from pysentry.security.sentry_wire import (
     SIGN_CERTIFICATE,
     SignCertificateRequest,

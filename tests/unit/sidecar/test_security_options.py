@@ -8,7 +8,8 @@ import pytest
 
 from pysentry.errors import ConfigError
 from pysentry.security.anchors import FileAnchors, StaticAnchors
-from pysentry.security.sentry_client import SentryRequestFailed, TokenValidator
+from pysentry.security.sentry_failure import SentryRequestFailed
+from pysentry.security.sentry_sign import TokenValidator
 from pysentry.sidecar.mtls import load_anchors, sentry_token
 from pysentry.sidecar.options import parse_options
 from pysentry.testing import TestCA
