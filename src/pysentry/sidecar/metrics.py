@@ -4,7 +4,8 @@
   ``prometheus_client`` counters on :attr:`SidecarMetrics.registry`.
 * The ACL, server and service-invocation metrics of ``pkg/diagnostics`` (``http_monitoring.go``,
   ``grpc_monitoring.go``, ``service_monitoring.go``) are :mod:`pysentry.sidecar.views` families,
-  which render exactly as Dapr's OpenCensus exporter does (no ``_total`` added, Go number shapes).
+  declared in :mod:`pysentry.sidecar.families`, which render exactly as Dapr's OpenCensus
+  exporter does (no ``_total`` added, Go number shapes).
 
 The scrape is client_golang's text format, families sorted by name, without ``_created`` series.
 Latencies are whole milliseconds, truncated, as Dapr's ``float64(elapsed / time.Millisecond)``.
@@ -19,19 +20,10 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from pysentry.security.metrics import SecurityMetrics
+from pysentry.sidecar.families import SidecarFamilies
 from pysentry.sidecar.http_labels import HTTP_VERBS, http_path_label
 from pysentry.sidecar.policy import Decision
-from pysentry.sidecar.views import (
-    LATENCY_BOUNDS_MS,
-    SIZE_BOUNDS,
-    Count,
-    CounterFamily,
-    Distribution,
-    Family,
-    HistogramFamily,
-    escape,
-    go_float,
-)
+from pysentry.sidecar.views import Count, Distribution, escape, go_float
 from pysentry.spiffe import SpiffeId
 
 if TYPE_CHECKING:  # aiohttp is imported with the metrics server, after daprd's first identity
@@ -49,121 +41,15 @@ def elapsed_ms(start: float) -> int:
     return int((time.perf_counter() - start) * 1000)
 
 
-class SidecarMetrics:
+class SidecarMetrics(SidecarFamilies):
     """One per sidecar (tests run several in one process). Recording methods are cheap: one
     cached lookup per label set."""
 
     def __init__(self, app_id: str) -> None:
+        super().__init__()
         self.registry = CollectorRegistry(auto_describe=True)
         self.app_id = app_id
         self.security = SecurityMetrics.create(self.registry, app_id)
-        acl = ("app_id", "trustDomain", "namespace")
-        text = "The number of requests {} by the {} action specified in the access control policy."
-        self.acl = {
-            (policy, allowed): CounterFamily(
-                f"dapr_runtime_acl_{policy}_policy_action_{word}_total",
-                text.format(word, "app specific" if policy == "app" else "global"),
-                acl,
-            )
-            for policy in ("app", "global")
-            for allowed, word in ((True, "allowed"), (False, "blocked"))
-        }
-        server = ("app_id", "method", "path", "status")
-        self.http_request_count = CounterFamily(
-            "dapr_http_server_request_count",
-            "Count of HTTP requests processed by the server.",
-            server,
-        )
-        self.http_latency = HistogramFamily(
-            "dapr_http_server_latency",
-            "HTTP request end-to-end latency in server.",
-            server,
-            LATENCY_BOUNDS_MS,
-        )
-        self.http_response_count = CounterFamily(
-            "dapr_http_server_response_count", "The number of HTTP responses", server
-        )
-        self.http_request_bytes = HistogramFamily(
-            "dapr_http_server_request_bytes",
-            "HTTP request body size if set as ContentLength (uncompressed) in server.",
-            ("app_id",),
-            SIZE_BOUNDS,
-        )
-        self.http_response_bytes = HistogramFamily(
-            "dapr_http_server_response_bytes",
-            "HTTP response body size (uncompressed) in server.",
-            ("app_id",),
-            SIZE_BOUNDS,
-        )
-        grpc = ("app_id", "grpc_server_method", "grpc_server_status")
-        self.grpc_completed = CounterFamily(
-            "dapr_grpc_io_server_completed_rpcs",
-            "Distribution of bytes sent per RPC, by method.",  # sic, Dapr's text
-            grpc,
-        )
-        self.grpc_latency = HistogramFamily(
-            "dapr_grpc_io_server_server_latency",
-            "Time between first byte of request received to last byte of response sent, or "
-            "terminal error.",
-            grpc,
-            LATENCY_BOUNDS_MS,
-        )
-        self.grpc_received_bytes = HistogramFamily(
-            "dapr_grpc_io_server_received_bytes_per_rpc",
-            "Total bytes received across all messages per RPC.",
-            grpc[:2],
-            SIZE_BOUNDS,
-        )
-        self.grpc_sent_bytes = HistogramFamily(
-            "dapr_grpc_io_server_sent_bytes_per_rpc",
-            "Total bytes sent in across all response messages per RPC.",
-            grpc[:2],
-            SIZE_BOUNDS,
-        )
-        prefix = "dapr_runtime_service_invocation_"
-        self.req_sent = CounterFamily(
-            prefix + "req_sent_total",
-            "The number of requests sent via service invocation.",
-            ("app_id", "dst_app_id", "type"),
-        )
-        self.req_recv = CounterFamily(
-            prefix + "req_recv_total",
-            "The number of requests received via service invocation.",
-            ("app_id", "src_app_id"),
-        )
-        self.res_sent = CounterFamily(
-            prefix + "res_sent_total",
-            "The number of responses sent via service invocation.",
-            ("app_id", "dst_app_id", "status"),
-        )
-        self.res_recv = CounterFamily(
-            prefix + "res_recv_total",
-            "The number of responses received via service invocation.",
-            ("app_id", "src_app_id", "status", "type"),
-        )
-        self.res_recv_latency = HistogramFamily(
-            prefix + "res_recv_latency_ms",
-            "The latency of service invocation response.",
-            ("app_id", "src_app_id", "status"),
-            LATENCY_BOUNDS_MS,
-        )
-        self.families: tuple[Family, ...] = (
-            *self.acl.values(),
-            self.http_request_count,
-            self.http_latency,
-            self.http_response_count,
-            self.http_request_bytes,
-            self.http_response_bytes,
-            self.grpc_completed,
-            self.grpc_latency,
-            self.grpc_received_bytes,
-            self.grpc_sent_bytes,
-            self.req_sent,
-            self.req_recv,
-            self.res_sent,
-            self.res_recv,
-            self.res_recv_latency,
-        )
         self._http: dict[tuple[str, str, int], _HttpSeries] = {}
         self._grpc: dict[tuple[str, str], tuple[Count, Distribution]] = {}
         self._grpc_sizes: dict[str, tuple[Distribution, Distribution]] = {}
