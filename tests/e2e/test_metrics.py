@@ -18,7 +18,7 @@ from grpclib.exceptions import GRPCError
 
 from pysentry.proto.dapr.proto.common.v1 import common_pb2
 from pysentry.proto.dapr.proto.runtime.v1 import dapr_pb2
-from pysentry.sidecar.grpc_proxy import RawMessage
+from pysentry.sidecar.relay import RawMessage
 from tests.e2e.conftest import APPS, Cluster, Daprd, free_port, wait_tcp
 
 LATENCY = [

@@ -8,22 +8,20 @@ untouched, over the same mutual-TLS connection as service invocation, adding
 server does not serve with ``dapr-callee-app-id`` set to itself: it applies access control to the
 caller's verified SPIFFE ID (operation = the full method name, no verb, as Dapr does), stamps the
 caller identity from that ID, and relays the call to its gRPC app. Messages, metadata, status and
-streaming in both directions pass through.
+streaming in both directions pass through (:func:`pysentry.sidecar.relay.relay`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from grpclib.client import Channel
-from grpclib.client import Stream as ClientStream
-from grpclib.const import Cardinality, Handler, Status
-from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+from grpclib.const import Handler, Status
+from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 from grpclib.server import Stream as ServerStream
 
@@ -37,6 +35,7 @@ from pysentry.sidecar.invocation import (
 )
 from pysentry.sidecar.metrics import STREAMING, UNARY, SidecarMetrics
 from pysentry.sidecar.policy import AccessPolicy, DecisionHook
+from pysentry.sidecar.relay import relay, relay_handler
 from pysentry.spiffe import SpiffeId
 
 log = logging.getLogger(__name__)
@@ -44,26 +43,9 @@ log = logging.getLogger(__name__)
 APP_ID = "dapr-app-id"
 API_TOKEN = "dapr-api-token"
 _NOT_RELAYED = frozenset({API_TOKEN, APP_ID, "user-agent", "content-type", "te"})
-DEFAULT_TIMEOUT_S = 60.0
 #: Dapr's ``dapr-stream`` metadata: a truthy value marks a proxied call as a stream.
 STREAM_FLAG = "dapr-stream"
 _TRUTHY = frozenset({"y", "yes", "true", "t", "on", "1"})
-
-
-class RawMessage:
-    """A gRPC message relayed as opaque bytes (quacks like a protobuf message for grpclib)."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes = b"") -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:
-        return self.data
-
-    @classmethod
-    def FromString(cls, data: bytes) -> RawMessage:
-        return cls(bytes(data))
 
 
 class Resolver(Protocol):
@@ -92,10 +74,6 @@ def with_fallback(server: Server, fallback: HandlerFor) -> Server:
     return server
 
 
-def relay_handler(func: Callable[[ServerStream[Any, Any]], Any]) -> Handler:
-    return Handler(func, Cardinality.STREAM_STREAM, RawMessage, RawMessage)
-
-
 def _metadata(stream: ServerStream[Any, Any]) -> list[tuple[str, str]]:
     out = []
     for key, value in (stream.metadata or {}).items():
@@ -103,56 +81,6 @@ def _metadata(stream: ServerStream[Any, Any]) -> list[tuple[str, str]]:
             continue
         out.append((key, value if isinstance(value, str) else value.decode("latin-1")))
     return out
-
-
-def _timeout(stream: ServerStream[Any, Any]) -> float:
-    deadline = stream.deadline
-    return deadline.time_remaining() if deadline is not None else DEFAULT_TIMEOUT_S
-
-
-async def relay(
-    down: ServerStream[Any, Any], channel: Channel, path: str, metadata: list[tuple[str, str]]
-) -> None:
-    """Pump one call both ways between the server stream ``down`` and a new call on ``channel``."""
-    up: ClientStream[RawMessage, RawMessage] = channel.request(
-        path,
-        Cardinality.STREAM_STREAM,
-        RawMessage,
-        RawMessage,
-        timeout=_timeout(down),
-        metadata=metadata,
-    )
-    try:
-        async with up:
-            await up.send_request()
-
-            async def forward() -> None:
-                async for message in down:
-                    await up.send_message(message)
-                await up.end()
-
-            sender = asyncio.create_task(forward())
-            try:
-                await up.recv_initial_metadata()
-                headers = [
-                    (k, v)
-                    for k, v in (up.initial_metadata or {}).items()
-                    if not k.startswith(":") and k != "content-type"
-                ]
-                await down.send_initial_metadata(metadata=headers)
-                while (message := await up.recv_message()) is not None:
-                    await down.send_message(message)
-                await up.recv_trailing_metadata()
-                await sender
-            finally:
-                if not sender.done():
-                    sender.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await sender
-    except GRPCError:
-        raise
-    except (OSError, ProtocolError, StreamTerminatedError, TimeoutError) as err:
-        raise GRPCError(Status.UNAVAILABLE, f"failed to proxy request: {err}") from err
 
 
 class CallerProxy:
