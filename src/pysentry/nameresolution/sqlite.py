@@ -12,7 +12,8 @@ schema, so each finds the other whichever started first:
 - register: ``REPLACE INTO`` a row with a new UUID, ``<host>:<internal port>``, the app-id,
   namespace ``''`` (Dapr v1.16 always writes ``''``) and ``last_update`` in Unix seconds;
 - heartbeat every ``updateInterval - timeout``: ``UPDATE ... WHERE registration_id AND
-  address``; 0 rows means another host took the address: "Host registration lost", fatal;
+  address``; 0 rows means another host took the address: "Host registration lost", fatal
+  (the ticker is :mod:`.sqlite_heartbeat`'s);
 - resolve: rows of the app-id with ``now - last_update < updateInterval`` (whole seconds);
 - unregister: ``DELETE`` of our row.
 
@@ -29,7 +30,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 import sqlite3
 import threading
 import uuid
@@ -39,6 +39,8 @@ from typing import Any
 from pysentry.clock import Clock, system_clock
 from pysentry.nameresolution.base import Registration, ResolutionError
 from pysentry.nameresolution.registrations import query_registrations, side_table
+from pysentry.nameresolution.sqlite_heartbeat import RegistrationLost as RegistrationLost
+from pysentry.nameresolution.sqlite_heartbeat import keep_registered, next_beat
 from pysentry.nameresolution.sqlite_migrations import perform_migrations
 from pysentry.nameresolution.sqlite_settings import SqliteSettings
 
@@ -46,13 +48,6 @@ log = logging.getLogger(__name__)
 
 NO_HOST = "no host found with the given ID"
 _CACHE_TTL = timedelta(seconds=1)
-HEARTBEAT_RETRY_S = 0.25
-"""A heartbeat that failed on a database error is tried again this soon."""
-_BEAT_PHASE_S = 0.05  # heartbeats fire this long after a whole Unix second
-
-
-class RegistrationLost(ResolutionError):
-    """Our row was replaced or deleted by someone else (Dapr: ``Host registration lost``)."""
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -261,56 +256,20 @@ class SqliteResolver:
             )
 
     def next_heartbeat_delay(self, next_at: float) -> tuple[float, float]:
-        """(seconds to wait, the beat after) for a ticker due at Unix time ``next_at``.
-
-        Beats keep a fixed cadence (a late beat does not push the next ones, as Go's ticker) and
-        start just after a whole second: ``last_update`` is whole seconds and a row is fresh
-        while ``now - last_update < updateInterval``, so with a 1 s period a beat must never
-        slip past a second boundary. Missed beats are skipped, not bunched.
-        """
+        """(seconds to wait, the beat after) for a ticker due at Unix time ``next_at``
+        (:func:`.sqlite_heartbeat.next_beat` with this resolver's period and clock)."""
         period = self._settings.heartbeat_period.total_seconds()
-        now = self._clock().timestamp()
-        while next_at <= now:
-            next_at += period
-        return next_at - now, next_at + period
+        return next_beat(next_at, period, self._clock().timestamp())
 
     async def run(self) -> None:
         """Heartbeat every ``updateInterval - timeout`` and clean up every ``cleanupInterval``
         until cancelled; raises :class:`RegistrationLost` (fatal, as in Dapr)."""
-        cleanup_every = self._settings.cleanup_interval.total_seconds()
-        loop = asyncio.get_running_loop()
-        next_cleanup = loop.time() + cleanup_every
-        next_at = math.floor(self._clock().timestamp()) + 1 + _BEAT_PHASE_S
-        while True:
-            delay, next_at = self.next_heartbeat_delay(next_at)
-            await asyncio.sleep(delay)
-            await self._beat(until=next_at)
-            if cleanup_every > 0 and loop.time() >= next_cleanup:
-                next_cleanup = loop.time() + cleanup_every
-                try:
-                    removed = await asyncio.to_thread(self.cleanup)
-                    log.info("Removed %d expired rows", removed)
-                except sqlite3.Error as err:
-                    log.warning("name resolution cleanup failed: %s", err)
-
-    async def _beat(self, *, until: float) -> None:
-        """One heartbeat; a database error (e.g. ``database is locked`` past the busy timeout,
-        another writer stuck in a slow fsync) is retried every ``HEARTBEAT_RETRY_S`` until the
-        next beat is due, so one failed write does not leave the row stale for a whole period
-        (callers would get ``no host found``)."""
-        while True:
-            try:
-                await asyncio.to_thread(self.heartbeat)
-                return
-            except RegistrationLost:
-                log.error("Failed to update host registration: host registration lost")
-                log.critical("Host registration lost")
-                raise
-            except sqlite3.Error as err:
-                log.error("Failed to update host registration: database error: %s", err)
-            if self._clock().timestamp() + HEARTBEAT_RETRY_S >= until:
-                return
-            await asyncio.sleep(HEARTBEAT_RETRY_S)
+        await keep_registered(
+            self,
+            period=self._settings.heartbeat_period,
+            cleanup_interval=self._settings.cleanup_interval,
+            clock=self._clock,
+        )
 
     def close(self) -> None:
         with self._read_lock:
