@@ -1,47 +1,32 @@
-"""The ``dapr`` CLI's access to a Kubernetes cluster: connection, ``daprsystem``, trust bundle.
+"""The ``dapr`` CLI's access to a Kubernetes cluster: connection, API reads, ``daprsystem``.
 
 The cluster is the one of ``$KUBECONFIG`` (its first file), else ``~/.kube/config`` (else the
 in-cluster service account, as client-go's default rules), like Dapr's CLI. What the commands read
 is what Dapr's CLI reads (``cli:pkg/kubernetes/mtls.go``): the Configuration ``daprsystem`` of
 ``configurations.dapr.io/v1alpha1`` in any namespace (its namespace is the control plane's; no
-CRD counts as none), and there the Secret ``dapr-trust-bundle`` (``ca.crt``, ``issuer.crt``,
-``issuer.key``) and the ConfigMap of the same name (``ca.crt``).
+CRD counts as none), and there the trust bundle (:mod:`pysentry.cli.trustbundle`).
 
 Every failure is a :class:`CliError` naming the fix: a missing or garbled kubeconfig (named,
 never quoted: it holds tokens), an API server that is down, a 401 and a 403 (the verb, resource
 and namespace the kubeconfig's user may not use). Dapr's own error texts are kept where it has
-them (``system configuration not found``, ``could not find trust chain secret named …``,
-``root certificate not loaded yet, please try again in few minutes``).
+them (``system configuration not found``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import yaml
-from cryptography import x509
 
-from pysentry.cli import console
-from pysentry.cli.certexpiry import expiry_warning_for
 from pysentry.cli.console import CliError
 from pysentry.errors import ConfigError
 from pysentry.kube.access import Permission, missing_permissions
 from pysentry.kube.client import JsonObject, KubeApiError, KubeClient, KubeError, KubeUnreachable
 from pysentry.kube.config import in_cluster, load_kube_configuration
-from pysentry.pki.pem import PemError, strict_certificates
 
 SYSTEM_CONFIG = "daprsystem"
-TRUST_BUNDLE = "dapr-trust-bundle"
 CONFIGURATIONS = "/apis/dapr.io/v1alpha1/configurations"
-CA_KEY = "ca.crt"
-NO_ROOT_YET = "root certificate not loaded yet, please try again in few minutes"
-KUBERNETES_WHERE = "Dapr root certificate of your Kubernetes cluster"
-RENEW_FIX = "renew it with 'dapr mtls renew-certificate -k'"
 
 
 def kubeconfig_path(env: dict[str, str] | None = None) -> Path | None:
@@ -200,107 +185,3 @@ def namespace_of(config: JsonObject) -> str:
 
 async def control_plane_namespace(kube: KubeClient) -> str:
     return namespace_of(await system_config(kube))
-
-
-@dataclass
-class TrustBundle:
-    """The Secret (values decoded) and ConfigMap ``dapr-trust-bundle`` of one namespace."""
-
-    namespace: str
-    secret: dict[str, bytes]
-    configmap_ca: bytes | None
-    secret_resource_version: str
-    configmap_resource_version: str | None
-
-    def label(self, key: str) -> str:
-        """How messages name one value: ``ca.crt of Secret 'dapr-system/dapr-trust-bundle'``."""
-        return f"{key} of Secret {f'{self.namespace}/{TRUST_BUNDLE}'!r}"
-
-
-def _decoded(data: JsonObject, namespace: str) -> dict[str, bytes]:
-    out = {}
-    for key, value in data.items():
-        try:
-            out[str(key)] = base64.b64decode(str(value), validate=True)
-        except (binascii.Error, ValueError) as err:
-            raise CliError(
-                f"Secret {f'{namespace}/{TRUST_BUNDLE}'!r}: key {key!r} is not base64; "
-                "the API server sent an invalid Secret"
-            ) from err
-    return out
-
-
-async def trust_bundle(kube: KubeClient, namespace: str, *, configmap: bool = True) -> TrustBundle:
-    """The trust bundle of ``namespace``; ``configmap=False`` reads the Secret alone."""
-    base = f"/api/v1/namespaces/{namespace}"
-    try:
-        secret = await api_get(
-            kube,
-            f"{base}/secrets/{TRUST_BUNDLE}",
-            verb="get",
-            resource="secrets",
-            namespace=namespace,
-        )
-    except KubeApiError as err:
-        raise CliError(
-            f"could not find trust chain secret named {TRUST_BUNDLE} in namespace {namespace}"
-        ) from err
-    configmap_ca: bytes | None = None
-    configmap_version: str | None = None
-    if configmap:
-        try:
-            cm = await api_get(
-                kube,
-                f"{base}/configmaps/{TRUST_BUNDLE}",
-                verb="get",
-                resource="configmaps",
-                namespace=namespace,
-            )
-        except KubeApiError:
-            cm = None
-        if cm is not None:
-            configmap_version = str((cm.get("metadata") or {}).get("resourceVersion") or "")
-            value = (cm.get("data") or {}).get(CA_KEY)
-            configmap_ca = str(value).encode() if value is not None else None
-    return TrustBundle(
-        namespace=namespace,
-        secret=_decoded(secret.get("data") or {}, namespace),
-        configmap_ca=configmap_ca,
-        secret_resource_version=str((secret.get("metadata") or {}).get("resourceVersion") or ""),
-        configmap_resource_version=configmap_version,
-    )
-
-
-def first_root(bundle: TrustBundle) -> x509.Certificate:
-    """The first certificate of the Secret's ``ca.crt`` (Dapr's ``Expiry()``); the value must be
-    whole: a damaged block anywhere is an error naming it."""
-    data = bundle.secret.get(CA_KEY)
-    if data is None:
-        raise CliError(NO_ROOT_YET)
-    try:
-        return strict_certificates(data, "value")[0]
-    except PemError as err:
-        raise CliError(f"{bundle.label(CA_KEY)}: {err.problem}; {RENEW_FIX}") from err
-
-
-async def root_expiry(kube: KubeClient) -> datetime:
-    """``NotAfter`` of the first root in the control plane's Secret."""
-    namespace = await control_plane_namespace(kube)
-    bundle = await trust_bundle(kube, namespace, configmap=False)
-    return first_root(bundle).not_valid_after_utc
-
-
-async def check_for_cert_expiry(kube: KubeClient, now: datetime) -> None:
-    """Dapr's PostRun check (A.6): a warning when the root expires within 30 days. Silent when
-    there is no Secret or root yet (as Dapr); a damaged root or a refused read is a warning."""
-    try:
-        expiry = await root_expiry(kube)
-    except CliError as err:
-        text = str(err)
-        if text == NO_ROOT_YET or text.startswith(("system configuration", "could not find")):
-            return
-        console.warning(f"cannot check the root certificate's expiry: {text}")
-        return
-    warning = expiry_warning_for(expiry, now, KUBERNETES_WHERE)
-    if warning is not None:
-        console.warning(warning)

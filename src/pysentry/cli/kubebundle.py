@@ -20,8 +20,9 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 
-from pysentry.cli.cluster import CA_KEY, TRUST_BUNDLE, TrustBundle, require_permissions
+from pysentry.cli.cluster import require_permissions
 from pysentry.cli.console import CliError
+from pysentry.cli.trustbundle import CA_KEY, TRUST_BUNDLE, TrustBundle
 from pysentry.kube.access import Permission
 from pysentry.kube.client import KubeApiError, KubeClient, KubeError, KubeUnreachable
 

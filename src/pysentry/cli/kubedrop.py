@@ -12,16 +12,11 @@ from __future__ import annotations
 import asyncio
 
 from pysentry.cli.backend import Credentials
-from pysentry.cli.cluster import (
-    CA_KEY,
-    TRUST_BUNDLE,
-    connect,
-    control_plane_namespace,
-    trust_bundle,
-)
+from pysentry.cli.cluster import connect, control_plane_namespace
 from pysentry.cli.console import CliError
 from pysentry.cli.droproots import Drop, plan_drop, report_drop
 from pysentry.cli.kubebundle import Progress, bundle_permissions, require, write_bundle
+from pysentry.cli.trustbundle import CA_KEY, TRUST_BUNDLE, trust_bundle
 from pysentry.credentials import CA_FILENAME, ISSUER_CERT_FILENAME, ISSUER_KEY_FILENAME
 
 NAMES = (CA_FILENAME, ISSUER_CERT_FILENAME, ISSUER_KEY_FILENAME)

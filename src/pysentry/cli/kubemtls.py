@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pysentry.cli import cluster, console
+from pysentry.cli import cluster, console, trustbundle
 from pysentry.cli.backend import Credentials
 from pysentry.cli.console import CliError
 from pysentry.cli.export import export_credentials
@@ -62,24 +62,24 @@ async def mtls_status() -> None:
         config = await cluster.system_config(kube)
         state = "enabled" if mtls_enabled(config) else "disabled"
         print(f"Mutual TLS is {state} in your Kubernetes cluster ", flush=True)
-        await cluster.check_for_cert_expiry(kube, system_clock())
+        await trustbundle.check_for_cert_expiry(kube, system_clock())
 
 
 async def expiry() -> None:
     async with _prefixed("error getting root cert expiry") as kube:
-        not_after = await cluster.root_expiry(kube)
+        not_after = await trustbundle.root_expiry(kube)
     hours = console.hours_until(not_after, system_clock())
     print(f"Root certificate expires in {hours} hours. Expiry date: {console.go_time(not_after)}")
 
 
-def _secret_credentials(bundle: cluster.TrustBundle) -> Credentials:
+def _secret_credentials(bundle: trustbundle.TrustBundle) -> Credentials:
     """The Secret's three values, each whole and parsed (the key's match with the issuer is
     :func:`export_credentials`' check); a missing one is an error (Dapr writes an empty file)."""
     names = (CA_FILENAME, ISSUER_CERT_FILENAME, ISSUER_KEY_FILENAME)
     missing = [name for name in names if name not in bundle.secret]
     if missing:
         raise CliError(
-            f"Secret {f'{bundle.namespace}/{cluster.TRUST_BUNDLE}'!r} has no "
+            f"Secret {f'{bundle.namespace}/{trustbundle.TRUST_BUNDLE}'!r} has no "
             f"{' or '.join(repr(m) for m in missing)}: Sentry has not filled the trust bundle "
             "yet; try again in a few minutes, or install certificates with "
             "'dapr mtls renew-certificate -k'"
@@ -88,16 +88,18 @@ def _secret_credentials(bundle: cluster.TrustBundle) -> Credentials:
         try:
             strict_certificates(bundle.secret[name], "value")
         except PemError as err:
-            raise CliError(f"{bundle.label(name)}: {err.problem}; {cluster.RENEW_FIX}") from err
+            raise CliError(f"{bundle.label(name)}: {err.problem}; {trustbundle.RENEW_FIX}") from err
     try:
         scan_pem(bundle.secret[ISSUER_KEY_FILENAME], "value")
         load_private_key(bundle.secret[ISSUER_KEY_FILENAME])
     except PemError as err:
         raise CliError(
-            f"{bundle.label(ISSUER_KEY_FILENAME)}: {err.problem}; {cluster.RENEW_FIX}"
+            f"{bundle.label(ISSUER_KEY_FILENAME)}: {err.problem}; {trustbundle.RENEW_FIX}"
         ) from err
     except InvalidKey as err:
-        raise CliError(f"{bundle.label(ISSUER_KEY_FILENAME)}: {err}; {cluster.RENEW_FIX}") from err
+        raise CliError(
+            f"{bundle.label(ISSUER_KEY_FILENAME)}: {err}; {trustbundle.RENEW_FIX}"
+        ) from err
     return Credentials(
         ca_pem=bundle.secret[CA_FILENAME],
         issuer_pem=bundle.secret[ISSUER_CERT_FILENAME],
@@ -108,9 +110,9 @@ def _secret_credentials(bundle: cluster.TrustBundle) -> Credentials:
 async def export(target: Path) -> None:
     async with _prefixed("error exporting trust chain certs") as kube:
         namespace = await cluster.control_plane_namespace(kube)
-        bundle = await cluster.trust_bundle(kube, namespace, configmap=False)
+        bundle = await trustbundle.trust_bundle(kube, namespace, configmap=False)
         replaced = export_credentials(_secret_credentials(bundle), bundle.label, target)
         if replaced:
             console.info(f"Replaced the existing {', '.join(replaced)} in {target}")
         console.success(f"Trust certs successfully exported to {target}")
-        await cluster.check_for_cert_expiry(kube, system_clock())
+        await trustbundle.check_for_cert_expiry(kube, system_clock())

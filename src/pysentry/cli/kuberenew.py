@@ -19,15 +19,7 @@ from datetime import timedelta
 
 from pysentry.cli import console
 from pysentry.cli.chainview import describe_root
-from pysentry.cli.cluster import (
-    CA_KEY,
-    TRUST_BUNDLE,
-    api_get,
-    connect,
-    namespace_of,
-    system_config,
-    trust_bundle,
-)
+from pysentry.cli.cluster import api_get, connect, namespace_of, system_config
 from pysentry.cli.console import CliError
 from pysentry.cli.kubebundle import (
     UNCHANGED,
@@ -40,6 +32,7 @@ from pysentry.cli.kubebundle import (
 from pysentry.cli.kuberestart import restart_control_plane, restart_permissions
 from pysentry.cli.renewinputs import RenewInputs, current_anchors, renewal_for
 from pysentry.cli.rotation import Renewal
+from pysentry.cli.trustbundle import CA_KEY, TRUST_BUNDLE, trust_bundle
 from pysentry.clock import system_clock
 from pysentry.config.duration import parse_duration
 from pysentry.credentials import ISSUER_CERT_FILENAME, ISSUER_KEY_FILENAME

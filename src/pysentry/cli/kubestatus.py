@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from rich.table import Table
 
-from pysentry.cli import cluster, console
+from pysentry.cli import cluster, console, trustbundle
 from pysentry.cli.age import age, created
 from pysentry.cli.console import CliError
 from pysentry.cli.kubemtls import run
@@ -136,7 +136,7 @@ async def status() -> None:
         if not rows:
             raise CliError(NO_STATUS)
         _print_table(STATUS_COLUMNS, rows)
-        await cluster.check_for_cert_expiry(kube, now)
+        await trustbundle.check_for_cert_expiry(kube, now)
 
 
 def _arg(args: list[Any], name: str) -> str:
@@ -192,4 +192,4 @@ async def list_pods(namespace: str, output: str) -> None:
             _print_table(
                 tuple(t for t, _ in LIST_COLUMNS), [[r[k] for _, k in LIST_COLUMNS] for r in rows]
             )
-        await cluster.check_for_cert_expiry(kube, now)
+        await trustbundle.check_for_cert_expiry(kube, now)
