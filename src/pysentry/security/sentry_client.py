@@ -44,13 +44,8 @@ from pysentry.security.backoff import (
     shed_pause,
 )
 from pysentry.security.sentry_blocking import blocking_unary_call
-from pysentry.security.sentry_failure import SentryRequestFailed as SentryRequestFailed
-from pysentry.security.sentry_failure import attempt_failure, sign_refused
-from pysentry.security.sentry_sign import TokenValidator as TokenValidator
-from pysentry.security.sentry_sign import check_response, sign_request
-from pysentry.security.sentry_sign import (  # public here too (sidecar/first_identity.py)
-    request_trust_domain as request_trust_domain,
-)
+from pysentry.security.sentry_failure import SentryRequestFailed, attempt_failure, sign_refused
+from pysentry.security.sentry_sign import TokenValidator, check_response, sign_request
 from pysentry.security.sentry_wire import (
     SIGN_CERTIFICATE,
     SignCertificateRequest,

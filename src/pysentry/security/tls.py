@@ -34,7 +34,6 @@ import ssl
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -47,10 +46,6 @@ from pysentry.pki.svid import Authorizer, verify_svid
 from pysentry.security.anchors import Anchors, TrustAnchors
 from pysentry.security.identity import X509Svid
 from pysentry.spiffe import SpiffeId
-
-if TYPE_CHECKING:  # still importable from here; loaded on first use (see __getattr__)
-    from pysentry.security.rotation import ClientContexts as ClientContexts
-    from pysentry.security.rotation import RotatingServerContext as RotatingServerContext
 
 ALPN_PROTOCOLS = ("h2",)
 AnchorsLike = TrustAnchors | Sequence[x509.Certificate]
@@ -230,13 +225,3 @@ def peer_spiffe_id(
     if not chain:
         raise PeerRejected("x509svid: peer presented no certificate")
     return verify_svid(chain, anchor_certs(anchors), now=now, authorizer=authorizer)
-
-
-def __getattr__(name: str) -> object:
-    """``RotatingServerContext`` and ``ClientContexts`` by their old path, without importing
-    :mod:`.rotation` where it is not used (daprd's first certificate needs only this module)."""
-    if name in ("RotatingServerContext", "ClientContexts"):
-        from pysentry.security import rotation
-
-        return getattr(rotation, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ from pysentry.pki.pem import load_certificates
 from pysentry.pki.profiles import SENTRY_APP_ID
 from pysentry.security.identity import X509Svid
 from pysentry.security.provider import SecurityProvider
-from pysentry.security.tls import RotatingServerContext
+from pysentry.security.rotation import RotatingServerContext
 from pysentry.sentry.ca import CertificateAuthority
 from pysentry.sentry.monitoring import SentryMetrics
 from pysentry.spiffe import SpiffeId

@@ -38,7 +38,7 @@ from pysentry.pki.bundle import CaBundle
 from pysentry.pki.keys import dump_private_key, load_private_key
 from pysentry.pki.pem import dump_certificates, load_certificates
 from pysentry.security.identity import X509Svid
-from pysentry.security.tls import RotatingServerContext
+from pysentry.security.rotation import RotatingServerContext
 from pysentry.sentry.ca import CaSettings, CertificateAuthority
 from pysentry.sentry.coalesce import CoalescingServer
 from pysentry.sentry.monitoring import SentryMetrics

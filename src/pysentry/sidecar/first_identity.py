@@ -20,12 +20,9 @@ from cryptography import x509
 from pysentry.errors import ConfigError
 from pysentry.security.anchors import FileAnchors, StaticAnchors, TrustAnchors
 from pysentry.security.provider import SecurityProvider
-from pysentry.security.sentry_client import (
-    SentryClient,
-    SentryRequestFailed,
-    TokenValidator,
-    request_trust_domain,
-)
+from pysentry.security.sentry_client import SentryClient
+from pysentry.security.sentry_failure import SentryRequestFailed
+from pysentry.security.sentry_sign import TokenValidator, request_trust_domain
 
 if TYPE_CHECKING:
     from pysentry.config.configuration import Configuration
