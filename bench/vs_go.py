@@ -39,10 +39,9 @@ import tools as bench_tools  # noqa: E402
 import vs_go_cases  # noqa: E402
 import vs_go_load as load  # noqa: E402
 import vs_go_table  # noqa: E402
-from vs_go_procs import BIN  # noqa: E402
+from vs_go_procs import BIN, enter_netns  # noqa: E402
 
 OUT = BENCH / "results" / "vs_go.json"
-NETNS = 'ip link set lo up && exec "$0" "$@"'
 
 
 def machine() -> dict[str, Any]:
@@ -164,22 +163,8 @@ def main(argv: list[str]) -> int:
         print(f"bench/vs_go.py: {err}", file=sys.stderr)
         return 2
     if not args.host_network and not args.in_netns:
-        probe = subprocess.run(
-            ["unshare", "--net", "sh", "-c", "ip link set lo up"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        if probe.returncode != 0:
-            print(
-                "bench/vs_go.py: cannot enter a private network namespace "
-                f"({probe.stderr.strip()!r}): run as root (unshare --net needs CAP_SYS_ADMIN), "
-                "or pass --host-network",
-                file=sys.stderr,
-            )
-            return 2
-        cmd = ["unshare", "--net", "sh", "-c", NETNS, sys.executable, __file__, *argv, "--in-netns"]
-        os.execvp(cmd[0], cmd)
+        print(f"bench/vs_go.py: {enter_netns(__file__, argv)}", file=sys.stderr)
+        return 2
     command = shlex.join(
         [
             sys.executable,

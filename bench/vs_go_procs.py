@@ -24,6 +24,25 @@ BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 READY_LINE = "Security is initialized successfully"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+NETNS = 'ip link set lo up && exec "$0" "$@"'
+
+
+def enter_netns(script: str, argv: list[str]) -> str:
+    """Re-run ``script argv --in-netns`` in a private network namespace that has only loopback
+    (``unshare --net``, root). Returns only if that cannot be done: the reason and the fix."""
+    probe = subprocess.run(
+        ["unshare", "--net", "sh", "-c", "ip link set lo up"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if probe.returncode != 0:
+        return (
+            f"cannot enter a private network namespace ({probe.stderr.strip()!r}): run as root "
+            "(unshare --net needs CAP_SYS_ADMIN), or pass --host-network"
+        )
+    cmd = ["unshare", "--net", "sh", "-c", NETNS, sys.executable, script, *argv, "--in-netns"]
+    os.execvp(cmd[0], cmd)
 
 
 def free_port() -> int:
