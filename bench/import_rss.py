@@ -31,7 +31,7 @@ ROOT = BENCH.parent
 sys.path[:0] = [str(BENCH), str(ROOT)]
 
 import tools as bench_tools  # noqa: E402
-from vs_go_procs import Procs, enter_netns, memory_kib  # noqa: E402
+from vs_go_procs import Procs, memory_kib  # noqa: E402
 from vs_go_stack import Impl, start_sentry  # noqa: E402
 
 from pysentry.testing import TestCA  # noqa: E402
@@ -82,17 +82,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--settle", type=float, default=3.0)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "import_rss.json")
-    ap.add_argument("--host-network", action="store_true", help="do not enter a private netns")
-    ap.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
+    bench_tools.netns_flags(ap)
     args = ap.parse_args(argv)
-    try:
-        tools = bench_tools.ensure_tools()
-    except bench_tools.ToolError as err:
-        print(f"bench/import_rss.py: {err}", file=sys.stderr)
-        return 2
-    if not args.host_network and not args.in_netns:
-        print(f"bench/import_rss.py: {enter_netns(__file__, argv)}", file=sys.stderr)
-        return 2
+    tools = bench_tools.tools_on_loopback(__file__, argv, args)
     loads = [os.getloadavg()[0]]
     rows: dict[str, list[int]] = {name: [] for name, _ in LAYERS}
     go: list[int] = []

@@ -45,7 +45,7 @@ sys.path[:0] = [str(BENCH), str(ROOT)]
 
 import tools as bench_tools  # noqa: E402
 import vs_go_load as load  # noqa: E402
-from vs_go_procs import BIN, Proc, Procs, enter_netns  # noqa: E402
+from vs_go_procs import BIN, Proc, Procs  # noqa: E402
 from vs_go_stack import Impl, start_sentry  # noqa: E402
 
 from pysentry.pki.bundle import CaBundle  # noqa: E402
@@ -232,8 +232,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sentry_stack.json")
-    ap.add_argument("--host-network", action="store_true", help="do not enter a private netns")
-    ap.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
+    bench_tools.netns_flags(ap)
     ap.add_argument("--serve", choices=("grpcio-pipeline", "grpcio-fixed"), help=argparse.SUPPRESS)
     ap.add_argument("--creds", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
@@ -245,15 +244,7 @@ def main(argv: list[str]) -> int:
     if args.serve is not None:
         asyncio.run(serve(args.serve, args.creds, args.port_file))
         return 0
-    try:
-        tools = bench_tools.ensure_tools()
-    except bench_tools.ToolError as err:
-        print(f"bench/sentry_stack.py: {err}", file=sys.stderr)
-        return 2
-    if not args.host_network and not args.in_netns:
-        problem = enter_netns(__file__, argv)
-        print(f"bench/sentry_stack.py: {problem}", file=sys.stderr)
-        return 2
+    tools = bench_tools.tools_on_loopback(__file__, argv, args)
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="bench-sentry-stack-") as tmpdir:
         result = run(args, tools, Path(tmpdir))

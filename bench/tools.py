@@ -15,6 +15,7 @@ builds everything and prints the paths.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import os
@@ -34,6 +35,8 @@ BUILD_TIMEOUT_S = 900.0
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from vs_go_procs import enter_netns  # noqa: E402  (bench/ is on the path: scripts run from it)
 
 from tests.interop.daprbins import (  # noqa: E402  (after the sys.path line above)
     DAPR_VERSION,
@@ -192,6 +195,27 @@ def ensure_tools() -> Tools:
             "(`python -m tests.interop.daprbins`, about 9 minutes cold, needs the Go module proxy)"
         ) from err
     return Tools(wrk, ghz, vegeta, echo, dapr.daprd, dapr.sentry, go_version(go))
+
+
+def netns_flags(ap: argparse.ArgumentParser) -> None:
+    """``--host-network``, and the hidden ``--in-netns`` that :func:`tools_on_loopback` adds."""
+    ap.add_argument("--host-network", action="store_true", help="do not enter a private netns")
+    ap.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
+
+
+def tools_on_loopback(script: str, argv: list[str], args: argparse.Namespace) -> Tools:
+    """:func:`ensure_tools`, then (unless ``--host-network``) ``script`` again in a private network
+    namespace with only loopback. Exits with status 2 and the reason if either cannot be had."""
+    name = f"bench/{Path(script).name}"
+    try:
+        tools = ensure_tools()
+    except ToolError as err:
+        print(f"{name}: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+    if not args.host_network and not args.in_netns:
+        print(f"{name}: {enter_netns(script, argv)}", file=sys.stderr)
+        raise SystemExit(2)
+    return tools
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import tools as bench_tools  # noqa: E402
 import vs_go_cases  # noqa: E402
 import vs_go_load as load  # noqa: E402
 import vs_go_table  # noqa: E402
-from vs_go_procs import BIN, enter_netns  # noqa: E402
+from vs_go_procs import BIN  # noqa: E402
 
 OUT = BENCH / "results" / "vs_go.json"
 
@@ -139,9 +139,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         metavar="DIR",
         help="also run pysentry from DIR (target pysentry-base), interleaved, for a before/after",
     )
-    ap.add_argument("--host-network", action="store_true", help="do not enter a private netns")
+    bench_tools.netns_flags(ap)
     ap.add_argument("--table-from", type=Path, default=None, help="re-print a JSON's table, no run")
-    ap.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if not (1 <= args.reps <= 20 and 0.5 <= args.seconds <= 120 and 1 <= args.csrs <= 10_000):
         ap.error(
@@ -157,14 +156,7 @@ def main(argv: list[str]) -> int:
         report = json.loads(args.table_from.read_text())
         print(vs_go_table.render(vs_go_table.summarize(report["cases"]), report))
         return 0
-    try:
-        tools = bench_tools.ensure_tools()
-    except bench_tools.ToolError as err:
-        print(f"bench/vs_go.py: {err}", file=sys.stderr)
-        return 2
-    if not args.host_network and not args.in_netns:
-        print(f"bench/vs_go.py: {enter_netns(__file__, argv)}", file=sys.stderr)
-        return 2
+    tools = bench_tools.tools_on_loopback(__file__, argv, args)
     command = shlex.join(
         [
             sys.executable,
