@@ -8,7 +8,7 @@ always gets ``--dapr-http-port``, ``--dapr-grpc-port``, ``--dapr-internal-grpc-p
 ``APP_PORT``, ``DAPR_HTTP_PORT``, ``DAPR_GRPC_PORT``, ``DAPR_METRICS_PORT``, ``APP_PROTOCOL``).
 
 Any other Dapr flag set to something other than Dapr's default is passed to daprd, unless
-daprd does not implement it (``pysentry.sidecar.options.UNSUPPORTED_FLAGS``): then it is left
+daprd does not implement it (``pysentry.sidecar.flags.UNSUPPORTED_FLAGS``): then it is left
 out and listed in one warning, so it is reported once, by the CLI.
 """
 
@@ -27,7 +27,7 @@ from pysentry.cli.home import DEFAULT_SENTRY_ADDRESS, HOME_ENV, DaprHome
 from pysentry.cli.procs import free_port, port_available
 from pysentry.cli.runflags import BY_NAME, FLAGS, RunArgs, Value
 from pysentry.credentials import CA_FILENAME
-from pysentry.sidecar.options import UNSUPPORTED_FLAGS
+from pysentry.sidecar.flags import UNSUPPORTED_FLAGS
 
 #: Flags every plan sets itself (ports, id, config, log level).
 _CORE = frozenset(

@@ -10,7 +10,8 @@ import socket
 from collections.abc import Sequence
 
 from pysentry.errors import PysentryError
-from pysentry.sidecar.options import DEFAULT_GRPC_PORT, Options, stable_random_port
+from pysentry.sidecar.flags import DEFAULT_GRPC_PORT
+from pysentry.sidecar.options import Options, stable_random_port
 
 log = logging.getLogger("pysentry.sidecar")
 
