@@ -4,7 +4,7 @@ As in Dapr, Sentry runs the same security provider as every workload
 (:class:`pysentry.security.provider.SecurityProvider`: new key and CSR per issue, renewal at 50%
 of the lifetime, retry every 10 s keeping the old SVID), with a requester that signs in-process
 with the current CA bundle. The gRPC listener is created once with ``listener_context`` (a
-:class:`pysentry.security.tls.RotatingServerContext`, TLS only, no client certificate request):
+:class:`pysentry.security.rotation.RotatingServerContext`, TLS only, no client certificate request):
 new handshakes get the current SVID, established connections keep theirs.
 """
 
