@@ -16,4 +16,5 @@ Layout (edge to core):
 * :mod:`.resolver`         SQLite name resolution (Dapr's ``sqlite`` resolver shape)
 * :mod:`.metrics`          ``dapr_runtime_*`` metrics on the metrics port
 * :mod:`.main`             the ``daprd`` entry point
+* :mod:`.runtime`          ``run()``: the pieces wired on the event loop, until SIGTERM/SIGINT
 """

@@ -38,7 +38,7 @@ def test_settle_gc_freezes_start_up_and_turns_the_collector_back_on() -> None:
 
 PROBE = """
 import asyncio, gc, socket, sys
-from pysentry.sidecar import main as daprd
+from pysentry.sidecar import runtime as daprd
 from pysentry.sidecar.options import parse_options
 
 daprd.START_GC_OFF_LIMIT_S = 0.3
