@@ -3,7 +3,8 @@
 Layout (edge to core):
 
 * :mod:`.options`          flags and env vars, Dapr's spelling (the parser: :mod:`.flags`)
-* :mod:`.http_api`         the app-facing HTTP API (``/v1.0/invoke``, healthz, metadata)
+* :mod:`.http_api`         the app-facing HTTP API (``/v1.0/invoke``; healthz and metadata:
+  :mod:`.http_metadata`)
 * :mod:`.direct`           direct messaging: resolve the target, stamp caller metadata, call it
 * :mod:`.internal_client`  dial other sidecars (mTLS + peer ID check), connection reuse
 * :mod:`.internal_server`  ``ServiceInvocation`` server (CallLocal, CallLocalStream)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -24,6 +22,7 @@ from aiohttp import web
 from pysentry.config.method import canonical_method
 from pysentry.errors import InvalidMethod
 from pysentry.sidecar.blocks import building_block
+from pysentry.sidecar.http_metadata import IdentityInfo, MetadataEndpoints, error_response
 from pysentry.sidecar.invocation import (
     VERBS,
     InvocationError,
@@ -38,10 +37,7 @@ log = logging.getLogger(__name__)
 
 API_TOKEN_HEADER = "dapr-api-token"
 APP_ID_HEADER = "dapr-app-id"
-RUNTIME_VERSION = "pysentry-0.1.0"
 DEFAULT_MAX_BODY_SIZE = 4 << 20
-MAX_METADATA_KEYS = 256
-MAX_METADATA_VALUE = 64 << 10
 #: Parsed invocation targets remembered (past this the memo starts over).
 MAX_TARGETS = 1024
 #: How long a call waits for room in the in-flight body budget before it is refused.
@@ -53,8 +49,6 @@ _SKIP_RESPONSE = frozenset(
 )
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-#: () -> (SPIFFE ID, cert not_after) of the current identity, or None with mTLS off.
-IdentityInfo = Callable[[], tuple[str, datetime] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +78,7 @@ def _basic_auth_app_id(request: web.Request) -> str | None:
     return password if user == APP_ID_HEADER and password else None
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps({"errorCode": code, "message": message}).encode(),
-        content_type="application/json",
-    )
-
-
-class HttpApi:
+class HttpApi(MetadataEndpoints):
     def __init__(
         self,
         settings: ApiSettings,
@@ -104,14 +90,10 @@ class HttpApi:
         extended: dict[str, str] | None = None,
         metrics: SidecarMetrics | None = None,
     ) -> None:
-        self._s = settings
+        super().__init__(settings, identity, ready, outbound_ready, extended)
         self._metrics = metrics
         self._invoker = invoker
-        self._identity = identity
-        self._ready = ready
-        self._outbound_ready = outbound_ready
         self._budget = BodyBudget(budget_for(settings.max_body_size))
-        self._extended: dict[str, str] = {} if extended is None else extended
         self._targets: dict[str, Target] = {}  # app-id as written -> Target, parsed once
 
     def app(self) -> web.Application:
@@ -211,72 +193,6 @@ class HttpApi:
             f"failed to read request body: stream too large: the limit is "
             f"{self._s.max_body_size} bytes; raise it with --max-body-size",
         )
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        want = request.query.get("appid")
-        if want is not None and want != self._s.app_id:
-            return error_response(500, "ERR_HEALTH_APPID_NOT_MATCH", "dapr app-id does not match")
-        if not self._ready():
-            return error_response(500, "ERR_HEALTH_NOT_READY", "dapr is not ready: [app]")
-        return web.Response(status=204)
-
-    async def _healthz_outbound(self, request: web.Request) -> web.Response:
-        if not self._outbound_ready():
-            return error_response(
-                500, "ERR_OUTBOUND_HEALTH_NOT_READY", "dapr outbound is not ready"
-            )
-        return web.Response(status=204)
-
-    async def _metadata(self, request: web.Request) -> web.Response:
-        s = self._s
-        ident = self._identity()
-        body: dict[str, object] = {
-            "id": s.app_id,
-            "runtimeVersion": RUNTIME_VERSION,
-            "enabledFeatures": [],
-            "actors": [],
-            "components": [],
-            "httpEndpoints": [],
-            "subscriptions": [],
-            "extended": {
-                **self._extended,
-                "daprRuntimeVersion": RUNTIME_VERSION,
-                "namespace": s.namespace,
-            },
-            "appConnectionProperties": {
-                "port": s.app_port or 0,
-                "protocol": s.app_protocol,
-                "channelAddress": "127.0.0.1",
-            },
-            "mtls": {
-                "enabled": s.mtls_enabled,
-                "spiffeId": ident[0] if ident else "",
-                "certExpiry": ident[1].isoformat() if ident else "",
-            },
-        }
-        return web.json_response(body)
-
-    async def _set_metadata(self, request: web.Request) -> web.Response:
-        """Dapr's ``SetMetadata``: a key/value shown under ``extended`` (the real CLI stores
-        ``cliPID``, ``appPID`` and ``appCommand`` here)."""
-        key = request.match_info["key"]
-        body = await request.read()
-        if len(body) > MAX_METADATA_VALUE or (
-            key not in self._extended and len(self._extended) >= MAX_METADATA_KEYS
-        ):
-            return error_response(
-                400,
-                "ERR_MALFORMED_REQUEST",
-                f"metadata {key!r} refused: at most {MAX_METADATA_KEYS} keys of "
-                f"{MAX_METADATA_VALUE} bytes each",
-            )
-        try:
-            self._extended[key] = body.decode("utf-8")
-        except UnicodeDecodeError:
-            return error_response(
-                400, "ERR_MALFORMED_REQUEST", f"metadata value for {key!r} is not UTF-8 text"
-            )
-        return web.Response(status=204)
 
     async def _invoke_path(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get(APP_ID_HEADER) or _basic_auth_app_id(request):
