@@ -16,10 +16,11 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from pysentry.security.anchors import StaticAnchors
+from pysentry.sidecar import fastpath_callee
 from pysentry.sidecar import fastpath_codec as codec
 from pysentry.sidecar import fastpath_protocol as fp
-from pysentry.sidecar import fastpath_server
-from pysentry.sidecar.fastpath_server import FastpathServer, ServerConnection
+from pysentry.sidecar.fastpath_callee import ServerConnection
+from pysentry.sidecar.fastpath_server import FastpathServer
 from pysentry.sidecar.invocation import InvokeRequest, InvokeResponse, Target
 from pysentry.sidecar.mtls import Identity
 from pysentry.spiffe import SpiffeId
@@ -145,7 +146,7 @@ async def test_at_most_100_streams_run_per_connection(ca: TestCA) -> None:
             conn = await _connection(b)
             await _until(lambda: len(conn.tasks) == 100, 5)
             await asyncio.sleep(0.2)
-            assert len(conn.tasks) == fastpath_server.MAX_CONCURRENT_STREAMS == 100
+            assert len(conn.tasks) == fastpath_callee.MAX_CONCURRENT_STREAMS == 100
             hold.set()
             assert len(await _answers(reader, 150)) == 150
         finally:
@@ -208,7 +209,7 @@ async def test_bad_requests_close_the_connection_with_one_warning(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(fastpath_server, "_warned", [-fastpath_server.WARN_EVERY_S, 0])
+    monkeypatch.setattr(fastpath_callee, "_warned", [-fastpath_callee.WARN_EVERY_S, 0])
     caplog.set_level(logging.INFO, logger="pysentry.sidecar.fastpath_server")
     async with callee(ca) as b:
         for _ in range(2):  # two peers, five bad frames each

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from grpclib.exceptions import StreamTerminatedError
 
 from pysentry.security.identity import X509Svid
+from pysentry.sidecar import fastpath_callee
 from pysentry.sidecar import fastpath_protocol as fp
-from pysentry.sidecar import fastpath_server
 from pysentry.sidecar.fastpath_protocol import ALPN
 from pysentry.sidecar.fastpath_server import FastpathServer
 from pysentry.sidecar.invocation import InvocationError, InvokeRequest, Target
@@ -155,7 +155,7 @@ async def test_a_connection_over_its_stream_limit_waits(
     ca: TestCA, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """At the stream limit the callee stops reading: later calls wait, then all succeed."""
-    monkeypatch.setattr(fastpath_server, "MAX_CONCURRENT_STREAMS", 5)
+    monkeypatch.setattr(fastpath_callee, "MAX_CONCURRENT_STREAMS", 5)
     app, hold = _held_app()
     async with callee(ca, app=app) as b:
         internal, _ = client(ca, fastpath=True)
