@@ -13,7 +13,7 @@ Layout (edge to core):
   :mod:`.fastpath_connection`, :mod:`.fastpath_client`  ``pysentry-invoke/2`` between pysentry sidecars (ALPN on the mTLS port)
 * :mod:`.messages`         protobuf <-> :mod:`.invocation` dataclasses (the gRPC edge)
 * :mod:`.mtls`             mTLS wiring on top of ``pysentry.security``
-* :mod:`.app_channel`      pooled HTTP client to the app
+* :mod:`.app_channel`      pooled HTTP client to the app (dialled by :mod:`.app_dial`)
 * :mod:`.resolver`         SQLite name resolution (Dapr's ``sqlite`` resolver shape)
 * :mod:`.metrics`          ``dapr_runtime_*`` metrics on the metrics port
 * :mod:`.main`             the ``daprd`` entry point

@@ -8,13 +8,11 @@ access control decided on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import socket
 from collections import deque
 
 from pysentry.config.method import app_path, go_strconv_quote
+from pysentry.sidecar.app_dial import DialError, dial, go_dial_error
 from pysentry.sidecar.app_http import (
     IDEMPOTENT,
     AppHttpError,
@@ -39,52 +37,6 @@ _SKIP_RESPONSE = HOP_BY_HOP | {"content-type", "date", "server"}
 KEEPALIVE_S = 15.0
 #: Request headers the channel writes itself (from the body and the request's content type).
 _RECOMPUTED = frozenset({"content-type", "content-length"})
-
-
-def _go_dial_error(verb: str, url: str, host: str, port: int, err: OSError) -> str:
-    """Go's ``*url.Error`` text for a failed dial, as Dapr's callee reports it:
-    ``Post "http://127.0.0.1:8080/m": dial tcp 127.0.0.1:8080: connect: connection refused``;
-    without an errno, aiohttp's text (what this channel said before it wrote its own client)."""
-    if not err.errno:
-        return f"Cannot connect to host {host}:{port} ssl:default [{err.strerror or err}]"
-    reason = os.strerror(err.errno)
-    reason = reason[:1].lower() + reason[1:]
-    op = verb[:1] + verb[1:].lower()
-    return f'{op} "{url}": dial tcp {host}:{port}: connect: {reason}'
-
-
-class DialError(Exception):
-    def __init__(self, err: OSError) -> None:
-        super().__init__(str(err))
-        self.os_error = err
-
-
-async def _dial(host: str, port: int) -> Connection:
-    """Each address of ``host`` in turn; the errors, when all fail alike, as one ``OSError``."""
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as err:
-        raise DialError(err) from err
-    errors: list[OSError] = []
-    for family, kind, proto, _, address in infos:
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setblocking(False)
-            await loop.sock_connect(sock, address)
-        except OSError as err:
-            sock.close()
-            errors.append(err)
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        _, conn = await loop.create_connection(Connection, sock=sock)
-        return conn
-    if len({e.errno for e in errors}) == 1 and errors[0].errno:
-        raise DialError(OSError(errors[0].errno, os.strerror(errors[0].errno)))
-    raise DialError(OSError(None, "; ".join(map(str, errors)) or f"no address for {host!r}"))
 
 
 def _expire(waiter: asyncio.Future[Response]) -> None:
@@ -222,7 +174,7 @@ class HttpAppChannel:
                 break
         except DialError as err:
             log.debug("app channel call failed: method=%s err=%s", request.method, err)
-            text = _go_dial_error(verb, url, self._host, self._port, err.os_error)
+            text = go_dial_error(verb, url, self._host, self._port, err.os_error)
             raise InvocationError(f"error invoking app channel: {text}") from err
         except BadResponse as err:
             log.debug("app channel call failed: method=%s err=%s", request.method, err)
@@ -262,7 +214,7 @@ class HttpAppChannel:
         self._busy += 1
         try:
             async with asyncio.timeout_at(deadline):
-                return await _dial(self._host, self._port)
+                return await dial(self._host, self._port)
         except BaseException:
             self._busy -= 1
             self._wake()
@@ -289,33 +241,3 @@ class HttpAppChannel:
         for _, conn in self._idle:
             conn.close()
         self._idle.clear()
-
-
-APP_DIAL_TIMEOUT_S = 0.5
-APP_DIAL_INTERVAL_S = 0.1
-
-
-async def wait_for_app(address: str, port: int, protocol: str) -> None:
-    """Dapr's ``blockUntilAppIsReady``: dial the app's port every 100 ms (500 ms per attempt)
-    until it accepts a connection; ``/v1.0/healthz`` answers not ready until then. Logged as
-    Dapr's runtime does (scope ``dapr.runtime``)."""
-    runtime_log = logging.getLogger("pysentry.sidecar")
-    runtime_log.info(
-        "application protocol: %s. waiting on port %d.  This will block until the app is "
-        "listening on that port.",
-        protocol,
-        port,
-    )
-    while True:
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(address, port), APP_DIAL_TIMEOUT_S
-            )
-        except (OSError, TimeoutError):
-            await asyncio.sleep(APP_DIAL_INTERVAL_S)
-            continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        break
-    runtime_log.info("application discovered on port %d", port)

@@ -108,7 +108,8 @@ async def run(opts: Options, early: Early | None = None) -> None:
     from grpclib.server import Server
 
     from pysentry.config.acl import AccessControlList
-    from pysentry.sidecar.app_channel import HttpAppChannel, wait_for_app
+    from pysentry.sidecar.app_channel import HttpAppChannel
+    from pysentry.sidecar.app_dial import wait_for_app
     from pysentry.sidecar.direct import DirectMessaging
     from pysentry.sidecar.fastpath_protocol import max_payload as fastpath_max_payload
     from pysentry.sidecar.grpc_api import DaprApi, api_server
