@@ -10,7 +10,8 @@ Layout (edge to core):
 * :mod:`.internal_server`  ``ServiceInvocation`` server (CallLocal, CallLocalStream)
 * :mod:`.invoker`          ``RemoteInvoker``: one call to a peer, whatever the transport
 * :mod:`.fastpath_protocol`, :mod:`.fastpath_server`, :mod:`.fastpath_callee`,
-  :mod:`.fastpath_connection`, :mod:`.fastpath_client`  ``pysentry-invoke/2`` between pysentry sidecars (ALPN on the mTLS port)
+  :mod:`.fastpath_connection`, :mod:`.fastpath_client`  ``pysentry-invoke/2`` between pysentry
+  sidecars (ALPN on the mTLS port)
 * :mod:`.messages`         protobuf <-> :mod:`.invocation` dataclasses (the gRPC edge)
 * :mod:`.mtls`             mTLS wiring on top of ``pysentry.security``
 * :mod:`.app_channel`      pooled HTTP client to the app (dialled by :mod:`.app_dial`)
