@@ -27,6 +27,7 @@ from pysentry.config import (
 )
 from pysentry.errors import ConfigError, PysentryError
 from pysentry.sentry.ca import CaSettings, CertificateAuthority
+from pysentry.sentry.flags import DEFAULT_CONFIG
 from pysentry.sentry.frontend import listen_error, start_frontend
 from pysentry.sentry.httpserve import PlainHttpServer, Route
 from pysentry.sentry.identity import ServingIdentity
@@ -37,7 +38,7 @@ from pysentry.sentry.monitoring import (
     healthz_routes,
     metrics_routes,
 )
-from pysentry.sentry.options import DEFAULT_CONFIG, OptionsError, SentryOptions, parse_options
+from pysentry.sentry.options import OptionsError, SentryOptions, parse_options
 from pysentry.sentry.reload import CredentialsReloader
 from pysentry.sentry.store import file_store, load_or_generate
 from pysentry.sentry.validator_setup import build_validators

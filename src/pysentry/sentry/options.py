@@ -18,6 +18,7 @@ from pysentry.pki.profiles import SENTRY_APP_ID
 from pysentry.sentry.cpus import default_workers
 from pysentry.sentry.flags import (
     CA_KEY_ALGORITHMS,
+    DEFAULT_CONFIG,
     DEFAULT_CREDENTIALS_DIR,
     DEFAULT_HEALTHZ_PORT,
     DEFAULT_MAX_CONCURRENT_SIGNS,
@@ -29,7 +30,6 @@ from pysentry.sentry.flags import (
     build_parser,
     normalize_argv,
 )
-from pysentry.sentry.flags import DEFAULT_CONFIG as DEFAULT_CONFIG  # public here too
 from pysentry.spiffe import SpiffeId, TrustDomain
 
 DEFAULT_NAMESPACE = "default"

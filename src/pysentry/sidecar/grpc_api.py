@@ -26,6 +26,7 @@ from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server, Stream
 
+from pysentry import RUNTIME_VERSION
 from pysentry.config.method import canonical_method
 from pysentry.errors import InvalidMethod
 from pysentry.proto.dapr.proto.common.v1 import common_pb2
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 
 SERVICE = "/dapr.proto.runtime.v1.Dapr/"
 API_TOKEN = "dapr-api-token"
-RUNTIME_VERSION = "pysentry-0.1.0"
 _VERB_NAMES = dict(common_pb2.HTTPExtension.Verb.items())
 _VERB_BY_NUMBER = {v: k for k, v in _VERB_NAMES.items()}
 _SKIP_METADATA = frozenset({API_TOKEN, "content-type", "user-agent", "dapr-app-id"})

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from pysentry import RUNTIME_VERSION
+
 if TYPE_CHECKING:
     from pysentry.sidecar.http_api import ApiSettings
 
-RUNTIME_VERSION = "pysentry-0.1.0"
 MAX_METADATA_KEYS = 256
 MAX_METADATA_VALUE = 64 << 10
 

@@ -4,7 +4,7 @@ requested before asyncio is imported (issue 13; docs/choices.md).
 
 :func:`early_start` runs on the main thread before the event loop exists; Kubernetes mode and a
 start-up whose mTLS or Sentry address comes from the Configuration do the same steps on the loop
-(``main.run``), with :func:`announce` and :func:`bind_sockets` from here.
+(``runtime.run``), with :func:`announce` and :func:`bind_sockets` from here.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ SCOPES: Mapping[str, str] = {
     "pysentry.sidecar.fastpath_client": "dapr.runtime.direct_messaging",
     "pysentry.sidecar.fastpath_server": "dapr.runtime.grpc.internal",
     "pysentry.sidecar.grpc_proxy": "dapr.runtime.direct_messaging",  # messaging/grpc_proxy.go
+    "pysentry.sidecar.relay": "dapr.runtime.direct_messaging",  # split out of grpc_proxy
     "pysentry.sidecar.app_channel": "dapr.runtime.channels",  # pkg/runtime/channels
     "pysentry.sidecar.grpc_app_channel": "dapr.runtime.channels",
     "pysentry.sidecar.mtls": "dapr.runtime.security",  # pkg/security, kit crypto/spiffe
